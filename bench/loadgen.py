@@ -1,0 +1,314 @@
+"""XMPP load generator: many authenticated sessions, then 1:1 messages between pairs.
+
+Phases (all bounded; traffic only to 127.0.0.1):
+  1. login   N sessions at bounded concurrency -> sessions/s
+  2. idle    server RSS before any session vs. after N idle sessions -> KiB per session
+  3. rate    `--messages` 1:1 messages at `--rate` msg/s, session i -> session i+1
+             -> p50/p99 latency, server CPU per 10,000 delivered messages
+  4. flood   `--flood-messages` with at most `--window` in flight -> max msg/s, CPU/10k
+  5. close   `</stream:stream>` on every session, wait for the server to close
+Prints one JSON object on stdout. Server figures come from /proc/<--server-pid>.
+
+Run it pinned to a core other than the server's, e.g.
+  taskset -c 0 python bench/loadgen.py --port 5222 --server-pid 1234 --sessions 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from xmppclient import ChatStats, Session, unverified_tls_context  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MAX_SESSIONS = 19_000  # one process may open at most 20,000 files
+
+
+# -- measurements from /proc -------------------------------------------------------------------
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Meter:
+    """Wall time, server CPU and our own CPU over one phase."""
+
+    server_pid: int
+    wall: float = 0.0
+    server_cpu: float = 0.0
+    own_cpu: float = 0.0
+    _start: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
+
+    def __enter__(self) -> Meter:
+        self._start = (time.monotonic(), proc_cpu_seconds(self.server_pid), self_cpu_seconds())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        t0, s0, o0 = self._start
+        self.wall = time.monotonic() - t0
+        self.server_cpu = proc_cpu_seconds(self.server_pid) - s0
+        self.own_cpu = self_cpu_seconds() - o0
+
+    def report(self) -> dict[str, float]:
+        return {
+            "wall_s": round(self.wall, 3),
+            "server_cpu_s": round(self.server_cpu, 3),
+            "server_cpu_frac": round(self.server_cpu / self.wall, 3) if self.wall else 0.0,
+            "loadgen_cpu_s": round(self.own_cpu, 3),
+            "loadgen_cpu_frac": round(self.own_cpu / self.wall, 3) if self.wall else 0.0,
+        }
+
+
+def percentile(sorted_values: list[int], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+# -- phases ------------------------------------------------------------------------------------
+async def login_all(args: argparse.Namespace, stats: ChatStats) -> tuple[list[Session], int]:
+    loop = asyncio.get_running_loop()
+    tls = unverified_tls_context() if args.tls else None
+    limit = asyncio.Semaphore(args.concurrency)
+    sessions: list[Session | None] = [None] * args.sessions
+    failures: list[str] = []
+
+    async def one(i: int) -> None:
+        async with limit:
+            try:
+                _, session = await loop.create_connection(
+                    lambda: Session(stats), args.host, args.port
+                )
+                await asyncio.wait_for(
+                    session.login(
+                        args.domain,
+                        f"{args.user_prefix}{i}",
+                        args.password,
+                        tls=tls,
+                        mechanism=args.mechanism,
+                        presence=not args.no_presence,
+                    ),
+                    args.login_timeout,
+                )
+                sessions[i] = session
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                failures.append(f"{type(exc).__name__}: {exc}"[:300])
+
+    await asyncio.gather(*(one(i) for i in range(args.sessions)))
+    if failures:
+        print(f"loadgen: {len(failures)} logins failed, first: {failures[0]}", file=sys.stderr)
+    return [s for s in sessions if s is not None], len(failures)
+
+
+def message_templates(sessions: list[Session], bare: bool) -> list[tuple[bytes, bytes]]:
+    """Per sender: (transport-bound prefix bytes, suffix) for a message to the next session."""
+    out = []
+    for i in range(len(sessions)):
+        to = sessions[(i + 1) % len(sessions)].jid
+        if bare:
+            to = to.split("/", 1)[0]
+        out.append((f"<message to='{to}' type='chat'><body>".encode(), b"</body></message>"))
+    return out
+
+
+async def wait_delivered(stats: ChatStats, target: int, deadline: float) -> None:
+    while len(stats.latencies_ns) < target and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
+async def send_at_rate(
+    sessions: list[Session], templates: list[tuple[bytes, bytes]], count: int, rate: float
+) -> float:
+    """Send `count` messages paced at `rate`/s; returns the achieved send rate."""
+    n = len(sessions)
+    sent = 0
+    start = time.monotonic()
+    clock = time.monotonic_ns
+    while sent < count:
+        due = min(count, int((time.monotonic() - start) * rate) + 1)
+        while sent < due:
+            s = sent % n
+            prefix, suffix = templates[s]
+            sessions[s].transport.write(prefix + str(clock()).encode() + suffix)  # type: ignore[union-attr]
+            sent += 1
+        await asyncio.sleep(0.001)
+    return count / max(time.monotonic() - start, 1e-9)
+
+
+async def send_flood(
+    sessions: list[Session],
+    templates: list[tuple[bytes, bytes]],
+    stats: ChatStats,
+    count: int,
+    window: int,
+    deadline: float,
+) -> None:
+    """Send as fast as the server delivers, keeping at most `window` messages in flight."""
+    n = len(sessions)
+    sent = 0
+    base = len(stats.latencies_ns)
+    clock = time.monotonic_ns
+    while sent < count and time.monotonic() < deadline:
+        allowed = min(count, len(stats.latencies_ns) - base + window)
+        while sent < allowed:
+            s = sent % n
+            prefix, suffix = templates[s]
+            sessions[s].transport.write(prefix + str(clock()).encode() + suffix)  # type: ignore[union-attr]
+            sent += 1
+        await asyncio.sleep(0.0005)
+
+
+def latency_report(latencies_ns: list[int]) -> dict[str, float]:
+    ordered = sorted(latencies_ns)
+    return {
+        "p50_ms": round(percentile(ordered, 0.50) / 1e6, 3),
+        "p90_ms": round(percentile(ordered, 0.90) / 1e6, 3),
+        "p99_ms": round(percentile(ordered, 0.99) / 1e6, 3),
+        "max_ms": round(ordered[-1] / 1e6, 3) if ordered else float("nan"),
+    }
+
+
+async def chat_phase(
+    args: argparse.Namespace, sessions: list[Session], stats: ChatStats, flood: bool
+) -> dict[str, object]:
+    templates = message_templates(sessions, args.bare_jid)
+    stats.latencies_ns = []
+    count = args.flood_messages if flood else args.messages
+    with Meter(args.server_pid) as meter:
+        if flood:
+            deadline = time.monotonic() + args.phase_timeout
+            await send_flood(sessions, templates, stats, count, args.window, deadline)
+            send_rate = None
+        else:
+            send_rate = await send_at_rate(sessions, templates, count, args.rate)
+            deadline = time.monotonic() + args.phase_timeout
+        await wait_delivered(stats, count, deadline)
+    delivered = len(stats.latencies_ns)
+    out: dict[str, object] = {
+        "sent": count,
+        "delivered": delivered,
+        **meter.report(),
+        "delivered_per_s": round(delivered / meter.wall, 1) if meter.wall else 0.0,
+        "server_cpu_s_per_10k": round(meter.server_cpu * 10_000 / delivered, 4)
+        if delivered
+        else None,
+        **latency_report(stats.latencies_ns),
+    }
+    if send_rate is not None:
+        out["target_rate"] = args.rate
+        out["achieved_send_rate"] = round(send_rate, 1)
+    return out
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    stats = ChatStats()
+    result: dict[str, object] = {"server": args.label, "sessions_wanted": args.sessions}
+    rss_base = proc_rss_kib(args.server_pid)
+
+    with Meter(args.server_pid) as meter:
+        sessions, failed = await login_all(args, stats)
+    result["login"] = {
+        "ok": len(sessions),
+        "failed": failed,
+        "concurrency": args.concurrency,
+        "sessions_per_s": round(len(sessions) / meter.wall, 1),
+        "server_cpu_ms_per_login": round(meter.server_cpu * 1000 / max(1, len(sessions)), 3),
+        **meter.report(),
+    }
+    gc.collect()
+    gc.freeze()  # keep the collector off the (now static) session objects
+
+    await asyncio.sleep(args.idle_seconds)
+    rss_idle = proc_rss_kib(args.server_pid)
+    result["idle"] = {
+        "rss_base_kib": rss_base,
+        "rss_idle_kib": rss_idle,
+        "kib_per_session": round((rss_idle - rss_base) / max(1, len(sessions)), 2),
+        "after_s": args.idle_seconds,
+    }
+
+    if len(sessions) >= 2:
+        for s in sessions:
+            s.start_chat()
+        gc.disable()
+        if args.messages:
+            result["rate"] = await chat_phase(args, sessions, stats, flood=False)
+        if args.flood_messages:
+            result["flood"] = await chat_phase(args, sessions, stats, flood=True)
+        gc.enable()
+        result["lost_connections"] = stats.lost
+        result["rss_after_chat_kib"] = proc_rss_kib(args.server_pid)
+
+    with Meter(args.server_pid) as meter:
+        closed = await asyncio.gather(*(s.close(args.close_timeout) for s in sessions))
+    result["close"] = {"clean": sum(closed), "unclean": len(closed) - sum(closed), **meter.report()}
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--domain", default="localhost")
+    p.add_argument("--server-pid", type=int, required=True, help="pid to sample in /proc")
+    p.add_argument("--label", default="server", help="name put in the JSON output")
+    p.add_argument("--sessions", type=int, default=1000)
+    p.add_argument("--user-prefix", default="u", help="accounts are <prefix>0..<prefix>N-1")
+    p.add_argument("--password", default="bench-password")
+    p.add_argument("--mechanism", default="SCRAM-SHA-1")
+    p.add_argument("--tls", action="store_true", help="STARTTLS (certificate not verified)")
+    p.add_argument("--no-presence", action="store_true", help="skip initial <presence/>")
+    p.add_argument("--bare-jid", action="store_true", help="address messages to bare JIDs")
+    p.add_argument("--concurrency", type=int, default=100, help="logins in flight")
+    p.add_argument("--login-timeout", type=float, default=60.0)
+    p.add_argument("--idle-seconds", type=float, default=5.0)
+    p.add_argument("--messages", type=int, default=20_000, help="fixed-rate phase size")
+    p.add_argument("--rate", type=float, default=2_000.0, help="fixed-rate msg/s")
+    p.add_argument("--flood-messages", type=int, default=0, help="flood phase size (0: skip)")
+    p.add_argument("--window", type=int, default=500, help="flood: messages in flight")
+    p.add_argument("--phase-timeout", type=float, default=60.0, help="max wait for delivery")
+    p.add_argument("--close-timeout", type=float, default=10.0)
+    args = p.parse_args(argv)
+    if not 1 <= args.sessions <= MAX_SESSIONS:
+        p.error(f"--sessions must be 1..{MAX_SESSIONS} (file limit per process)")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        p.error("traffic only to the local machine")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = asyncio.run(run(args))
+    print(json.dumps(result), flush=True)
+    return 0 if result["login"]["failed"] == 0 else 1  # type: ignore[index]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

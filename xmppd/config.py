@@ -1,0 +1,187 @@
+"""One TOML file -> typed configuration. Defaults work with no file at all.
+
+Every error names the key and the line (see `options.ConfigError`). Module options are declared by
+the modules themselves and validated by the loader against the same `[modules.<name>]` tables.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .options import ConfigError, Option, Schema, SourceMap, validate
+from .protocol.jid import JIDError, prep_domain
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+SERVER: Schema = {
+    "domain": Option(str, "localhost", "the XMPP domain users live on (user@domain)"),
+    "extra_domains": Option(list, [], "more virtual hosts served by this process"),
+    "data_dir": Option(str, "./data", "where the database, certificate and keys live"),
+    "log_level": Option(str, "info", "log verbosity", choices=LOG_LEVELS),
+    "admins": Option(list, [], "bare JIDs with admin rights"),
+    "demo_account": Option(bool, True, "create demo@<domain> on first start, print its password"),
+}
+STORAGE: Schema = {
+    "driver": Option(str, "sqlite", "storage driver", choices=("sqlite",)),
+    "path": Option(str, "", "SQLite file; empty means <data_dir>/xmppd.sqlite"),
+}
+TLS: Schema = {
+    "certificate": Option(
+        str, "", "PEM certificate chain; empty: self-signed, made on first start"
+    ),
+    "key": Option(str, "", "PEM private key for the certificate"),
+}
+C2S: Schema = {
+    "interfaces": Option(list, ["127.0.0.1", "::1"], "addresses to listen on ('*' for all)"),
+    "port": Option(int, 5222, "STARTTLS port (0 disables)", min=0, max=65535),
+    "direct_tls_port": Option(int, 5223, "XEP-0368 direct TLS port (0 disables)", min=0, max=65535),
+    "require_encryption": Option(bool, True, "refuse authentication before TLS"),
+    "allow_plain_without_tls": Option(bool, False, "offer SASL PLAIN on unencrypted streams"),
+}
+LIMITS: Schema = {
+    "stanza_size": Option(int, 256 * 1024, "max bytes of one stanza after login", min=1024),
+    "preauth_stanza_size": Option(int, 16 * 1024, "max bytes before login", min=1024),
+    "max_depth": Option(int, 32, "max element nesting in a stanza", min=4, max=1000),
+    "sasl_attempts": Option(int, 5, "failed logins per stream before it is closed", min=1),
+    "connections_per_ip": Option(int, 100, "concurrent connections per client address", min=1),
+    "bytes_per_second": Option(
+        int, 64 * 1024, "read rate per connection; faster senders are paused", min=512
+    ),
+    "burst_bytes": Option(int, 256 * 1024, "bytes a connection may send at once", min=1024),
+    "queued_bytes": Option(
+        int, 2 * 1024 * 1024, "outgoing bytes queued for a slow reader", min=1024
+    ),
+    "queued_stanzas": Option(int, 5000, "outgoing stanzas queued for a slow reader", min=10),
+    "login_timeout": Option(float, 30.0, "seconds to finish TLS, login and bind", min=1),
+    "idle_timeout": Option(float, 600.0, "seconds of silence before a stream is closed", min=10),
+    "keepalive_interval": Option(float, 120.0, "whitespace keepalive when idle", min=5),
+    "tls_handshake_timeout": Option(float, 10.0, "seconds for a TLS handshake", min=1),
+    "resources_per_account": Option(int, 20, "concurrent sessions per account", min=1),
+}
+SECTIONS: dict[str, Schema] = {
+    "server": SERVER,
+    "storage": STORAGE,
+    "tls": TLS,
+    "c2s": C2S,
+    "limits": LIMITS,
+}
+
+
+@dataclass(slots=True)
+class HostConfig:
+    domain: str
+    modules: list[str]
+    module_options: dict[str, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Config:
+    server: dict[str, Any]
+    storage: dict[str, Any]
+    tls: dict[str, Any]
+    c2s: dict[str, Any]
+    limits: dict[str, Any]
+    hosts: list[HostConfig]
+    path: str = ""
+    base_dir: Path = field(default_factory=Path.cwd)
+    source: SourceMap | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.resolve(self.server["data_dir"])
+
+    def resolve(self, path: str) -> Path:
+        """Relative paths are relative to the working directory the server was started from."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def database_path(self) -> Path:
+        return (
+            self.resolve(self.storage["path"])
+            if self.storage["path"]
+            else (self.data_dir / "xmppd.sqlite")
+        )
+
+    def host(self, domain: str) -> HostConfig:
+        for host in self.hosts:
+            if host.domain == domain:
+                return host
+        raise KeyError(domain)
+
+
+DEFAULT_MODULES = ["disco", "ping", "version", "time", "presence"]
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Read and validate the config file (`None`: built-in defaults)."""
+    text, shown = "", ""
+    if path is not None:
+        shown = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file: {exc.strerror}", path=shown) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError("the config file is not UTF-8", path=shown) from exc
+    return parse(text, shown)
+
+
+def parse(text: str, path: str = "") -> Config:
+    source = SourceMap(text, path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"TOML syntax error: {exc}", path=path) from exc
+    known = set(SECTIONS) | {"modules", "hosts"}
+    for section in data:
+        if section not in known:
+            raise source.error(section, f"unknown section; known: {', '.join(sorted(known))}")
+    values = {
+        name: validate(data.get(name, {}), schema, name, source)
+        for name, schema in SECTIONS.items()
+    }
+    domains = _domains(values["server"], source)
+    modules_table = data.get("modules", {})
+    if not isinstance(modules_table, dict):
+        raise source.error("modules", "expected a table")
+    hosts = [
+        _host_config(domain, modules_table, data.get("hosts", {}), source) for domain in domains
+    ]
+    return Config(**values, hosts=hosts, path=path, source=source)
+
+
+def _domains(server: dict[str, Any], source: SourceMap) -> list[str]:
+    domains: list[str] = []
+    for key, raw in [("domain", server["domain"])] + [
+        ("extra_domains", d) for d in server["extra_domains"]
+    ]:
+        try:
+            domain = prep_domain(raw)
+        except JIDError as exc:
+            raise source.error(f"server.{key}", f"not a valid domain: {exc}") from exc
+        if domain in domains:
+            raise source.error(f"server.{key}", f"{domain!r} is listed twice")
+        domains.append(domain)
+    server["domain"] = domains[0]
+    return domains
+
+
+def _host_config(domain: str, modules: dict[str, Any], hosts: Any, source: SourceMap) -> HostConfig:
+    enabled = modules.get("enabled", DEFAULT_MODULES)
+    if not isinstance(enabled, list) or not all(isinstance(m, str) for m in enabled):
+        raise source.error("modules.enabled", "expected a list of module names")
+    options = {k: v for k, v in modules.items() if k != "enabled"}
+    override = hosts.get(domain, {}) if isinstance(hosts, dict) else {}
+    if override:
+        prefix = f"hosts.{domain}"
+        if not isinstance(override, dict):
+            raise source.error(prefix, "expected a table")
+        for key in override:
+            if key not in ("modules", "modules_options"):
+                raise source.error(f"{prefix}.{key}", "unknown option; known: modules")
+        enabled = override.get("modules", enabled)
+    return HostConfig(domain=domain, modules=list(enabled), module_options=options)

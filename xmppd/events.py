@@ -1,0 +1,77 @@
+"""The per-host event bus: named events, handlers ordered by priority.
+
+Event names follow the grammar in docs/architecture.md. Handlers are async callables taking one
+event object; the first handler that returns True stops the chain. Higher priority runs first:
+filters > 0, observers (archives, carbons) 0 ... -0.5, delivery -1.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger("xmppd.events")
+
+Handler = Callable[[Any], Awaitable[bool | None]]
+
+_KINDS = "message|presence|iq"
+_SCOPES = "full|bare|host|self"
+_GRAMMAR = re.compile(
+    rf"^(?:pre-)?(?:{_KINDS})/(?:{_SCOPES})$"  # stanza routing
+    rf"|^iq-(?:get|set)/(?:bare|host|self)/\S+:[^:\s]+$"  # iq-<type>/<scope>/<ns>:<child>
+    r"|^route/remote$"
+)
+
+
+class UnknownEvent(ValueError):
+    pass
+
+
+class EventBus:
+    __slots__ = ("_handlers", "_declared", "_seq")
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, tuple[tuple[float, int, Handler], ...]] = {}
+        self._declared: set[str] = set()
+        self._seq = 0
+
+    def declare(self, *names: str) -> None:
+        """Feature events (`session-bound`, `roster-item-changed`...) must be declared first."""
+        self._declared.update(names)
+
+    def is_known(self, name: str) -> bool:
+        return name in self._declared or _GRAMMAR.match(name) is not None
+
+    def hook(self, name: str, handler: Handler, priority: float = 0) -> None:
+        if not self.is_known(name):
+            raise UnknownEvent(f"unknown event {name!r} (see docs/architecture.md for the grammar)")
+        self._seq += 1
+        entries = (*self._handlers.get(name, ()), (priority, self._seq, handler))
+        # Stable: equal priorities run in the order they were hooked.
+        self._handlers[name] = tuple(sorted(entries, key=lambda e: (-e[0], e[1])))
+
+    def unhook(self, name: str, handler: Handler) -> None:
+        remaining = tuple(e for e in self._handlers.get(name, ()) if e[2] is not handler)
+        if remaining:
+            self._handlers[name] = remaining
+        else:
+            self._handlers.pop(name, None)
+
+    def has_handlers(self, name: str) -> bool:
+        return name in self._handlers
+
+    async def fire(self, name: str, event: Any) -> bool:
+        """Run the handlers of `name`; True when one of them handled the event."""
+        for _priority, _seq, handler in self._handlers.get(name, ()):
+            try:
+                if await handler(event):
+                    return True
+            except Exception:
+                # One broken module must not take the stanza flow down with it.
+                log.exception(
+                    "handler %s for %s failed", getattr(handler, "__qualname__", handler), name
+                )
+                raise
+        return False

@@ -1,0 +1,112 @@
+"""A virtual host: its event bus, modules, sessions, accounts and storage."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from pubsub import PubSub, Tracker
+from pubsub.topics import presence_topic, session_topic
+
+from . import router
+from .events import EventBus
+from .protocol.jid import JID
+
+if TYPE_CHECKING:
+    from auth.base import AuthBackend
+
+    from .config import Config, HostConfig
+    from .module import Module
+    from .protocol.stanza import Element
+    from .session import Session
+    from .storage.base import Storage
+
+
+class Host:
+    def __init__(
+        self,
+        config: HostConfig,
+        *,
+        server_config: Config,
+        pubsub: PubSub,
+        tracker: Tracker,
+        storage: Storage,
+        auth: AuthBackend,
+    ) -> None:
+        self.domain = config.domain
+        self.config = config
+        self.server_config = server_config
+        self.pubsub = pubsub
+        self.tracker = tracker
+        self.storage = storage
+        self.auth = auth
+        self.log = logging.getLogger(f"xmppd.host.{self.domain}")
+        self.events = EventBus()
+        self.events.declare(
+            "session-bound",  # Session: a resource was bound
+            "session-closed",  # Session: the session ended (cleanly or not)
+            "stream-features",  # list of extra feature elements (after auth)
+            "undeliverable",  # (stanza, reason): a queued stanza could not be delivered
+        )
+        self.presence_topic = presence_topic(self.domain)
+        self.disco_features: set[str] = set()
+        self.disco_identities: set[tuple[str, str, str]] = {("server", "im", "xmppd")}
+        self.disco_items: dict[str, str] = {}  # JID -> name (MUC service, upload, ...)
+        self.account_features: set[str] = set()  # disco#info of an account's bare JID
+        # Local sessions by bare JID, then resource. Full-JID delivery goes through pubsub.
+        self.sessions: dict[str, dict[str, Session]] = {}
+        self.modules: list[Module] = []
+        self.hosts: dict[str, Host] = {self.domain: self}  # every host of the server, by domain
+        self.server: Any = None
+        router.install(self)
+
+    # ---- sessions ---------------------------------------------------------------------------
+
+    def resources_of(self, bare: str) -> dict[str, Session]:
+        return self.sessions.get(bare, {})
+
+    def bind(self, session: Session, username: str, resource: str | None) -> JID:
+        """Register a session under a full JID; an existing one with that JID is replaced."""
+        bare = JID(username, self.domain, prepared=True)
+        resources = self.sessions.setdefault(str(bare), {})
+        if resource is None:
+            resource = secrets.token_hex(6)
+            while resource in resources:
+                resource = secrets.token_hex(6)
+        full = bare.with_resource(resource)
+        old = resources.get(resource)
+        if old is not None and old is not session:
+            # RFC 6120 §7.7.2.2: the newer session wins, the older one gets <conflict/>.
+            old.replaced()
+        resources[resource] = session
+        self.pubsub.subscribe(session_topic(str(full)), session)
+        return full
+
+    def unbind(self, session: Session) -> None:
+        jid = session.jid
+        if jid is None:
+            return
+        bare = str(jid.bare)
+        resources = self.sessions.get(bare)
+        if resources is not None and resources.get(jid.resource or "") is session:
+            del resources[jid.resource or ""]
+            if not resources:
+                del self.sessions[bare]
+            self.pubsub.unsubscribe(session_topic(str(jid)), session)
+
+    def available_resources(self, bare: str) -> list[dict]:
+        """Tracker metas of the account's available resources (any node)."""
+        return self.tracker.get_by_key(self.presence_topic, bare)
+
+    # ---- routing ----------------------------------------------------------------------------
+
+    async def route(self, origin: Session | None, stanza: Element) -> None:
+        await router.route(self, origin, stanza)
+
+    def deliver_to_full(self, full: str, stanza: Element) -> bool:
+        """Hand a stanza to the session bound to `full`; False when there is none."""
+        return self.pubsub.broadcast(session_topic(full), stanza) > 0
+
+    def is_local(self, domain: str) -> bool:
+        return domain == self.domain

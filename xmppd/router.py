@@ -1,0 +1,279 @@
+"""Stanza routing (RFC 6120 §8, §10; RFC 6121 §8.5) as events on the host's bus.
+
+`route()` validates and stamps a stanza, computes its event names and fires them:
+
+1. `pre-<kind>/<scope>` on the sender's host, only for stanzas from our own clients (filters,
+   blocking, carbons, presence broadcast hook here);
+2. `<kind>/<scope>` on the recipient's host. The default handlers installed here run last
+   (priority -1) and deliver per RFC 6121 §8.5; for iq to the server or an account they fire
+   `iq-<type>/<scope>/<ns>:<child>` and answer `service-unavailable` when nobody handles it.
+
+scope: `full` (a resource), `bare` (an account), `self` (the sender's own account, or no `to`),
+`host` (the server itself). Stanzas to other domains fire `route/remote`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .protocol.jid import JID, JIDError
+from .protocol.stanza import Element, error_reply, first_child, local_name, namespace_of
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .session import Session
+
+DELIVERY = -1.0
+_VALID_TYPES = {
+    "message": frozenset({"normal", "chat", "groupchat", "headline", "error"}),
+    "presence": frozenset(
+        {"unavailable", "subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe", "error"}
+    ),
+    "iq": frozenset({"get", "set", "result", "error"}),
+}
+
+
+class StanzaEvent:
+    """What handlers receive. `host` is the host whose bus fired the event."""
+
+    __slots__ = ("host", "origin", "stanza", "kind", "to", "sender")
+
+    def __init__(
+        self,
+        host: Host,
+        origin: Session | None,
+        stanza: Element,
+        kind: str,
+        to: JID | None,
+        sender: JID | None,
+    ) -> None:
+        self.host = host
+        self.origin = origin
+        self.stanza = stanza
+        self.kind = kind
+        self.to = to
+        self.sender = sender
+
+    async def reply_error(self, condition: str, text: str | None = None) -> bool:
+        """Bounce an error to the sender (never in answer to an error). Returns True."""
+        if self.stanza.get("type") != "error":
+            await self.host.route(None, error_reply(self.stanza, condition, text))
+        return True
+
+    async def reply(self, stanza: Element) -> bool:
+        await self.host.route(None, stanza)
+        return True
+
+
+def scope_of(to: JID | None, sender: JID | None) -> str:
+    if to is None:
+        return "self"
+    if to.local is None:
+        return "host"
+    if (
+        sender is not None
+        and to.resource is None
+        and to.local == sender.local
+        and to.domain == sender.domain
+    ):
+        return "self"
+    return "bare" if to.resource is None else "full"
+
+
+async def route(host: Host, origin: Session | None, stanza: Element) -> None:
+    kind = local_name(stanza)
+    if origin is not None and not _stamp_sender(origin, stanza):
+        return
+    to: JID | None = None
+    if (to_attr := stanza.get("to")) is not None:
+        try:
+            to = JID.parse(to_attr)
+        except JIDError as exc:
+            if stanza.get("type") != "error":
+                stanza.attrib.pop("to")
+                await host.route(None, error_reply(stanza, "jid-malformed", str(exc)))
+            return
+    sender = origin.jid if origin is not None else _parse_from(stanza)
+    if origin is not None and not await _valid(host, stanza, kind):
+        return
+    scope = scope_of(to, sender)
+    event = StanzaEvent(host, origin, stanza, kind, to, sender)
+    if origin is not None and await host.events.fire(f"pre-{kind}/{scope}", event):
+        return
+    domain = host.domain if to is None else to.domain
+    target = host.hosts.get(domain)
+    if target is None:
+        await host.events.fire("route/remote", event)
+        return
+    if target is not host:
+        event.host = target
+    await target.events.fire(f"{kind}/{scope}", event)
+
+
+def _stamp_sender(origin: Session, stanza: Element) -> bool:
+    jid = origin.jid
+    assert jid is not None
+    frm = stanza.get("from")
+    if frm is not None and frm != origin.full and frm != origin.bare:
+        try:
+            claimed = JID.parse(frm)
+        except JIDError:
+            claimed = None
+        if (
+            claimed is None
+            or claimed.bare != jid.bare
+            or (claimed.resource not in (None, jid.resource))
+        ):
+            # RFC 6120 §4.9.3.10: a client may not claim another address.
+            origin.kill("invalid-from", "the from address is not yours")
+            return False
+    stanza.set("from", origin.full)
+    return True
+
+
+def _parse_from(stanza: Element) -> JID | None:
+    frm = stanza.get("from")
+    if frm is None:
+        return None
+    try:
+        return JID.parse(frm)
+    except JIDError:
+        return None
+
+
+async def _valid(host: Host, stanza: Element, kind: str) -> bool:
+    """RFC 6120 §8.2-8.3 checks on client stanzas; answers bad-request when they fail."""
+    type_ = stanza.get("type")
+    problem = None
+    if type_ is not None and type_ not in _VALID_TYPES[kind]:
+        problem = f"invalid type {type_!r} for {kind}"
+    elif kind == "iq":
+        children = [c for c in stanza if isinstance(c.tag, str)]
+        if not stanza.get("id"):
+            problem = "an iq needs an id"
+        elif type_ is None:
+            problem = "an iq needs a type"
+        elif type_ in ("get", "set") and len(children) != 1:
+            problem = "an iq get/set carries exactly one child element"
+        elif type_ == "result" and len(children) > 1:
+            problem = "an iq result carries at most one child element"
+    if problem is None:
+        return True
+    if type_ != "error":
+        await host.route(None, error_reply(stanza, "bad-request", problem))
+    return False
+
+
+# ---- default handlers (delivery), installed on every host ---------------------------------------
+
+
+def install(host: Host) -> None:
+    events = host.events
+    events.declare("message-offline")  # a message for an account with no available resource
+    events.hook("message/full", _message_full, DELIVERY)
+    events.hook("message/bare", _message_bare, DELIVERY)
+    events.hook("message/self", _message_bare, DELIVERY)
+    events.hook("message/host", _message_host, DELIVERY)
+    events.hook("presence/full", _presence_full, DELIVERY)
+    events.hook("presence/bare", _presence_bare, DELIVERY)
+    events.hook("presence/host", _ignore, DELIVERY)
+    events.hook("presence/self", _ignore, DELIVERY)
+    events.hook("iq/full", _iq_full, DELIVERY)
+    for scope in ("bare", "self", "host"):
+        events.hook(f"iq/{scope}", _iq_to_server, DELIVERY)
+    events.hook("route/remote", _remote, DELIVERY)
+
+
+async def _ignore(event: StanzaEvent) -> bool:
+    return True
+
+
+async def _message_full(event: StanzaEvent) -> bool:
+    assert event.to is not None
+    if event.host.deliver_to_full(str(event.to), event.stanza):
+        return True
+    # RFC 6121 §8.5.3.2: the resource is gone.
+    type_ = event.stanza.get("type", "normal")
+    if type_ in ("normal", "chat"):
+        return await _message_bare(event)
+    if type_ == "groupchat":
+        return await event.reply_error("service-unavailable")
+    return True  # headline and error: silently dropped
+
+
+async def _message_bare(event: StanzaEvent) -> bool:
+    """RFC 6121 §8.5.2: highest-priority non-negative resources, else offline or an error."""
+    host, stanza = event.host, event.stanza
+    bare = str(event.to.bare) if event.to is not None else event.origin.bare  # type: ignore[union-attr]
+    type_ = stanza.get("type", "normal")
+    if type_ == "groupchat":
+        return await event.reply_error("service-unavailable")
+    metas = [m for m in host.available_resources(bare) if m.get("priority", 0) >= 0]
+    if metas and type_ != "error":
+        if type_ != "headline":
+            top = max(m.get("priority", 0) for m in metas)
+            metas = [m for m in metas if m.get("priority", 0) == top]
+        delivered = False
+        for meta in metas:
+            delivered |= host.deliver_to_full(f"{bare}/{meta['resource']}", stanza)
+        if delivered:
+            return True
+    if type_ in ("error", "headline"):
+        return True
+    local = bare.partition("@")[0]
+    if not await host.auth.user_exists(local):
+        return await event.reply_error("service-unavailable")
+    if await host.events.fire("message-offline", event):
+        return True
+    return await event.reply_error("service-unavailable", "the recipient is offline")
+
+
+async def _message_host(event: StanzaEvent) -> bool:
+    if event.stanza.get("type") in ("error", "headline", "groupchat"):
+        return True
+    return await event.reply_error("service-unavailable")
+
+
+async def _presence_full(event: StanzaEvent) -> bool:
+    assert event.to is not None
+    event.host.deliver_to_full(str(event.to), event.stanza)
+    return True
+
+
+async def _presence_bare(event: StanzaEvent) -> bool:
+    """Directed presence to an account goes to each available resource (RFC 6121 §8.5.2.1.2)."""
+    assert event.to is not None
+    bare = str(event.to.bare)
+    for meta in event.host.available_resources(bare):
+        event.host.deliver_to_full(f"{bare}/{meta['resource']}", event.stanza)
+    return True
+
+
+async def _iq_full(event: StanzaEvent) -> bool:
+    assert event.to is not None
+    if event.host.deliver_to_full(str(event.to), event.stanza):
+        return True
+    if event.stanza.get("type") in ("get", "set"):
+        return await event.reply_error("service-unavailable")
+    return True
+
+
+async def _iq_to_server(event: StanzaEvent) -> bool:
+    """iq to the server or to an account: handled here on the account's behalf (RFC 6121 §8.5)."""
+    stanza = event.stanza
+    type_ = stanza.get("type")
+    if type_ not in ("get", "set"):
+        return True  # results and errors for the server: nothing waits for them yet
+    child = first_child(stanza)
+    if child is None:
+        return await event.reply_error("bad-request")
+    scope = scope_of(event.to, event.sender)
+    name = f"iq-{type_}/{scope}/{namespace_of(child)}:{local_name(child)}"
+    if event.host.events.has_handlers(name) and await event.host.events.fire(name, event):
+        return True
+    return await event.reply_error("service-unavailable")
+
+
+async def _remote(event: StanzaEvent) -> bool:
+    # No server-to-server links yet (federation comes later).
+    return await event.reply_error("remote-server-not-found")

@@ -1,0 +1,151 @@
+"""The server process: one nursery holding pubsub, the tracker, the hosts and the listeners."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from auth.internal import InternalAuth
+from pubsub import PubSub, Tracker
+
+from . import loader
+from .config import Config
+from .host import Host
+from .protocol.sasl import tls_server_end_point
+from .protocol.stanza import Element
+from .protocol.stream import StreamSettings
+from .storage import Database, open_database
+from .transports import tcp, tls
+
+log = logging.getLogger("xmppd")
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pubsub = PubSub()
+        self.tracker = Tracker(self.pubsub)
+        self.hosts: dict[str, Host] = {}
+        self.db: Database | None = None
+        self.ssl_context: ssl.SSLContext | None = None
+        self.cb_data: bytes | None = None
+        self.ports: dict[str, int] = {}
+        self.demo_password: str | None = None
+        self._nursery: trio.Nursery | None = None
+        self._settings: dict[bool, StreamSettings] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        self._setup_tls()
+        self.db = await open_database(config.data_dir, dsn=str(config.database_path))
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.pubsub.run)
+                await nursery.start(self.tracker.run)
+                self._make_hosts()
+                await self._ensure_demo_account()
+                self.ports = await nursery.start(tcp.serve_c2s, self)
+                log.info("xmppd serving %s", ", ".join(self.hosts))
+                task_status.started(self)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.db.close()
+
+    def _setup_tls(self) -> None:
+        cfg = self.config
+        domains = [h.domain for h in cfg.hosts]
+        cert, key = tls.ensure_certificate(
+            cfg.tls["certificate"], cfg.tls["key"], cfg.data_dir, domains
+        )
+        self.ssl_context = tls.server_context(cert, key)
+        self.cb_data = tls_server_end_point(tls.leaf_certificate_der(cert))
+
+    def _make_hosts(self) -> None:
+        assert self.db is not None
+        for host_config in self.config.hosts:
+            storage = self.db.for_host(host_config.domain)
+            host = Host(
+                host_config,
+                server_config=self.config,
+                pubsub=self.pubsub,
+                tracker=self.tracker,
+                storage=storage,
+                auth=InternalAuth(storage.keyval("accounts")),
+            )
+            host.hosts = self.hosts
+            host.server = self
+            self.hosts[host.domain] = host
+        for host in self.hosts.values():
+            host.modules = loader.load_all(host, self.config)
+
+    async def _ensure_demo_account(self) -> None:
+        """First start only: create demo@<domain> and print its password once."""
+        if not self.config.server["demo_account"]:
+            return
+        marker = self.config.data_dir / ".demo-account-created"
+        if marker.exists():
+            return
+        host = self.hosts[self.config.server["domain"]]
+        if not await host.auth.list_users():
+            self.demo_password = secrets.token_urlsafe(9)
+            await host.auth.create_user("demo", self.demo_password)
+            banner = (
+                f"\n  Demo account: demo@{host.domain}   password: {self.demo_password}\n"
+                f"  (shown once; change it with: xmppd passwd demo@{host.domain})\n"
+            )
+            print(banner, flush=True)
+        marker.write_text("The demo account was offered on first start.\n")
+
+    # ---- services for sessions --------------------------------------------------------------
+
+    def stream_settings(self, *, direct_tls: bool) -> StreamSettings:
+        settings = self._settings.get(direct_tls)
+        if settings is None:
+            c2s, limits = self.config.c2s, self.config.limits
+            domains = [h.domain for h in self.config.hosts]
+            settings = StreamSettings(
+                domains=frozenset(domains),
+                default_domain=domains[0],
+                tls_available=self.ssl_context is not None,
+                require_tls=c2s["require_encryption"],
+                direct_tls=direct_tls,
+                preauth_max_bytes=limits["preauth_stanza_size"],
+                max_bytes=limits["stanza_size"],
+                max_depth=limits["max_depth"],
+                max_sasl_attempts=limits["sasl_attempts"],
+                idle_seconds=int(limits["idle_timeout"]),
+                allow_plain_without_tls=c2s["allow_plain_without_tls"],
+                sasl_secret=self._secret(),
+            )
+            self._settings[direct_tls] = settings
+        return settings
+
+    def _secret(self) -> bytes:
+        """A random per-installation secret, made once and kept in the data directory."""
+        path = self.config.data_dir / "secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(secrets.token_bytes(32))
+            path.chmod(0o600)
+        return path.read_bytes()
+
+    def nursery_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(fn, *args)
+
+    def undeliverable(self, session: Any, stanza: object) -> None:
+        """A stanza queued for a session that went away: route it again, now without it."""
+        if not isinstance(stanza, Element) or stanza.get("type") == "error":
+            return
+        host = session.host or next(iter(self.hosts.values()))
+        self.nursery_soon(host.route, None, stanza)
+
+    def stop(self) -> None:
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()

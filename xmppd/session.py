@@ -1,0 +1,243 @@
+"""A client session, independent of the transport (TCP now; WebSocket and BOSH reuse it).
+
+The transport feeds bytes into `data_received()` and writes what `mailbox` yields. The session
+drives the sans-IO `ServerStream`, talks to auth for SASL and to its host for binding and
+routing, and is a pubsub subscriber: stanzas for it arrive through `deliver()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+from lxml import etree
+
+from auth.base import AuthError
+from pubsub import Mailbox
+
+from .protocol import stream as st
+from .protocol.jid import JID
+from .protocol.stanza import Element, local_name
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger("xmppd.c2s")
+_ids = itertools.count(1)
+
+
+class Transport(Protocol):
+    """What a session needs from its connection."""
+
+    peer: str
+
+    async def start_tls(self) -> bytes | None:
+        """Flush pending output, switch to TLS, return tls-server-end-point data."""
+
+    def abort(self) -> None:
+        """Stop reading and close as soon as queued output is written."""
+
+
+class Session:
+    __slots__ = (
+        "server",
+        "transport",
+        "stream",
+        "id",
+        "host",
+        "jid",
+        "full",
+        "bare",
+        "available",
+        "priority",
+        "presence",
+        "mailbox",
+        "closed",
+        "__weakref__",
+    )
+
+    def __init__(self, server: Server, transport: Transport, settings: st.StreamSettings) -> None:
+        self.server = server
+        self.transport = transport
+        self.stream = st.ServerStream(settings)
+        self.id = f"c2s{next(_ids)}"
+        self.host = None
+        self.jid: JID | None = None
+        self.full = ""
+        self.bare = ""
+        self.available = False
+        self.priority = 0
+        self.presence: Element | None = None  # last broadcast presence
+        limits = server.config.limits
+        self.mailbox = Mailbox(
+            max_items=limits["queued_stanzas"],
+            max_bytes=limits["queued_bytes"],
+            on_overflow=self._overflowed,
+        )
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.full or self.transport.peer}>"
+
+    @property
+    def established(self) -> bool:
+        return self.stream.phase is st.Phase.ESTABLISHED
+
+    # ---- input ------------------------------------------------------------------------------
+
+    async def data_received(self, data: bytes) -> None:
+        stream = self.stream
+        stream.receive_data(data)
+        while True:
+            event = stream.next_event()
+            if event is st.NEED_DATA or event is st.PAUSED:
+                break
+            await self._handle(event)
+            if self.closed:
+                break
+        self._flush()
+
+    async def _handle(self, event: object) -> None:
+        if isinstance(event, st.StanzaIn):
+            await self.host.route(self, event.stanza)  # type: ignore[union-attr]
+        elif isinstance(event, st.NeedScramCredentials):
+            await self._scram_credentials(event)
+        elif isinstance(event, st.NeedPasswordCheck):
+            await self._check_password(event)
+        elif isinstance(event, st.StartTLS):
+            self._flush()
+            try:
+                cb_data = await self.transport.start_tls()
+            except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+                log.info("%s TLS handshake failed: %s", self.id, exc or type(exc).__name__)
+                self._close_transport()
+                return
+            self.stream.tls_established(cb_data)
+            log.info("%s tls established", self.id)
+        elif isinstance(event, st.Authenticated):
+            log.info(
+                "%s authenticated as %s@%s (%s)",
+                self.id,
+                event.username,
+                self.stream.domain,
+                event.mechanism,
+            )
+        elif isinstance(event, st.BindRequest):
+            self._bind(event)
+        elif isinstance(event, st.NonzaIn):
+            self.kill("unsupported-stanza-type", f"<{local_name(event.element)}/> is not supported")
+        elif isinstance(event, st.Closed):
+            detail = f" ({event.text})" if event.text else ""
+            log.info("%s stream closed: %s%s", self.id, event.reason, detail)
+            self._close_transport()
+
+    async def _scram_credentials(self, need: st.NeedScramCredentials) -> None:
+        host = self.server.hosts[self.stream.domain]
+        try:
+            creds = await host.auth.get_scram_credentials(need.username, need.hash_name)
+        except AuthError as exc:
+            log.warning("%s account lookup failed: %s", self.id, exc)
+            self.stream.sasl_unavailable()
+            return
+        failures = self.stream.sasl_failures
+        self.stream.sasl_credentials(creds)
+        self._log_failure(need.username, failures)
+
+    async def _check_password(self, need: st.NeedPasswordCheck) -> None:
+        host = self.server.hosts[self.stream.domain]
+        try:
+            ok = await host.auth.check_password(need.username, need.password)
+        except AuthError as exc:
+            log.warning("%s password check failed: %s", self.id, exc)
+            self.stream.sasl_unavailable()
+            return
+        failures = self.stream.sasl_failures
+        self.stream.sasl_password_checked(ok)
+        self._log_failure(need.username, failures)
+
+    def _log_failure(self, username: str, failures_before: int) -> None:
+        if self.stream.sasl_failures > failures_before:
+            log.info(
+                "%s authentication failed for %r from %s", self.id, username, self.transport.peer
+            )
+
+    def _bind(self, request: st.BindRequest) -> None:
+        host = self.server.hosts[self.stream.domain]
+        bare = f"{request.username}@{host.domain}"
+        existing = host.resources_of(bare)
+        limit = self.server.config.limits["resources_per_account"]
+        if len(existing) >= limit and request.resource not in existing:
+            self.stream.bind_failed("resource-constraint", f"at most {limit} sessions per account")
+            return
+        self.host = host
+        jid = host.bind(self, request.username, request.resource)
+        self.jid, self.full, self.bare = jid, str(jid), str(jid.bare)
+        self.stream.bind_done(jid)
+        log.info("%s bound %s", self.id, self.full)
+        self.server.nursery_soon(host.events.fire, "session-bound", self)
+
+    # ---- output -----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        data = self.stream.data_to_send()
+        if data:
+            self.mailbox.put(data, len(data))
+
+    def deliver(self, topic: str, message: object) -> None:
+        """pubsub Subscriber: a stanza routed to this session."""
+        if self.closed:
+            self.server.undeliverable(self, message)
+            return
+        data = etree.tostring(message)  # type: ignore[arg-type]
+        # Keep the element beside its bytes so an overflow can bounce it, not lose it.
+        if not self.mailbox.put((data, message), len(data)):
+            self.server.undeliverable(self, message)
+
+    def send(self, stanza: Element) -> None:
+        """Send a stanza the server built to this client."""
+        self.deliver("", stanza)
+
+    def _overflowed(self, mailbox: Mailbox) -> None:
+        log.warning(
+            "%s %s stopped reading: %d bytes queued; disconnecting",
+            self.id,
+            self.full,
+            mailbox.queued_bytes,
+        )
+        if self.host is not None:
+            self.host.unbind(self)  # stanzas re-routed from here on must not come back to us
+        self.kill("policy-violation", "too much unread data", queue=False)
+
+    # ---- closing ----------------------------------------------------------------------------
+
+    def kill(self, condition: str, text: str | None = None, *, queue: bool = True) -> None:
+        """Close with a stream error. Safe to call from any task."""
+        if self.closed:
+            return
+        self.stream.stream_error(condition, text)
+        log.info("%s stream error %s%s", self.id, condition, f": {text}" if text else "")
+        if queue:
+            self._flush()
+        self._close_transport()
+
+    def replaced(self) -> None:
+        self.kill("conflict", "replaced by a new session with the same resource")
+
+    def _close_transport(self) -> None:
+        self.transport.abort()
+
+    async def closed_by_transport(self) -> None:
+        """The connection is gone: unregister, tell modules, hand back undelivered stanzas."""
+        if self.closed:
+            return
+        self.closed = True
+        host = self.host
+        if host is not None:
+            host.unbind(self)
+            await host.events.fire("session-closed", self)
+        for item in self.mailbox.drain():
+            if isinstance(item, tuple):
+                self.server.undeliverable(self, item[1])
+        log.info("%s disconnected %s", self.id, self.full or self.transport.peer)
