@@ -50,6 +50,17 @@ def proc_rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def core_times(core: int) -> tuple[float, float]:
+    """(busy, steal) seconds of one CPU core since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                v = [int(x) for x in line.split()[1:9]]
+                busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq
+                return busy / CLK_TCK, v[7] / CLK_TCK
+    return 0.0, 0.0
+
+
 def self_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -60,28 +71,41 @@ class Meter:
     """Wall time, server CPU and our own CPU over one phase."""
 
     server_pid: int
+    server_core: int
     wall: float = 0.0
     server_cpu: float = 0.0
     own_cpu: float = 0.0
-    _start: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
+    core_busy: float = 0.0
+    core_steal: float = 0.0
+    _start: tuple[float, ...] = field(default=())
 
     def __enter__(self) -> Meter:
-        self._start = (time.monotonic(), proc_cpu_seconds(self.server_pid), self_cpu_seconds())
+        busy, steal = core_times(self.server_core)
+        self._start = (
+            time.monotonic(), proc_cpu_seconds(self.server_pid), self_cpu_seconds(), busy, steal
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        t0, s0, o0 = self._start
+        t0, s0, o0, b0, st0 = self._start
         self.wall = time.monotonic() - t0
         self.server_cpu = proc_cpu_seconds(self.server_pid) - s0
         self.own_cpu = self_cpu_seconds() - o0
+        busy, steal = core_times(self.server_core)
+        self.core_busy, self.core_steal = busy - b0, steal - st0
 
     def report(self) -> dict[str, float]:
+        wall = self.wall or 1e-9
         return {
             "wall_s": round(self.wall, 3),
             "server_cpu_s": round(self.server_cpu, 3),
-            "server_cpu_frac": round(self.server_cpu / self.wall, 3) if self.wall else 0.0,
+            "server_cpu_frac": round(self.server_cpu / wall, 3),
             "loadgen_cpu_s": round(self.own_cpu, 3),
-            "loadgen_cpu_frac": round(self.own_cpu / self.wall, 3) if self.wall else 0.0,
+            "loadgen_cpu_frac": round(self.own_cpu / wall, 3),
+            # Time the server's core spent on other processes, or stolen by the hypervisor:
+            # both shrink what the server can do per wall second.
+            "core_others_frac": round(max(0.0, self.core_busy - self.server_cpu) / wall, 3),
+            "core_steal_frac": round(self.core_steal / wall, 3),
         }
 
 
@@ -201,7 +225,7 @@ async def chat_phase(
     templates = message_templates(sessions, args.bare_jid)
     stats.latencies_ns = []
     count = args.flood_messages if flood else args.messages
-    with Meter(args.server_pid) as meter:
+    with Meter(args.server_pid, args.server_core) as meter:
         if flood:
             deadline = time.monotonic() + args.phase_timeout
             await send_flood(sessions, templates, stats, count, args.window, deadline)
@@ -232,7 +256,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     result: dict[str, object] = {"server": args.label, "sessions_wanted": args.sessions}
     rss_base = proc_rss_kib(args.server_pid)
 
-    with Meter(args.server_pid) as meter:
+    with Meter(args.server_pid, args.server_core) as meter:
         sessions, failed = await login_all(args, stats)
     result["login"] = {
         "ok": len(sessions),
@@ -266,7 +290,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         result["lost_connections"] = stats.lost
         result["rss_after_chat_kib"] = proc_rss_kib(args.server_pid)
 
-    with Meter(args.server_pid) as meter:
+    with Meter(args.server_pid, args.server_core) as meter:
         closed = await asyncio.gather(*(s.close(args.close_timeout) for s in sessions))
     result["close"] = {"clean": sum(closed), "unclean": len(closed) - sum(closed), **meter.report()}
     return result
@@ -278,6 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--domain", default="localhost")
     p.add_argument("--server-pid", type=int, required=True, help="pid to sample in /proc")
+    p.add_argument("--server-core", type=int, default=1, help="core the server is pinned to")
     p.add_argument("--label", default="server", help="name put in the JSON output")
     p.add_argument("--sessions", type=int, default=1000)
     p.add_argument("--user-prefix", default="u", help="accounts are <prefix>0..<prefix>N-1")
@@ -290,7 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--login-timeout", type=float, default=60.0)
     p.add_argument("--idle-seconds", type=float, default=5.0)
     p.add_argument("--messages", type=int, default=20_000, help="fixed-rate phase size")
-    p.add_argument("--rate", type=float, default=2_000.0, help="fixed-rate msg/s")
+    p.add_argument("--rate", type=float, default=1_000.0, help="fixed-rate msg/s")
     p.add_argument("--flood-messages", type=int, default=0, help="flood phase size (0: skip)")
     p.add_argument("--window", type=int, default=500, help="flood: messages in flight")
     p.add_argument("--phase-timeout", type=float, default=60.0, help="max wait for delivery")

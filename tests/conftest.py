@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import socket
 import ssl
 import subprocess
@@ -260,7 +261,9 @@ class RawClient:
         self.read_until("</stream:features>")
         self.take()
         token = base64.b64encode(f"\0{user}\0{password or PASSWORDS[user]}".encode()).decode()
-        self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+        self.send(
+            f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        )
         assert b"<success" in self.read_until("success")
         self.take()
         self.send(HEADER)
@@ -276,10 +279,8 @@ class RawClient:
         return reply[start : reply.index(b"</jid>")].decode()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 @pytest.fixture

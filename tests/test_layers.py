@@ -32,7 +32,11 @@ def files(folder: str) -> list[Path]:
 def test_protocol_is_sans_io() -> None:
     for path in files("xmppd/protocol"):
         bad = {name for name in imports_of(path) if name.split(".")[0] in ("trio", "socket", "ssl")}
-        bad |= {n for n in imports_of(path) if n.startswith("xmppd.") and not n.startswith("xmppd.protocol")}
+        bad |= {
+            n
+            for n in imports_of(path)
+            if n.startswith("xmppd.") and not n.startswith("xmppd.protocol")
+        }
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
@@ -43,7 +47,9 @@ def test_pubsub_never_imports_xmppd() -> None:
 
 
 def test_core_does_not_import_transports() -> None:
-    core = [ROOT / "xmppd" / f"{name}.py" for name in ("session", "router", "host", "module", "events")]
+    core = [
+        ROOT / "xmppd" / f"{name}.py" for name in ("session", "router", "host", "module", "events")
+    ]
     for path in core + files("xmppd/modules"):
         bad = {name for name in imports_of(path) if name.startswith("xmppd.transports")}
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"

@@ -65,7 +65,9 @@ def test_check_reports_a_busy_port(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         config = tmp_path / "x.toml"
-        config.write_text(f"[server]\ndata_dir = '{tmp_path}/d'\n[c2s]\ninterfaces = ['127.0.0.1']\nport = {port}\n")
+        config.write_text(
+            f"[server]\ndata_dir = '{tmp_path}/d'\n[c2s]\ninterfaces = ['127.0.0.1']\nport = {port}\n"
+        )
         result = xmppd_cli("check", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1 port {port}" in result.stdout
@@ -73,7 +75,9 @@ def test_check_reports_a_busy_port(tmp_path: Path) -> None:
 
 def test_first_start_prints_the_demo_account_once(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path)
-    server.config_path.write_text(server.config_path.read_text().replace("demo_account = false", "demo_account = true"))
+    server.config_path.write_text(
+        server.config_path.read_text().replace("demo_account = false", "demo_account = true")
+    )
     server.start()
     try:
         printed = re.search(r"Demo account: demo@localhost\s+password: (\S+)", server.log_text())

@@ -50,9 +50,13 @@ class Pair:
 
     def answer(self, event: object) -> None:
         if isinstance(event, st.NeedScramCredentials):
-            self.server.sasl_credentials(CREDS.get(event.hash_name) if event.username == "juliet" else None)
+            self.server.sasl_credentials(
+                CREDS.get(event.hash_name) if event.username == "juliet" else None
+            )
         elif isinstance(event, st.NeedPasswordCheck):
-            self.server.sasl_password_checked(event.username == "juliet" and event.password == PASSWORD)
+            self.server.sasl_password_checked(
+                event.username == "juliet" and event.password == PASSWORD
+            )
         elif isinstance(event, st.BindRequest):
             self.server.bind_done(JID("juliet", "example.org", event.resource or "generated"))
 
@@ -66,7 +70,9 @@ class Pair:
         self.server.tls_established(b"cb-data")
         assert self.server.phase is st.Phase.HEADER
 
-    def scram(self, hash_name: str = "SHA-256", password: str = PASSWORD, user: str = "juliet") -> bytes:
+    def scram(
+        self, hash_name: str = "SHA-256", password: str = PASSWORD, user: str = "juliet"
+    ) -> bytes:
         """Run a SCRAM exchange as the client; returns the server's last output."""
         mech = f"SCRAM-{hash_name}"
         nonce = "clientnonce123"
@@ -91,7 +97,9 @@ class Pair:
         proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
         final = f"{final_bare},p={base64.b64encode(proof).decode()}".encode()
         return self.send(
-            b"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.b64encode(final) + b"</response>"
+            b"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+            + base64.b64encode(final)
+            + b"</response>"
         )
 
     def login(self) -> None:
@@ -110,7 +118,11 @@ class Pair:
 
 def _auth(mech: str, initial: bytes) -> bytes:
     payload = base64.b64encode(initial)
-    return f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>".encode() + payload + b"</auth>"
+    return (
+        f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>".encode()
+        + payload
+        + b"</auth>"
+    )
 
 
 def _between(data: bytes, start: bytes, end: bytes) -> bytes:
@@ -201,14 +213,18 @@ def test_stanza_before_auth_is_not_authorized() -> None:
 
 def test_stream_error_before_header_sends_a_header_first() -> None:
     pair = Pair()
-    out = pair.send(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='other.example' version='1.0'>")
+    out = pair.send(
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='other.example' version='1.0'>"
+    )
     assert out.startswith(b"<?xml version='1.0'?><stream:stream")
     assert b"<host-unknown" in out and out.endswith(b"</stream:stream>")
 
 
 def test_unsupported_version() -> None:
     pair = Pair()
-    out = pair.send(HEADER.replace(b"to='example.org' version='1.0'", b"to='example.org' version='2.0'"))
+    out = pair.send(
+        HEADER.replace(b"to='example.org' version='1.0'", b"to='example.org' version='2.0'")
+    )
     assert b"<unsupported-version" in out
 
 

@@ -59,7 +59,10 @@ HOSTILE_PREAUTH = {
     ),
     "oversized-preauth": (HEADER + "<message><body>" + "x" * 100_000, "policy-violation"),
     "stanza-before-auth": (HEADER + "<message to='bob@localhost'><body>hi</body></message>", None),
-    "invalid-utf8": (HEADER.encode() + b"<message><body>\xff\xfe</body></message>", "unsupported-encoding"),
+    "invalid-utf8": (
+        HEADER.encode() + b"<message><body>\xff\xfe</body></message>",
+        "unsupported-encoding",
+    ),
 }
 
 
@@ -90,16 +93,26 @@ def test_auth_refused_before_starttls(server: ServerProcess, raw: RawClient) -> 
     assert b"<encryption-required/>" in raw.read_until("</failure>")
 
 
-def test_features_after_tls_offer_scram_plus_and_limits(server: ServerProcess, raw: RawClient) -> None:
+def test_features_after_tls_offer_scram_plus_and_limits(
+    server: ServerProcess, raw: RawClient
+) -> None:
     raw.starttls()
     raw.send(HEADER)
     features = raw.read_until("</stream:features>").decode()
-    for mechanism in ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "SCRAM-SHA-512", "PLAIN"):
+    for mechanism in (
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+        "SCRAM-SHA-512",
+        "PLAIN",
+    ):
         assert f"<mechanism>{mechanism}</mechanism>" in features
     assert "urn:xmpp:stream-limits:0" in features and "<max-bytes>" in features
 
 
-def test_wrong_password_gets_not_authorized_then_too_many_attempts(server: ServerProcess, raw: RawClient) -> None:
+def test_wrong_password_gets_not_authorized_then_too_many_attempts(
+    server: ServerProcess, raw: RawClient
+) -> None:
     raw.starttls()
     raw.send(HEADER)
     raw.read_until("</stream:features>")
@@ -117,10 +130,16 @@ def test_wrong_password_gets_not_authorized_then_too_many_attempts(server: Serve
 
 
 HOSTILE_AFTER_LOGIN = {
-    "oversized-stanza": ("<message to='bob@localhost'><body>" + "x" * 300_000 + "</body></message>", "policy-violation"),
+    "oversized-stanza": (
+        "<message to='bob@localhost'><body>" + "x" * 300_000 + "</body></message>",
+        "policy-violation",
+    ),
     "too-deep": ("<message>" + "<a xmlns='urn:x'>" * 200, "policy-violation"),
     "unbound-prefix": ("<foo:message xmlns='jabber:client'/>", "bad-namespace-prefix"),
-    "spoofed-from": ("<message from='bob@localhost/x' to='carol@localhost'><body>hi</body></message>", "invalid-from"),
+    "spoofed-from": (
+        "<message from='bob@localhost/x' to='carol@localhost'><body>hi</body></message>",
+        "invalid-from",
+    ),
     "unknown-stanza": ("<foo/>", "unsupported-stanza-type"),
     "entity": ("<message to='bob@localhost'><body>&xxe;</body></message>", "restricted-xml"),
 }
@@ -142,7 +161,9 @@ def test_hostile_input_after_login(server: ServerProcess, case: str) -> None:
 
 def test_iq_without_id_gets_bad_request(server: ServerProcess, raw: RawClient) -> None:
     raw.login("carol", resource="bad-iq")
-    raw.send("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq><iq type='get' id='x'/>")
+    raw.send(
+        "<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq><iq type='get' id='x'/>"
+    )
     reply = raw.read_until("</iq>").decode()
     assert "<bad-request" in reply
 
