@@ -82,7 +82,11 @@ class Meter:
     def __enter__(self) -> Meter:
         busy, steal = core_times(self.server_core)
         self._start = (
-            time.monotonic(), proc_cpu_seconds(self.server_pid), self_cpu_seconds(), busy, steal
+            time.monotonic(),
+            proc_cpu_seconds(self.server_pid),
+            self_cpu_seconds(),
+            busy,
+            steal,
         )
         return self
 

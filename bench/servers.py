@@ -10,9 +10,9 @@ so each server class writes them straight into that server's storage format.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
+import json
 import os
 import shutil
 import signal
@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 ITERATIONS = 10_000  # Prosody 0.12's default_iteration_count; xmppd's DEFAULT_ITERATIONS
@@ -172,7 +173,9 @@ VirtualHost "localhost"
 
 
 def _lua_string(raw: bytes) -> str:
-    return '"' + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{b}" for b in raw) + '"'
+    """A Lua string literal; Lua's `\\ddd` escapes are decimal."""
+    safe = (chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{b:03d}" for b in raw)
+    return '"' + "".join(safe) + '"'
 
 
 class Prosody(Server):
@@ -243,47 +246,54 @@ class Xmppd(Server):
         self.write_accounts()
 
     def write_accounts(self) -> None:
-        """Create the schema through xmppd's own storage code, then bulk-insert the accounts."""
+        """Bulk-insert the accounts, then ask xmppd's own auth backend to accept one.
+
+        The schema comes from xmppd's storage code (opening the database migrates it); the rows
+        are inserted in one transaction, since one `set` per account fsyncs each time.
+        """
         sys.path.insert(0, str(REPO))
         import trio
 
-        from xmppd.storage import open_database
-
-        async def create_schema() -> None:
-            db = await open_database(self.dir / "data")
-            await db.close()
-
-        trio.run(create_schema)
-        record = self.account_record()
-        import json
-
-        value = json.dumps(record, separators=(",", ":"))
-        with sqlite3.connect(self.dir / "data" / "xmppd.sqlite") as conn:
+        data_dir = self.dir / "data"
+        trio.run(self._with_db, data_dir, None)
+        value = json.dumps(self.account_record(), separators=(",", ":"))
+        with sqlite3.connect(data_dir / "xmppd.sqlite") as conn:
             conn.executemany(
                 'INSERT INTO keyval (host, store, "user", value) VALUES (?, ?, ?, ?)',
                 [("localhost", "accounts", name, value) for name in self.accounts.names()],
             )
-        self.check_account()
+        conn.close()
+        trio.run(self._with_db, data_dir, self._check_login)
+
+    @staticmethod
+    async def _with_db(data_dir: Path, action: Any) -> None:
+        from xmppd.storage import open_database
+
+        db = await open_database(data_dir)
+        try:
+            if action is not None:
+                await action(db)
+        finally:
+            await db.close()
+
+    async def _check_login(self, db: Any) -> None:
+        from auth.internal import InternalAuth
+
+        auth = InternalAuth(db.for_host("localhost").keyval("accounts"))
+        name = self.accounts.names()[0]
+        if not await auth.check_password(name, self.accounts.password):
+            raise RuntimeError("xmppd's InternalAuth refuses the bulk-written account")
 
     def account_record(self) -> dict[str, object]:
-        """Same shape as auth/internal.py stores: {"scram": {"SHA-1": ScramCredentials...}}."""
+        """The record auth/internal.py stores: {"scram": {"SHA-1": ScramCredentials...}, ...}."""
         from auth.scram import derive_credentials
 
         a = self.accounts
-        return {
-            "scram": {
-                name: derive_credentials(name, a.password, a.salt, a.iterations).to_dict()
-                for name in ("SHA-1", "SHA-256", "SHA-512")
-            }
+        scram = {
+            name: derive_credentials(name, a.password, a.salt, a.iterations).to_dict()
+            for name in ("SHA-1", "SHA-256", "SHA-512")
         }
-
-    def check_account(self) -> None:
-        """Ask xmppd's own auth backend whether it accepts the first account's password."""
-        try:
-            from auth.internal import InternalAuth  # noqa: F401
-        except ImportError:
-            return  # not written yet; the login phase will tell
-        # The backend's constructor is owned elsewhere; verification happens at login.
+        return {"scram": scram, "created": int(time.time())}
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "xmppd", "serve", "-c", str(self.dir / "xmppd.toml")]

@@ -107,7 +107,15 @@ class Session(asyncio.Protocol):
     """One c2s connection. `login()` is a coroutine; after it, received bodies feed `stats`."""
 
     __slots__ = (
-        "transport", "buf", "waiter", "pattern", "chatting", "stats", "jid", "closed", "lost"
+        "transport",
+        "buf",
+        "waiter",
+        "pattern",
+        "chatting",
+        "stats",
+        "jid",
+        "closed",
+        "lost",
     )
 
     def __init__(self, stats: ChatStats):
@@ -187,7 +195,10 @@ class Session(asyncio.Protocol):
             await self.expect(PROCEED)
             loop = asyncio.get_running_loop()
             self.transport = await loop.start_tls(  # type: ignore[assignment]
-                self.transport, self, tls, server_hostname=domain  # type: ignore[arg-type]
+                self.transport,
+                self,
+                tls,
+                server_hostname=domain,  # type: ignore[arg-type]
             )
             self.buf = b""
             self.send(header)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -51,6 +52,7 @@ class Server:
                 self._make_hosts()
                 await self._ensure_demo_account()
                 self.ports = await nursery.start(tcp.serve_c2s, self)
+                nursery.start_soon(self._stop_on_signals)
                 log.info("xmppd serving %s", ", ".join(self.hosts))
                 task_status.started(self)
         finally:
@@ -145,6 +147,26 @@ class Server:
             return
         host = session.host or next(iter(self.hosts.values()))
         self.nursery_soon(host.route, None, stanza)
+
+    async def _stop_on_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                await self.shutdown()
+                return
+
+    async def shutdown(self, grace: float = 3.0) -> None:
+        """Tell every client (RFC 6120 <system-shutdown/>), let the writers flush, stop."""
+        self.tracker.graceful_permdown()
+        sessions = [
+            s for host in self.hosts.values() for r in host.sessions.values() for s in r.values()
+        ]
+        for session in sessions:
+            session.kill("system-shutdown", "the server is shutting down")
+        with trio.move_on_after(grace):
+            while any(not s.closed for s in sessions):
+                await trio.sleep(0.05)
+        self.stop()
 
     def stop(self) -> None:
         if self._nursery is not None:

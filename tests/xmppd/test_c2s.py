@@ -146,3 +146,21 @@ def test_disco_ping_version_time(server: ServerProcess) -> None:
         await client.close()
 
     run(scenario())
+
+
+def test_shutdown_tells_clients(tmp_path) -> None:
+    server = ServerProcess(tmp_path)
+    server.add_user("alice", "alice-secret")
+    server.start()
+
+    async def scenario() -> None:
+        alice = await connect(server, "alice", "shutdown")
+        server.proc.terminate()
+        await asyncio.wait_for(alice.disconnected_event.wait(), 10)
+        assert alice.stream_errors == ["system-shutdown"]
+
+    try:
+        run(scenario())
+        assert server.proc.wait(timeout=10) == 0
+    finally:
+        server.stop()

@@ -65,3 +65,11 @@ def test_per_host_module_list() -> None:
     )
     assert config.host("b.example").modules == ["disco"]
     assert "ping" in config.host("a.example").modules
+
+
+def test_compliance_doc_is_generated_from_the_modules() -> None:
+    from xmppd import compliance
+
+    assert (ROOT / "docs" / "compliance.md").read_text() == compliance.render(), (
+        "docs/compliance.md is stale: run python -m xmppd.compliance > docs/compliance.md"
+    )

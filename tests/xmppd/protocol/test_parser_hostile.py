@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -246,3 +247,20 @@ def test_legal_tricky_stanzas_pass() -> None:
     assert second.element.get("{urn:x}t") == "1"
     assert second.element.get("{http://www.w3.org/XML/1998/namespace}lang") == "de"
     assert etree.tostring(second.element).startswith(b'<message xmlns="jabber:client"')
+
+
+def test_trickled_bytes_are_buffered_compactly() -> None:
+    """One byte per feed() must not cost an object per byte while a stanza is in flight."""
+    parser = StreamParser(max_stanza_bytes=256 * 1024)
+    parser.feed(STREAM + b"<message><body>")
+    for _ in range(50_000):
+        parser.feed(b"x")
+    assert parser._parts is not None
+    assert sys.getsizeof(parser._parts) < 2 * 50_000
+    parser.feed(b"</body><x a='")
+    for _ in range(50_000):
+        parser.feed(b"y")
+    assert parser._pieces is not None
+    assert sys.getsizeof(parser._pieces) < 2 * 50_000
+    (event,) = parser.feed(b"'/></message>")
+    assert event.size == len(b"<message><body></body><x a=''/></message>") + 100_000
