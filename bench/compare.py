@@ -24,7 +24,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from servers import SERVERS, Accounts  # noqa: E402
+from servers import SERVERS, Accounts, nice_prefix  # noqa: E402
 
 # (key, label, unit, better, path into one loadgen result)
 METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
@@ -57,7 +57,8 @@ def dig(data: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 def loadgen_command(args: argparse.Namespace, server: Any) -> list[str]:
     cmd = [
-        "taskset", "-c", str(args.loadgen_core), sys.executable, str(HERE / "loadgen.py"),
+        *nice_prefix(args.nice), "taskset", "-c", str(args.loadgen_core),
+        sys.executable, str(HERE / "loadgen.py"),
         "--port", str(server.port), "--server-pid", str(server.pid),
         "--server-core", str(args.server_core), "--label", server.name,
         "--sessions", str(args.sessions), "--password", server.accounts.password,
@@ -74,7 +75,9 @@ def loadgen_command(args: argparse.Namespace, server: Any) -> list[str]:
 
 def run_one(args: argparse.Namespace, name: str, round_no: int) -> dict[str, Any]:
     accounts = Accounts(args.sessions)
-    server = SERVERS[name](accounts, tls=args.tls, core=args.server_core, keep=args.keep)
+    server = SERVERS[name](
+        accounts, tls=args.tls, core=args.server_core, nice=args.nice, keep=args.keep
+    )
     started = time.monotonic()
     try:
         server.start()
@@ -127,6 +130,12 @@ def warnings_for(run: dict[str, Any], args: argparse.Namespace) -> list[str]:
     return out
 
 
+def ratio_pairs(servers: list[str]) -> list[tuple[str, str]]:
+    """(server, baseline): every non-Prosody server against every Prosody variant."""
+    bases = [s for s in servers if s.startswith("prosody")]
+    return [(s, b) for s in servers if s not in bases for b in bases]
+
+
 def summarize(runs: list[dict[str, Any]], servers: list[str]) -> dict[str, Any]:
     medians: dict[str, dict[str, float | None]] = {}
     for name in servers:
@@ -141,14 +150,11 @@ def summarize(runs: list[dict[str, Any]], servers: list[str]) -> dict[str, Any]:
         medians[name]["server_core_others_frac_max"] = max(others) if others else None
         medians[name]["runs_ok"] = len(ok)
     ratios: dict[str, dict[str, float | None]] = {}
-    base = medians.get("prosody", {})
-    for name in servers:
-        if name == "prosody":
-            continue
-        ratios[name] = {}
+    for name, base in ratio_pairs(servers):
+        pair = ratios[f"{name}/{base}"] = {}
         for key, *_ in METRICS:
-            mine, theirs = medians[name].get(key), base.get(key)
-            ratios[name][key] = round(mine / theirs, 3) if mine is not None and theirs else None
+            mine, theirs = medians[name].get(key), medians[base].get(key)
+            pair[key] = round(mine / theirs, 3) if mine is not None and theirs else None
     return {"medians": medians, "ratios": ratios}
 
 
@@ -161,13 +167,13 @@ def fmt(value: Any) -> str:
 
 
 def markdown(summary: dict[str, Any], servers: list[str], meta: dict[str, Any]) -> str:
-    others = [s for s in servers if s != "prosody"]
-    head = ["metric", "unit", "better", *servers, *(f"{s}/prosody" for s in others)]
+    pairs = [f"{s}/{b}" for s, b in ratio_pairs(servers)]
+    head = ["metric", "unit", "better", *servers, *pairs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, label, unit, better, _ in METRICS:
         row = [label, unit, better]
         row += [fmt(summary["medians"][s].get(key)) for s in servers]
-        row += [fmt(summary["ratios"].get(s, {}).get(key)) for s in others]
+        row += [fmt(summary["ratios"][pair].get(key)) for pair in pairs]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     for s in servers:
@@ -182,7 +188,8 @@ def markdown(summary: dict[str, Any], servers: list[str], meta: dict[str, Any]) 
         f"- {cfg['sessions']} sessions, {'STARTTLS' if cfg['tls'] else 'plaintext'}, "
         f"SCRAM-SHA-1, {cfg['messages']} msgs at {cfg['rate']:.0f}/s "
         f"({'bare' if cfg['bare_jid'] else 'full'} JIDs), flood {cfg['flood_messages']} msgs "
-        f"window {cfg['window']}; medians of {cfg['rounds']} interleaved rounds"
+        f"window {cfg['window']}; medians of {cfg['rounds']} interleaved rounds; "
+        f"nice {cfg['nice']}"
     )
     return "\n".join(lines) + "\n"
 
@@ -207,7 +214,11 @@ def environment() -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--servers", default="prosody,xmppd", help="comma-separated, in run order")
+    p.add_argument(
+        "--servers",
+        default="prosody,xmppd,prosody-gengc",
+        help="comma-separated, in run order within each round",
+    )
     p.add_argument("--sessions", type=int, default=5000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--tls", action="store_true", help="STARTTLS on every session")
@@ -220,6 +231,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=500)
     p.add_argument("--server-core", type=int, default=1)
     p.add_argument("--loadgen-core", type=int, default=0)
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="nice level for server and load generator (e.g. -10 on a busy shared machine)",
+    )
     p.add_argument("--run-timeout", type=float, default=900.0)
     p.add_argument("--name", default="", help="suffix of the result files")
     p.add_argument("--keep", action="store_true", help="keep the servers' temp dirs")

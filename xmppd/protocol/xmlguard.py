@@ -24,6 +24,11 @@ first-level child.  It calls three hooks that a subclass implements:
   text;
 * ``_on_close()``                  -- ``</stream:stream>``.
 
+Two scanners produce the same boundaries.  The fast path (``_whole_stanza``) handles a stanza
+that is complete in the current chunk with a handful of C-level ``find``/``count`` calls and
+lets lxml confirm the guessed end; the exact path visits every tag, keeps state across chunks
+and has the last word whenever the fast path declines or lxml disagrees.
+
 The subclass hands each stanza to lxml's non-incremental parser, which does the full
 well-formedness and namespace-well-formedness work (unlike the push parser, it raises on
 unbound prefixes, rebinding ``xml``/``xmlns`` and invalid namespace URIs).  Entity references
@@ -41,7 +46,7 @@ from __future__ import annotations
 import codecs
 import re
 
-__all__ = ["Refused", "XmlGuard"]
+__all__ = ["Refused", "XmlGuard", "attribute_names"]
 
 _WS = re.compile(rb"[ \t\r\n]*")
 _NAME_RE = rb"[^ \t\r\n/>'\"=<&!?][^ \t\r\n/>'\"=<&]*"
@@ -110,6 +115,7 @@ class XmlGuard:
         "_parts",
         "_flushed",
         "_head",
+        "_names",
         "_root",
     )
 
@@ -132,6 +138,9 @@ class XmlGuard:
         self._parts: bytearray | None = None
         self._flushed = 0
         self._head: tuple[int, bytes] = (0, b"")  # stanza start tag: name end, attributes
+        # open elements of the stanza in flight, so a mismatched end tag is refused at once
+        # instead of leaving the stanza open forever
+        self._names: list[bytes] = []
         self._root = b""  # qname of the stream root, to match its end tag
 
     # -- hooks ------------------------------------------------------------------------------
@@ -223,11 +232,12 @@ class XmlGuard:
                     cut = p
                     break
                 e += 1
-                if depth > 2:
+                if depth >= 2:
+                    if data[p + 2 : e - 1].rstrip(b" \t\r\n") != self._names.pop():
+                        raise Refused("not-well-formed", "mismatched end tag")
                     depth -= 1
-                elif depth == 2:
-                    depth = 1
-                    self._emit(data, s0, e)
+                    if depth == 1:
+                        self._emit(data, s0, e)
                 else:
                     depth = self._end_root(data, p, e, depth)
                 p = e
@@ -267,6 +277,8 @@ class XmlGuard:
                     depth += 1
                     if depth > self.max_depth:
                         raise Refused("policy-violation", "stanza nested too deeply")
+                    name_end = _NAME.match(data, p + 1).end()  # type: ignore[union-attr]
+                    self._names.append(data[p + 1 : name_end])
             elif depth == 1:
                 s0 = p
                 if self._start_stanza(data, p, e):
@@ -336,6 +348,7 @@ class XmlGuard:
         self._flushed = 0
         head = _NAME.match(data, p + 1).end()  # type: ignore[union-attr]
         self._head = (head - p, data[head : e - 1])
+        self._names = [data[p + 1 : head]]
         if data[e - 2] == 47:  # '<presence/>' is a whole stanza
             self._emit(data, p, e)
             return False

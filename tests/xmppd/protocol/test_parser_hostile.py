@@ -136,6 +136,14 @@ HOSTILE = {
     "cdata between stanzas": (STREAM + b"<![CDATA[x]]>", "bad-format"),
     "text before root": (b"hello" + STREAM, "not-well-formed"),
     "mismatched tags": (STREAM + b"<message><body></message></body>", "not-well-formed"),
+    "mismatched end tag leaves nothing open": (
+        STREAM + b"<message><body>No closing tag!</message>",
+        "not-well-formed",
+    ),
+    "mismatched end tag split": (
+        STREAM + b"<message><body>x</body\n><a></b >",
+        "not-well-formed",
+    ),
     "stream close inside stanza": (STREAM + b"<message></stream:stream>", "not-well-formed"),
     "wrong root end tag": (STREAM + b"</stream:streams>", "not-well-formed"),
     "end tag before root": (b"</stream:stream>", "not-well-formed"),
