@@ -56,8 +56,8 @@ LIMITS: Schema = {
     ),
     "queued_stanzas": Option(int, 5000, "outgoing stanzas queued for a slow reader", min=10),
     "login_timeout": Option(float, 30.0, "seconds to finish TLS, login and bind", min=1),
-    "idle_timeout": Option(float, 600.0, "seconds of silence before a stream is closed", min=10),
-    "keepalive_interval": Option(float, 120.0, "whitespace keepalive when idle", min=5),
+    "idle_timeout": Option(float, 600.0, "seconds of silence before a stream is closed", min=1),
+    "keepalive_interval": Option(float, 120.0, "whitespace keepalive when idle", min=1),
     "tls_handshake_timeout": Option(float, 10.0, "seconds for a TLS handshake", min=1),
     "resources_per_account": Option(int, 20, "concurrent sessions per account", min=1),
 }

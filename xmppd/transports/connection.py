@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("xmppd.c2s")
 RECEIVE_SIZE = 16 * 1024
 KEEPALIVE = b" "
+COMPACT_AFTER = 5.0  # seconds of silence before an established stream frees its parser context
 
 
 class ByteStreamConnection:
@@ -96,11 +97,14 @@ class ByteStreamConnection:
         tokens, stamp = float(burst), trio.current_time()
         login_deadline = stamp + limits["login_timeout"]
         last_input = stamp
+        compacted = False
         while True:
-            if session.established:
+            if not session.established:
+                timeout = login_deadline - trio.current_time()
+            elif compacted:
                 timeout = limits["keepalive_interval"]
             else:
-                timeout = login_deadline - trio.current_time()
+                timeout = min(COMPACT_AFTER, limits["keepalive_interval"])
             try:
                 with trio.move_on_after(max(timeout, 0)) as waited:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
@@ -112,15 +116,21 @@ class ByteStreamConnection:
                 if not session.established:
                     session.kill("connection-timeout", "login took too long")
                     return
-                if now - last_input >= limits["idle_timeout"]:
+                if not compacted:
+                    session.stream.compact()  # most sessions are idle most of the time
+                    compacted = True
+                idle = now - last_input
+                if idle >= limits["idle_timeout"]:
                     session.kill("connection-timeout", "idle for too long")
                     return
-                session.mailbox.put(KEEPALIVE, 1)
+                if idle >= limits["keepalive_interval"]:
+                    session.mailbox.put(KEEPALIVE, 1)
                 continue
             if not data:
                 log.info("%s connection closed by peer", session.id)
                 return
             last_input = now
+            compacted = False
             tokens = min(burst, tokens + (now - stamp) * rate) - len(data)
             stamp = now
             await session.data_received(data)
