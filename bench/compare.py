@@ -24,7 +24,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from servers import SERVERS, Accounts, nice_prefix  # noqa: E402
+from servers import SERVERS, Accounts, nice_prefix, set_autogroup_nice  # noqa: E402
 
 # (key, label, unit, better, path into one loadgen result)
 METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
@@ -73,6 +73,20 @@ def loadgen_command(args: argparse.Namespace, server: Any) -> list[str]:
     return cmd
 
 
+def run_loadgen(cmd: list[str], nice: int, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run the load generator in its own session, so that it gets its own scheduler group."""
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
+        set_autogroup_nice(proc.pid, nice)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def run_one(args: argparse.Namespace, name: str, round_no: int) -> dict[str, Any]:
     accounts = Accounts(args.sessions)
     server = SERVERS[name](
@@ -81,12 +95,7 @@ def run_one(args: argparse.Namespace, name: str, round_no: int) -> dict[str, Any
     started = time.monotonic()
     try:
         server.start()
-        proc = subprocess.run(
-            loadgen_command(args, server),
-            capture_output=True,
-            text=True,
-            timeout=args.run_timeout,
-        )
+        proc = run_loadgen(loadgen_command(args, server), args.nice, args.run_timeout)
         if proc.returncode not in (0, 1) or not proc.stdout.strip():
             raise RuntimeError(f"loadgen failed ({proc.returncode}): {proc.stderr[-1500:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])

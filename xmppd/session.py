@@ -11,7 +11,6 @@ import itertools
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-import trio
 from lxml import etree
 
 from auth.base import AuthError
@@ -35,6 +34,9 @@ class Transport(Protocol):
 
     async def start_tls(self) -> bytes | None:
         """Flush pending output, switch to TLS, return tls-server-end-point data."""
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write at once if nothing is queued; False: the caller queues it in the mailbox."""
 
     def abort(self) -> None:
         """Stop reading and close as soon as queued output is written."""
@@ -108,12 +110,7 @@ class Session:
             await self._check_password(event)
         elif isinstance(event, st.StartTLS):
             self._flush()
-            try:
-                cb_data = await self.transport.start_tls()
-            except (trio.BrokenResourceError, trio.TooSlowError) as exc:
-                log.info("%s TLS handshake failed: %s", self.id, exc or type(exc).__name__)
-                self._close_transport()
-                return
+            cb_data = await self.transport.start_tls()  # the transport raises if this fails
             self.stream.tls_established(cb_data)
             log.info("%s tls established", self.id)
         elif isinstance(event, st.Authenticated):
@@ -183,6 +180,11 @@ class Session:
     def _flush(self) -> None:
         data = self.stream.data_to_send()
         if data:
+            self.send_raw(data)
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes for this client, in order: straight to the socket when possible."""
+        if not self.transport.write_nowait(data):
             self.mailbox.put(data, len(data))
 
     def deliver(self, topic: str, message: object) -> None:
@@ -191,6 +193,8 @@ class Session:
             self.server.undeliverable(self, message)
             return
         data = etree.tostring(message)  # type: ignore[arg-type]
+        if self.transport.write_nowait(data):
+            return
         # Keep the element beside its bytes so an overflow can bounce it, not lose it.
         if not self.mailbox.put((data, message), len(data)):
             self.server.undeliverable(self, message)

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import PASSWORDS, ServerProcess, connect, run
+from support import PASSWORDS, ServerProcess, connect, run
 
 pytestmark = pytest.mark.skipif(
     shutil.which("go-sendxmpp") is None, reason="go-sendxmpp is installed by scripts/test"

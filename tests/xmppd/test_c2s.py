@@ -7,7 +7,7 @@ import datetime
 
 import pytest
 import slixmpp
-from conftest import ServerProcess, connect, run
+from support import ServerProcess, connect, run
 
 
 def test_starttls_scram_sha256_login_and_messages_to_full_and_bare(server: ServerProcess) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import RawClient, ServerProcess
+from support import RawClient, ServerProcess
 
 import xmppd
 

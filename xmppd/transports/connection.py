@@ -1,14 +1,25 @@
-"""One reader task and one locked writer per byte-stream connection (TCP, TLS).
+"""One reader task and one locked writer per byte-stream connection (TCP, with or without TLS).
 
-The reader feeds bytes to the session with limits: a login deadline, an idle timeout with
-whitespace keepalives, and a token bucket that pauses reading (never kills) a fast sender.
-The writer drains the session's mailbox in batches: one socket write per burst of stanzas.
-Both share `lock`, so a STARTTLS switch never interleaves with a write.
+The socket is a plain non-blocking stdlib socket and TLS is an `ssl.SSLObject` over memory
+BIOs, driven here directly: trio's `SocketStream`/`SSLStream` cost several hundred Python calls
+per stanza, and this is the hot path of every message. Trio is used for what it is good at:
+`wait_readable` / `wait_writable`, tasks and cancellation.
+
+Writing has a fast path: when nothing is queued and no write is in progress, a stanza for this
+client is written straight to the socket by whichever task routed it (`write_nowait`), without
+waking the writer task. What the socket doesn't take at once, and everything after it, goes
+through the session's mailbox and the writer task, so order is kept and a slow reader only
+ever costs its own bounded mailbox.
+
+Timeouts, keepalives and idle compaction are not per-read timers: one `Sweeper` task checks
+every connection once a second.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -22,60 +33,197 @@ RECEIVE_SIZE = 16 * 1024
 KEEPALIVE = b" "
 COMPACT_AFTER = 5.0  # seconds of silence before an established stream frees its parser context
 
+_BROKEN = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+class ConnectionLost(Exception):
+    """The peer went away or broke the TLS layer."""
+
 
 class ByteStreamConnection:
     __slots__ = (
-        "stream",
+        "sock",
         "peer",
         "limits",
         "lock",
+        "last_input",
+        "opened_at",
+        "keepalive_due",
+        "compacted",
+        "_tls",
+        "_tls_in",
+        "_tls_out",
         "_read_scope",
         "_ssl_context",
         "_cb_data",
         "_session",
+        "_writing",
+        "_sweeper",
     )
 
     def __init__(
         self,
-        stream: trio.abc.Stream,
+        sock: socket.socket,
         peer: str,
         limits: dict[str, Any],
         ssl_context: ssl.SSLContext | None,
         cb_data: bytes | None,
+        sweeper: Sweeper,
     ) -> None:
-        self.stream = stream
+        sock.setblocking(False)
+        self.sock = sock
         self.peer = peer
         self.limits = limits
         self.lock = trio.StrictFIFOLock()
+        self.opened_at = self.last_input = trio.current_time()
+        self.keepalive_due = 0.0
+        self.compacted = False
+        self._tls: ssl.SSLObject | None = None
+        self._tls_in: ssl.MemoryBIO | None = None
+        self._tls_out: ssl.MemoryBIO | None = None
         self._read_scope = trio.CancelScope()
         self._ssl_context = ssl_context
         self._cb_data = cb_data
         self._session: Session | None = None
+        self._writing = False
+        self._sweeper = sweeper
 
-    # ---- Transport API used by the session --------------------------------------------------
+    # ---- TLS ------------------------------------------------------------------------------------
+
+    async def handshake(self) -> None:
+        """Server-side TLS handshake on the raw socket (direct TLS, or after <proceed/>)."""
+        if self._ssl_context is None:
+            raise ConnectionLost("TLS is not configured")
+        self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = self._ssl_context.wrap_bio(self._tls_in, self._tls_out, server_side=True)
+        with trio.fail_after(self.limits["tls_handshake_timeout"]):
+            while True:
+                try:
+                    self._tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    await self._send_raw(self._tls_out.read())
+                    await self._fill_tls_input()
+                except ssl.SSLError as exc:
+                    await self._send_raw(self._tls_out.read())  # the alert, if any
+                    raise ConnectionLost(f"TLS handshake failed: {exc.reason or exc}") from exc
+            await self._send_raw(self._tls_out.read())
 
     async def start_tls(self) -> bytes | None:
+        """The session's Transport API: <proceed/> goes out in the clear, then TLS."""
         if self._ssl_context is None or self._session is None:
-            raise trio.BrokenResourceError("TLS is not configured")
-        # Everything queued so far (features, <proceed/>) goes out in the clear first: the
-        # writer sets the marker's event once it has written what came before it.
+            raise ConnectionLost("TLS is not configured")
         marker = _Flushed()
         self._session.mailbox.put(marker, 0)
         await marker.written.wait()
         async with self.lock:
-            tls = trio.SSLStream(self.stream, self._ssl_context, server_side=True)
-            with trio.fail_after(self.limits["tls_handshake_timeout"]):
-                await tls.do_handshake()
-            self.stream = tls
+            try:
+                await self.handshake()
+            except (ConnectionLost, trio.TooSlowError, OSError) as exc:
+                raise ConnectionLost(str(exc) or type(exc).__name__) from exc
         return self._cb_data
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    async def _recv_raw(self) -> bytes:
+        while True:
+            try:
+                return self.sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.sock)
+            except _BROKEN as exc:
+                raise ConnectionLost(str(exc)) from exc
+
+    async def _fill_tls_input(self) -> None:
+        data = await self._recv_raw()
+        if not data:
+            raise ConnectionLost("connection closed during TLS")
+        self._tls_in.write(data)  # type: ignore[union-attr]
+
+    async def receive(self) -> bytes:
+        """Next chunk of application bytes; b"" at end of stream."""
+        tls = self._tls
+        if tls is None:
+            return await self._recv_raw()
+        while True:
+            try:
+                return tls.read(RECEIVE_SIZE)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                return b""
+            except ssl.SSLError as exc:
+                raise ConnectionLost(f"TLS error: {exc.reason or exc}") from exc
+            data = await self._recv_raw()
+            if not data:
+                return b""
+            self._tls_in.write(data)  # type: ignore[union-attr]
+
+    # ---- writing --------------------------------------------------------------------------------
+
+    def _encrypt(self, data: bytes) -> bytes:
+        if self._tls is None:
+            return data
+        self._tls.write(data)
+        return self._tls_out.read()  # type: ignore[union-attr]
+
+    async def _send_raw(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.sock.send(view)
+            except BlockingIOError:
+                sent = 0
+            except _BROKEN as exc:
+                raise ConnectionLost(str(exc)) from exc
+            view = view[sent:]
+            if view:
+                await trio.lowlevel.wait_writable(self.sock)
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write now if nothing is queued or being written; False means: use the mailbox."""
+        session = self._session
+        if self._writing or session is None or session.mailbox.queued_items or self.lock.locked():
+            return False
+        wire = self._encrypt(data)
+        try:
+            sent = self.sock.send(wire)
+        except BlockingIOError:
+            sent = 0
+        except (OSError, ssl.SSLError):
+            sent = 0  # the reader will notice the broken socket; keep the bytes in order
+        if sent < len(wire):
+            # The rest is already on the wire format (encrypted): the writer finishes it.
+            session.mailbox.put(_Raw(wire[sent:]), len(wire) - sent)
+        return True
+
+    async def _write_items(self, items: list[object]) -> None:
+        chunks: list[bytes] = []
+        for item in items:
+            kind = type(item)
+            if kind is bytes:
+                chunks.append(item)  # type: ignore[arg-type]
+            elif kind is tuple:
+                chunks.append(item[0])  # type: ignore[index] # (bytes, stanza) from deliver
+            else:
+                if chunks:
+                    await self._send_raw(self._encrypt(b"".join(chunks)))
+                    chunks.clear()
+                if kind is _Raw:
+                    await self._send_raw(item.data)  # type: ignore[attr-defined]
+                else:
+                    item.written.set()  # type: ignore[attr-defined]
+        if chunks:
+            await self._send_raw(self._encrypt(b"".join(chunks)))
+
+    # ---- the two tasks --------------------------------------------------------------------------
 
     def abort(self) -> None:
         self._read_scope.cancel()
 
-    # ---- the two tasks ----------------------------------------------------------------------
-
     async def serve(self, session: Session) -> None:
         self._session = session
+        self._sweeper.add(self)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, session)
@@ -86,54 +234,35 @@ class ByteStreamConnection:
                 session.mailbox.close()
                 nursery.cancel_scope.deadline = trio.current_time() + 5
         finally:
+            self._sweeper.discard(self)
             with trio.CancelScope(shield=True):
                 await session.closed_by_transport()
-                with trio.move_on_after(2):
-                    await _close(self.stream)
+            self._session = None  # no reference cycle left behind
+            self.sock.close()
 
     async def _reader(self, session: Session) -> None:
         limits = self.limits
         rate, burst = limits["bytes_per_second"], limits["burst_bytes"]
         tokens, stamp = float(burst), trio.current_time()
-        login_deadline = stamp + limits["login_timeout"]
-        last_input = stamp
-        compacted = False
         while True:
-            if not session.established:
-                timeout = login_deadline - trio.current_time()
-            elif compacted:
-                timeout = limits["keepalive_interval"]
-            else:
-                timeout = min(COMPACT_AFTER, limits["keepalive_interval"])
             try:
-                with trio.move_on_after(max(timeout, 0)) as waited:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError) as exc:
-                log.info("%s connection lost: %s", session.id, exc or type(exc).__name__)
+                data = await self.receive()
+            except ConnectionLost as exc:
+                log.info("%s connection lost: %s", session.id, exc)
                 return
-            now = trio.current_time()
-            if waited.cancelled_caught:
-                if not session.established:
-                    session.kill("connection-timeout", "login took too long")
-                    return
-                if not compacted:
-                    session.stream.compact()  # most sessions are idle most of the time
-                    compacted = True
-                idle = now - last_input
-                if idle >= limits["idle_timeout"]:
-                    session.kill("connection-timeout", "idle for too long")
-                    return
-                if idle >= limits["keepalive_interval"]:
-                    session.mailbox.put(KEEPALIVE, 1)
-                continue
             if not data:
                 log.info("%s connection closed by peer", session.id)
                 return
-            last_input = now
-            compacted = False
+            now = trio.current_time()
+            self.last_input = now
+            self.compacted = False
             tokens = min(burst, tokens + (now - stamp) * rate) - len(data)
             stamp = now
-            await session.data_received(data)
+            try:
+                await session.data_received(data)
+            except ConnectionLost as exc:
+                log.info("%s connection lost: %s", session.id, exc)
+                return
             if tokens < 0:
                 await trio.sleep(-tokens / rate)  # pause reading; TCP pushes back on the sender
 
@@ -145,27 +274,58 @@ class ByteStreamConnection:
                     batch = await mailbox.get_batch()
                 except trio.EndOfChannel:
                     break
+                self._writing = True
                 async with self.lock:
                     await self._write_items(batch)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
+                self._writing = False
+        except (ConnectionLost, ssl.SSLError, OSError) as exc:
             log.info("%s write failed: %s", session.id, exc or type(exc).__name__)
             self._read_scope.cancel()
 
-    async def _write_items(self, items: list[object]) -> None:
-        chunks: list[bytes] = []
-        for item in items:
-            if type(item) is bytes:
-                chunks.append(item)
-            elif type(item) is tuple:
-                chunks.append(item[0])  # (bytes, stanza) from Session.deliver
-            else:
-                assert isinstance(item, _Flushed)
-                if chunks:
-                    await self.stream.send_all(b"".join(chunks))
-                    chunks.clear()
-                item.written.set()
-        if chunks:
-            await self.stream.send_all(b"".join(chunks))
+    # ---- called by the sweeper once a second ----------------------------------------------------
+
+    def check(self, now: float) -> None:
+        session = self._session
+        if session is None:
+            return
+        limits = self.limits
+        if not session.established:
+            if now - self.opened_at > limits["login_timeout"]:
+                session.kill("connection-timeout", "login took too long")
+            return
+        idle = now - self.last_input
+        if idle >= limits["idle_timeout"]:
+            session.kill("connection-timeout", "idle for too long")
+            return
+        if idle >= COMPACT_AFTER and not self.compacted:
+            session.stream.compact()  # most sessions are idle most of the time
+            self.compacted = True
+        if idle >= limits["keepalive_interval"] and now >= self.keepalive_due:
+            self.keepalive_due = now + limits["keepalive_interval"]
+            session.send_raw(KEEPALIVE)
+
+
+class Sweeper:
+    """One task for every connection's timers: login deadline, idle timeout, keepalives."""
+
+    __slots__ = ("_connections",)
+
+    def __init__(self) -> None:
+        self._connections: set[ByteStreamConnection] = set()
+
+    def add(self, connection: ByteStreamConnection) -> None:
+        self._connections.add(connection)
+
+    def discard(self, connection: ByteStreamConnection) -> None:
+        self._connections.discard(connection)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(1)
+            now = trio.current_time()
+            for connection in list(self._connections):
+                connection.check(now)
 
 
 class _Flushed:
@@ -177,12 +337,15 @@ class _Flushed:
         self.written = trio.Event()
 
 
-async def _close(stream: trio.abc.Stream) -> None:
-    try:
-        if isinstance(stream, trio.SSLStream):
-            # No close_notify round trip: the XMPP closing tag already ended the conversation.
-            await stream.transport_stream.aclose()
-        else:
-            await stream.aclose()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass
+class _Raw:
+    """Bytes already in wire format (encrypted) that a direct write could not finish."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def is_transient_accept_error(exc: OSError) -> bool:
+    """Out of file descriptors or memory: wait and accept again rather than stop listening."""
+    return exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import ssl
+import socket
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ import trio
 
 from ..protocol.stream import ServerStream
 from ..session import Session
-from .connection import ByteStreamConnection
+from .connection import ByteStreamConnection, ConnectionLost, Sweeper, is_transient_accept_error
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -43,56 +44,77 @@ class PerAddressCap:
 
 
 async def serve_c2s(
-    server: Server, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED
+    server: Server, *, task_status: trio.TaskStatus[dict[str, int]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Listen on the configured ports; reports {"c2s": port, "c2s_direct_tls": port}."""
     c2s = server.config.c2s
     cap = PerAddressCap(server.config.limits["connections_per_ip"])
+    sweeper = Sweeper()
     bound: dict[str, int] = {}
     async with trio.open_nursery() as nursery:
-        for name, port, direct in (
-            ("c2s", c2s["port"], False),
-            ("c2s_direct_tls", c2s["direct_tls_port"], True),
-        ):
+        await nursery.start(sweeper.run)
+        listeners = (("c2s", c2s["port"], False), ("c2s_direct_tls", c2s["direct_tls_port"], True))
+        for name, port, direct in listeners:
             if not port:
                 continue
-            listeners = await _open_listeners(port, c2s["interfaces"], name)
-            bound[name] = listeners[0].socket.getsockname()[1]
-            handler = partial(_handle, server, cap, direct)
-            nursery.start_soon(partial(trio.serve_listeners, handler, listeners))
+            sockets = await _open_listeners(port, c2s["interfaces"], name)
+            bound[name] = sockets[0].getsockname()[1]
+            for listener in sockets:
+                handler = partial(_handle, server, cap, sweeper, direct)
+                nursery.start_soon(_accept_loop, listener, handler, nursery)
             log.info(
                 "listening for %s on %s port %d", name, ", ".join(c2s["interfaces"]), bound[name]
             )
         task_status.started(bound)
 
 
-async def _open_listeners(port: int, interfaces: list[str], name: str) -> list[trio.SocketListener]:
-    listeners: list[trio.SocketListener] = []
+async def _open_listeners(
+    port: int, interfaces: list[str], name: str
+) -> list[trio.socket.SocketType]:
+    sockets: list[trio.socket.SocketType] = []
     for interface in interfaces:
         host = None if interface == "*" else interface
         try:
-            listeners += await trio.open_tcp_listeners(port, host=host)
+            listeners = await trio.open_tcp_listeners(port, host=host)
         except OSError as exc:
             raise OSError(
                 exc.errno, f"cannot listen for {name} on {interface} port {port}: {exc.strerror}"
             ) from exc
-        port = port or listeners[0].socket.getsockname()[1]  # port 0: same free port everywhere
-    return listeners
+        sockets += [listener.socket for listener in listeners]
+        port = port or sockets[0].getsockname()[1]  # port 0: same free port everywhere
+    return sockets
+
+
+async def _accept_loop(
+    listener: trio.socket.SocketType, handler: Callable[..., Awaitable[None]], nursery: trio.Nursery
+) -> None:
+    while True:
+        try:
+            trio_sock, address = await listener.accept()
+        except OSError as exc:
+            if not is_transient_accept_error(exc):
+                raise
+            log.error("accept failed (%s); pausing for 100 ms", exc.strerror)
+            await trio.sleep(0.1)
+            continue
+        # Take the socket out of trio's wrapper: the connection drives it directly.
+        sock = socket.socket(trio_sock.family, trio_sock.type, fileno=trio_sock.detach())
+        nursery.start_soon(handler, sock, address[0])
 
 
 async def _handle(
-    server: Server, cap: PerAddressCap, direct_tls: bool, stream: trio.SocketStream
+    server: Server,
+    cap: PerAddressCap,
+    sweeper: Sweeper,
+    direct_tls: bool,
+    sock: socket.socket,
+    address: str,
 ) -> None:
-    try:
-        address = stream.socket.getpeername()[0]
-    except OSError:
-        await stream.aclose()
-        return
     if not cap.acquire(address):
-        await _refuse(server, stream, address)
+        await _refuse(server, sock, address)
         return
     try:
-        await _serve(server, stream, address, direct_tls)
+        await _serve(server, sock, address, direct_tls, sweeper)
     except Exception:
         # A bug in one connection must not take the listener (and everyone else) down.
         log.exception("connection from %s failed", address)
@@ -100,22 +122,21 @@ async def _handle(
         cap.release(address)
 
 
-async def _serve(server: Server, stream: trio.SocketStream, address: str, direct_tls: bool) -> None:
-    limits = server.config.limits
-    transport: trio.abc.Stream = stream
-    if direct_tls:
-        tls = trio.SSLStream(stream, server.ssl_context, server_side=True)
-        try:
-            with trio.fail_after(limits["tls_handshake_timeout"]):
-                await tls.do_handshake()
-        except (trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-            log.info("direct TLS handshake from %s failed: %s", address, exc or type(exc).__name__)
-            await trio.aclose_forcefully(stream)
-            return
-        transport = tls
+async def _serve(
+    server: Server, sock: socket.socket, address: str, direct_tls: bool, sweeper: Sweeper
+) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     connection = ByteStreamConnection(
-        transport, address, limits, server.ssl_context, server.cb_data
+        sock, address, server.config.limits, server.ssl_context, server.cb_data, sweeper
     )
+    if direct_tls:
+        try:
+            await connection.handshake()
+        except (ConnectionLost, trio.TooSlowError, OSError) as exc:
+            log.info("direct TLS handshake from %s failed: %s", address, exc or type(exc).__name__)
+            sock.close()
+            return
     session = Session(server, connection, server.stream_settings(direct_tls=direct_tls))
     if direct_tls:
         session.stream.set_channel_binding(server.cb_data)
@@ -123,10 +144,11 @@ async def _serve(server: Server, stream: trio.SocketStream, address: str, direct
     await connection.serve(session)
 
 
-async def _refuse(server: Server, stream: trio.SocketStream, address: str) -> None:
+async def _refuse(server: Server, sock: socket.socket, address: str) -> None:
     log.warning("refused a connection from %s: too many open connections", address)
     refusal = ServerStream(server.stream_settings(direct_tls=False))
     refusal.stream_error("policy-violation", "too many connections from your address")
-    with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError, OSError):
-        await stream.send_all(refusal.data_to_send())
-    await trio.aclose_forcefully(stream)
+    sock.setblocking(False)
+    with contextlib.suppress(OSError):
+        sock.send(refusal.data_to_send())  # best effort: it fits in any socket buffer
+    sock.close()

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import HEADER, PASSWORDS, RawClient, ServerProcess, connect, run
+from support import HEADER, PASSWORDS, RawClient, ServerProcess, connect, run
 
 LIMITS = """
 [limits]
@@ -85,7 +85,9 @@ def test_fast_sender_is_paused_not_disconnected(tight: ServerProcess) -> None:
 @pytest.fixture(scope="module")
 def small_queues(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(
-        tmp_path_factory.mktemp("queues"), "[limits]\nqueued_bytes = 4096\nqueued_stanzas = 50\n"
+        tmp_path_factory.mktemp("queues"),
+        "[limits]\nqueued_bytes = 4096\nqueued_stanzas = 50\n"
+        "bytes_per_second = 100000000\nburst_bytes = 100000000\n",
     )
     for user, password in PASSWORDS.items():
         server.add_user(user, password)
@@ -104,7 +106,7 @@ def test_slow_reader_is_disconnected_and_its_stanzas_bounce(small_queues: Server
     async def scenario() -> None:
         bob = await connect(tight, "bob", "flooder")
         body = "y" * 3000
-        for _ in range(400):
+        for _ in range(3000):  # ~9 MB: more than the kernel's socket buffers hold
             bob.send_message(mto=full, mbody=body, mtype="chat")
         # Every message either sat in carol's buffers or comes back to bob as an error:
         # none may vanish silently once carol is gone.

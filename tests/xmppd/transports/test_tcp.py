@@ -6,7 +6,7 @@ import base64
 import socket
 
 import pytest
-from conftest import HEADER, PASSWORDS, RawClient, ServerProcess, connect, run
+from support import HEADER, PASSWORDS, RawClient, ServerProcess, connect, run
 
 STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 
