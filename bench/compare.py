@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -140,9 +141,17 @@ def warnings_for(run: dict[str, Any], args: argparse.Namespace) -> list[str]:
 
 
 def ratio_pairs(servers: list[str]) -> list[tuple[str, str]]:
-    """(server, baseline): every non-Prosody server against every Prosody variant."""
-    bases = [s for s in servers if s.startswith("prosody")]
-    return [(s, b) for s in servers if s not in bases for b in bases]
+    """(subject, reference): xmppd against every other server; else all against Prosody."""
+    if "xmppd" in servers:
+        return [("xmppd", other) for other in servers if other != "xmppd"]
+    return [(s, "prosody") for s in servers if s != "prosody" and "prosody" in servers]
+
+
+def default_servers() -> str:
+    names = ["prosody", "xmppd", "prosody-gengc"]
+    if shutil.which("ejabberdctl") and any(Path("/usr/lib/erlang/lib").glob("luerl*")):
+        names.append("ejabberd")
+    return ",".join(names)
 
 
 def summarize(runs: list[dict[str, Any]], servers: list[str]) -> dict[str, Any]:
@@ -225,8 +234,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
         "--servers",
-        default="prosody,xmppd,prosody-gengc",
-        help="comma-separated, in run order within each round",
+        default=default_servers(),
+        help="comma-separated, in run order within each round "
+        "(default: prosody,xmppd,prosody-gengc and ejabberd if installed)",
     )
     p.add_argument("--sessions", type=int, default=5000)
     p.add_argument("--rounds", type=int, default=3)
