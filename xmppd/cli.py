@@ -90,10 +90,28 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     loader.check(config)
     try:
         trio.run(Server(config).run)
-    except OSError as exc:
-        print(f"xmppd: {exc}", file=sys.stderr)
-        return 1
+    except (OSError, ConfigError, BaseExceptionGroup) as error:
+        return _report_start_failure(error)
     return 0
+
+
+def _report_start_failure(error: BaseException) -> int:
+    """Ports in use, unreadable files, bad certificates: one clear line each, no traceback."""
+    leaves = _leaves(error)
+    if not all(isinstance(exc, (OSError, ConfigError)) for exc in leaves):
+        raise error
+    for exc in leaves:
+        if isinstance(exc, ConfigError):
+            print(f"xmppd: configuration error: {exc}", file=sys.stderr)
+        else:
+            print(f"xmppd: {exc.strerror if exc.errno else exc}", file=sys.stderr)
+    return 78 if any(isinstance(exc, ConfigError) for exc in leaves) else 1
+
+
+def _leaves(error: BaseException) -> list[Any]:
+    if not isinstance(error, BaseExceptionGroup):
+        return [error]
+    return [leaf for exc in error.exceptions for leaf in _leaves(exc)]
 
 
 # ---- accounts ------------------------------------------------------------------------------------

@@ -91,3 +91,22 @@ def test_first_start_prints_the_demo_account_once(tmp_path: Path) -> None:
     server.start()
     server.stop()
     assert "Demo account" not in server.log_text()
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path)
+    server.start()
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "xmppd", "serve", "-c", str(server.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        server.stop()
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"xmppd: cannot listen for c2s on 127.0.0.1 port {server.port}: Address already in use"
+    )
+    assert "Traceback" not in second.stderr
