@@ -141,73 +141,57 @@ def _read_password(given: str | None, confirm: bool = True) -> str:
     return first
 
 
-def _with_auth(config: Config, domain: str, action: Callable[[Any], Awaitable[None]]) -> None:
+def _account_command(
+    config: Config, jid: str, action: Callable[[Any, str], Awaitable[None]], done: str
+) -> int:
+    """Run one change on the account store, turning auth errors into one-line messages."""
+    from auth.base import NoSuchUser, UserExists
     from auth.internal import InternalAuth
 
     from .storage import open_database
 
+    user, domain = _account(config, jid)
+
     async def run() -> None:
         db = await open_database(config.data_dir, dsn=str(config.database_path))
         try:
-            await action(InternalAuth(db.for_host(domain).keyval("accounts")))
+            await action(InternalAuth(db.for_host(domain).keyval("accounts")), user)
         finally:
             await db.close()
 
-    trio.run(run)
+    try:
+        trio.run(run)
+    except UserExists:
+        raise SystemExit(f"xmppd: {user}@{domain} already exists") from None
+    except NoSuchUser:
+        raise SystemExit(f"xmppd: no account {user}@{domain}") from None
+    except ValueError as exc:  # a password the PRECIS profile refuses
+        raise SystemExit(f"xmppd: {exc}") from None
+    print(f"{done} {user}@{domain}")
+    return 0
 
 
 def cmd_adduser(config: Config, args: argparse.Namespace) -> int:
-    from auth.base import UserExists
-
-    user, domain = _account(config, args.jid)
+    _account(config, args.jid)  # refuse a bad JID before asking for a password
     password = _read_password(args.password)
-
-    async def add(auth: Any) -> None:
-        try:
-            await auth.create_user(user, password)
-        except UserExists:
-            raise SystemExit(f"xmppd: {user}@{domain} already exists") from None
-        except ValueError as exc:
-            raise SystemExit(f"xmppd: {exc}") from None
-
-    _with_auth(config, domain, add)
-    print(f"created {user}@{domain}")
-    return 0
+    return _account_command(
+        config, args.jid, lambda auth, user: auth.create_user(user, password), "created"
+    )
 
 
 def cmd_passwd(config: Config, args: argparse.Namespace) -> int:
-    from auth.base import NoSuchUser
-
-    user, domain = _account(config, args.jid)
+    _account(config, args.jid)
     password = _read_password(args.password)
-
-    async def change(auth: Any) -> None:
-        try:
-            await auth.set_password(user, password)
-        except NoSuchUser:
-            raise SystemExit(f"xmppd: no account {user}@{domain}") from None
-        except ValueError as exc:
-            raise SystemExit(f"xmppd: {exc}") from None
-
-    _with_auth(config, domain, change)
-    print(f"changed the password of {user}@{domain}")
-    return 0
+    return _account_command(
+        config,
+        args.jid,
+        lambda auth, user: auth.set_password(user, password),
+        "changed the password of",
+    )
 
 
 def cmd_deluser(config: Config, args: argparse.Namespace) -> int:
-    from auth.base import NoSuchUser
-
-    user, domain = _account(config, args.jid)
-
-    async def delete(auth: Any) -> None:
-        try:
-            await auth.delete_user(user)
-        except NoSuchUser:
-            raise SystemExit(f"xmppd: no account {user}@{domain}") from None
-
-    _with_auth(config, domain, delete)
-    print(f"deleted {user}@{domain}")
-    return 0
+    return _account_command(config, args.jid, lambda auth, user: auth.delete_user(user), "deleted")
 
 
 # ---- check ---------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lxml import etree
 
@@ -131,28 +132,32 @@ class Session:
             self._close_transport()
 
     async def _scram_credentials(self, need: st.NeedScramCredentials) -> None:
-        host = self.server.hosts[self.stream.domain]
+        auth = self.server.hosts[self.stream.domain].auth
+        await self._ask_auth(
+            need.username,
+            auth.get_scram_credentials(need.username, need.hash_name),
+            self.stream.sasl_credentials,
+        )
+
+    async def _check_password(self, need: st.NeedPasswordCheck) -> None:
+        auth = self.server.hosts[self.stream.domain].auth
+        await self._ask_auth(
+            need.username,
+            auth.check_password(need.username, need.password),
+            self.stream.sasl_password_checked,
+        )
+
+    async def _ask_auth(self, username: str, lookup: Awaitable[Any], answer: Callable) -> None:
+        """Hand the backend's answer to the stream; unreachable means temporary-auth-failure."""
+        failures = self.stream.sasl_failures
         try:
-            creds = await host.auth.get_scram_credentials(need.username, need.hash_name)
+            result = await lookup
         except AuthError as exc:
             log.warning("%s account lookup failed: %s", self.id, exc)
             self.stream.sasl_unavailable()
             return
-        failures = self.stream.sasl_failures
-        self.stream.sasl_credentials(creds)
-        self._log_failure(need.username, failures)
-
-    async def _check_password(self, need: st.NeedPasswordCheck) -> None:
-        host = self.server.hosts[self.stream.domain]
-        try:
-            ok = await host.auth.check_password(need.username, need.password)
-        except AuthError as exc:
-            log.warning("%s password check failed: %s", self.id, exc)
-            self.stream.sasl_unavailable()
-            return
-        failures = self.stream.sasl_failures
-        self.stream.sasl_password_checked(ok)
-        self._log_failure(need.username, failures)
+        answer(result)
+        self._log_failure(username, failures)
 
     def _log_failure(self, username: str, failures_before: int) -> None:
         if self.stream.sasl_failures > failures_before:

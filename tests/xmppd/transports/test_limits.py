@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support import HEADER, PASSWORDS, RawClient, ServerProcess, connect, run
@@ -19,12 +20,17 @@ burst_bytes = 2048
 """
 
 
-@pytest.fixture(scope="module")
-def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("tight"), LIMITS)
+def start_with(tmp: Path, config: str) -> ServerProcess:
+    server = ServerProcess(tmp, config)
     for user, password in PASSWORDS.items():
         server.add_user(user, password)
     server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_with(tmp_path_factory.mktemp("tight"), LIMITS)
     yield server
     server.stop()
 
@@ -84,14 +90,11 @@ def test_fast_sender_is_paused_not_disconnected(tight: ServerProcess) -> None:
 
 @pytest.fixture(scope="module")
 def small_queues(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(
+    server = start_with(
         tmp_path_factory.mktemp("queues"),
         "[limits]\nqueued_bytes = 4096\nqueued_stanzas = 50\n"
         "bytes_per_second = 100000000\nburst_bytes = 100000000\n",
     )
-    for user, password in PASSWORDS.items():
-        server.add_user(user, password)
-    server.start()
     yield server
     server.stop()
 
