@@ -194,7 +194,7 @@ class Session:
 
     def deliver(self, topic: str, message: object) -> None:
         """pubsub Subscriber: a stanza routed to this session."""
-        if self.closed:
+        if self.closed or self.stream.closed:
             self.server.undeliverable(self, message)
             return
         data = etree.tostring(message)  # type: ignore[arg-type]
@@ -215,8 +215,6 @@ class Session:
             self.full,
             mailbox.queued_bytes,
         )
-        if self.host is not None:
-            self.host.unbind(self)  # stanzas re-routed from here on must not come back to us
         self.kill("policy-violation", "too much unread data", queue=False)
 
     # ---- closing ----------------------------------------------------------------------------
@@ -235,6 +233,8 @@ class Session:
         self.kill("conflict", "replaced by a new session with the same resource")
 
     def _close_transport(self) -> None:
+        if self.host is not None:
+            self.host.unbind(self)  # stanzas re-routed from here on must not come back to us
         self.transport.abort()
 
     async def closed_by_transport(self) -> None:
