@@ -184,7 +184,9 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def markdown(summary: dict[str, Any], servers: list[str], meta: dict[str, Any]) -> str:
+def markdown(
+    summary: dict[str, Any], servers: list[str], meta: dict[str, Any], runs: list[dict[str, Any]]
+) -> str:
     pairs = [f"{s}/{b}" for s, b in ratio_pairs(servers)]
     head = ["metric", "unit", "better", *servers, *pairs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -196,8 +198,9 @@ def markdown(summary: dict[str, Any], servers: list[str], meta: dict[str, Any]) 
     lines.append("")
     for s in servers:
         m = summary["medians"][s]
+        loops = sorted({str(r.get("loadgen_loop")) for r in runs if r.get("server") == s})
         lines.append(
-            f"- {s}: {m['runs_ok']} good runs; load generator max CPU "
+            f"- {s}: {m['runs_ok']} good runs; load generator ({', '.join(loops)}) max CPU "
             f"{fmt(m['loadgen_cpu_frac_max'])} of its core; other load on the server core "
             f"up to {fmt(m['server_core_others_frac_max'])}"
         )
@@ -283,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     config["out"] = str(args.out)
     meta = {"config": config, "environment": environment()}
     summary = summarize(runs, args.server_list)
-    text = markdown(summary, args.server_list, meta)
+    text = markdown(summary, args.server_list, meta, runs)
     print(text)
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
     name = args.name or f"{args.sessions}s-{'tls' if args.tls else 'plain'}"
