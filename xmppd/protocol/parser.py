@@ -54,9 +54,8 @@ candidate                              1 per feed  20 per feed  idle RSS
 (a) parser target + TreeBuilder         11.3 us     11.3 us     13.0 KiB
 (b) guard + persistent XMLPullParser    10.4 us      8.5 us     16.0 KiB
 (b) without the ns0: fix (deepcopy)      7.2 us      5.8 us     15.9 KiB
-(c) guard + per-stanza parse (this)      9.4 us      9.5 us      4.5 KiB
+(c) guard + per-stanza parse (this)      9.4 us      9.5 us      0.8 KiB
 (b) ``compact()`` after every feed      24.6 us                  5.1 KiB
-(c) ``compact()`` after every feed      12.3 us                  0.8 KiB
 =====================================  ==========  ===========  ==========
 
 (a) accepts unbound prefixes, a rebound ``xml`` prefix, duplicate expanded attributes,
@@ -66,11 +65,11 @@ Latin-1 and XML 1.1; (b) accepts the same namespace errors plus ``}`` in a names
 push parser can sit on a complete stanza (seen with ``'>'`` inside an attribute value) until
 more bytes arrive.
 
-``compact()``: dropping an idle pull parser and re-creating it by re-feeding the saved stream
-header works for (b), but re-creation costs ~14 us for ~11 KiB saved.
-Here there is no stream-level lxml state to rebuild: ``compact()`` only drops the reusable
-libxml2 parser context (~4 KiB), and re-creating it costs ~3 us on the next stanza, so the
-session can call it whenever a read leaves the stream idle.
+One parser for all streams: each stanza is parsed by one synchronous ``etree.fromstring``
+call, so the streams of one thread can share a single lxml ``XMLParser`` (its libxml2 context
+is reused and stays warm).  A parser per stream cost ~4 KiB per session (4.5 KiB idle RSS
+instead of 0.8), and freeing it when idle cost a re-creation on nearly every stanza at 5,000
+mostly-idle sessions: the benchmark's fixed-rate phase spent ~10% of its CPU there.
 
 Known lxml limit (all candidates share it): libxml2 interns element and attribute names in a
 per-thread dictionary that never shrinks, so a peer can grow the process by roughly 30 bytes
@@ -80,6 +79,7 @@ nothing).  Per-session byte-rate limits bound how fast that can happen.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from lxml import etree
@@ -150,6 +150,17 @@ _LXML_CONDITIONS = {
 }
 
 
+_per_thread = threading.local()
+
+
+def _shared_parser() -> etree.XMLParser:
+    """This thread's lxml parser, shared by every stream (see the module docstring)."""
+    parser = getattr(_per_thread, "parser", None)
+    if parser is None:
+        parser = _per_thread.parser = _xml_parser()
+    return parser
+
+
 def _xml_parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
@@ -174,7 +185,7 @@ class StreamParser(XmlGuard):
     ``max_stanza_bytes`` may be changed at any time (raised after authentication).
     """
 
-    __slots__ = ("_xp", "_out", "_dead", "_ns_default", "_ns_prefixed")
+    __slots__ = ("_out", "_dead", "_ns_default", "_ns_prefixed")
 
     def __init__(
         self,
@@ -184,7 +195,6 @@ class StreamParser(XmlGuard):
         max_attributes: int = 64,
     ) -> None:
         super().__init__(max_stanza_bytes, max_depth, max_attributes)
-        self._xp: etree.XMLParser | None = None
         self._out: list[Event] = []
         self._dead = False
         self._ns_default = b""  # the stream's default namespace declaration, injected
@@ -210,11 +220,6 @@ class StreamParser(XmlGuard):
         self._dead = False
         self._ns_default = b""
         self._ns_prefixed = ()
-
-    def compact(self) -> None:
-        """Free the reusable libxml2 context while the stream is idle; it returns on demand."""
-        if self._idle():
-            self._xp = None
 
     # -- guard hooks --------------------------------------------------------------------------
     def _on_open(self, tag: bytes, qname: bytes, empty: bool) -> None:
@@ -244,11 +249,10 @@ class StreamParser(XmlGuard):
             if marker in data and name not in declared:
                 inject += decl
                 tidy = True  # the marker may have been text: drop unused declarations
-        xp = self._xp
-        if xp is None:
-            xp = self._xp = _xml_parser()
         try:
-            element = etree.fromstring(data[:head] + inject + data[head:] if inject else data, xp)
+            element = etree.fromstring(
+                data[:head] + inject + data[head:] if inject else data, _shared_parser()
+            )
         except etree.XMLSyntaxError as exc:
             raise _refusal(exc) from None
         if tidy:
@@ -259,11 +263,8 @@ class StreamParser(XmlGuard):
         self._out.append(StreamClosed())
 
     def _parse(self, data: bytes) -> etree._Element:
-        xp = self._xp
-        if xp is None:
-            xp = self._xp = _xml_parser()
         try:
-            return etree.fromstring(data, xp)
+            return etree.fromstring(data, _shared_parser())
         except etree.XMLSyntaxError as exc:
             raise _refusal(exc) from None
 

@@ -240,10 +240,6 @@ class ServerStream:
                 return event
         return PAUSED
 
-    def compact(self) -> None:
-        """The stream is idle: let the parser free what it can rebuild (about 4 KiB)."""
-        self._parser.compact()
-
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)
         self._out.clear()

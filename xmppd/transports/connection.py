@@ -11,7 +11,7 @@ waking the writer task. What the socket doesn't take at once, and everything aft
 through the session's mailbox and the writer task, so order is kept and a slow reader only
 ever costs its own bounded mailbox.
 
-Timeouts, keepalives and idle compaction are not per-read timers: one `Sweeper` task checks
+Timeouts and keepalives are not per-read timers: one `Sweeper` task checks
 every connection once a second.
 """
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("xmppd.c2s")
 RECEIVE_SIZE = 16 * 1024
 KEEPALIVE = b" "
-COMPACT_AFTER = 5.0  # seconds of silence before an established stream frees its parser context
 
 _BROKEN = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
@@ -49,7 +48,6 @@ class ByteStreamConnection:
         "last_input",
         "opened_at",
         "keepalive_due",
-        "compacted",
         "_tls",
         "_tls_in",
         "_tls_out",
@@ -77,7 +75,6 @@ class ByteStreamConnection:
         self.lock = trio.StrictFIFOLock()
         self.opened_at = self.last_input = trio.current_time()
         self.keepalive_due = 0.0
-        self.compacted = False
         self._tls: ssl.SSLObject | None = None
         self._tls_in: ssl.MemoryBIO | None = None
         self._tls_out: ssl.MemoryBIO | None = None
@@ -255,7 +252,6 @@ class ByteStreamConnection:
                 return
             now = trio.current_time()
             self.last_input = now
-            self.compacted = False
             tokens = min(burst, tokens + (now - stamp) * rate) - len(data)
             stamp = now
             try:
@@ -297,9 +293,6 @@ class ByteStreamConnection:
         if idle >= limits["idle_timeout"]:
             session.kill("connection-timeout", "idle for too long")
             return
-        if idle >= COMPACT_AFTER and not self.compacted:
-            session.stream.compact()  # most sessions are idle most of the time
-            self.compacted = True
         if idle >= limits["keepalive_interval"] and now >= self.keepalive_due:
             self.keepalive_due = now + limits["keepalive_interval"]
             session.send_raw(KEEPALIVE)

@@ -1,4 +1,4 @@
-"""StreamParser: normal streams, chunking, serialization, restarts, compact(), memory."""
+"""StreamParser: normal streams, chunking, serialization, restarts, shared parser, memory."""
 
 from __future__ import annotations
 
@@ -269,27 +269,16 @@ def test_limits_are_exact() -> None:
     assert error.condition == "policy-violation"
 
 
-def test_compact_gives_identical_events() -> None:
+def test_streams_sharing_the_parser_do_not_mix() -> None:
+    """Interleaved byte-by-byte feeds of two streams give each its own events."""
     expected = describe(feed_bytewise(StreamParser(), CORPUS))
-    parser = StreamParser()
-    events: list = []
+    first, second = StreamParser(), StreamParser()
+    events_first: list = []
+    events_second: list = []
     for i in range(len(CORPUS)):
-        events += parser.feed(CORPUS[i : i + 1])
-        parser.compact()
-    assert describe(events) == expected
-
-
-def test_compact_drops_the_libxml2_context_only_when_idle() -> None:
-    parser = StreamParser()
-    parser.feed(HEADER + MESSAGE)
-    assert parser._xp is not None
-    parser.feed(b"<message><body>half")
-    parser.compact()  # mid-stanza: nothing to drop that could change the result
-    parser.feed(b"</body></message> ")
-    parser.compact()
-    assert parser._xp is None
-    (event,) = parser.feed(MESSAGE)
-    assert event.element.findtext("{jabber:client}body") == "Art thou not Romeo, and a Montague?"
+        events_first += first.feed(CORPUS[i : i + 1])
+        events_second += second.feed(CORPUS[i : i + 1])
+    assert describe(events_first) == describe(events_second) == expected
 
 
 def _rss() -> int:
