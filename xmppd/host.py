@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pubsub import PubSub, Tracker
 from pubsub.topics import presence_topic, session_topic
@@ -16,7 +16,7 @@ from .protocol.jid import JID
 if TYPE_CHECKING:
     from auth.base import AuthBackend
 
-    from .config import Config, HostConfig
+    from .config import HostConfig
     from .module import Module
     from .protocol.stanza import Element
     from .session import Session
@@ -28,7 +28,6 @@ class Host:
         self,
         config: HostConfig,
         *,
-        server_config: Config,
         pubsub: PubSub,
         tracker: Tracker,
         storage: Storage,
@@ -36,7 +35,6 @@ class Host:
     ) -> None:
         self.domain = config.domain
         self.config = config
-        self.server_config = server_config
         self.pubsub = pubsub
         self.tracker = tracker
         self.storage = storage
@@ -46,8 +44,6 @@ class Host:
         self.events.declare(
             "session-bound",  # Session: a resource was bound
             "session-closed",  # Session: the session ended (cleanly or not)
-            "stream-features",  # list of extra feature elements (after auth)
-            "undeliverable",  # (stanza, reason): a queued stanza could not be delivered
         )
         self.presence_topic = presence_topic(self.domain)
         self.disco_features: set[str] = set()
@@ -58,7 +54,6 @@ class Host:
         self.sessions: dict[str, dict[str, Session]] = {}
         self.modules: list[Module] = []
         self.hosts: dict[str, Host] = {self.domain: self}  # every host of the server, by domain
-        self.server: Any = None
         router.install(self)
 
     # ---- sessions ---------------------------------------------------------------------------

@@ -90,14 +90,12 @@ class Server:
             storage = self.db.for_host(host_config.domain)
             host = Host(
                 host_config,
-                server_config=self.config,
                 pubsub=self.pubsub,
                 tracker=self.tracker,
                 storage=storage,
                 auth=InternalAuth(storage.keyval("accounts")),
             )
             host.hosts = self.hosts
-            host.server = self
             self.hosts[host.domain] = host
         for host in self.hosts.values():
             host.modules = loader.load_all(host, self.config)
