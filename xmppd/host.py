@@ -102,6 +102,3 @@ class Host:
     def deliver_to_full(self, full: str, stanza: Element) -> bool:
         """Hand a stanza to the session bound to `full`; False when there is none."""
         return self.pubsub.broadcast(session_topic(full), stanza) > 0
-
-    def is_local(self, domain: str) -> bool:
-        return domain == self.domain

@@ -204,10 +204,6 @@ class Session:
         if not self.mailbox.put((data, message), len(data)):
             self.server.undeliverable(self, message)
 
-    def send(self, stanza: Element) -> None:
-        """Send a stanza the server built to this client."""
-        self.deliver("", stanza)
-
     def _overflowed(self, mailbox: Mailbox) -> None:
         log.warning(
             "%s %s stopped reading: %d bytes queued; disconnecting",

@@ -158,11 +158,3 @@ def error_reply(
     if app_condition is not None:
         error.append(app_condition)
     return err_stanza
-
-
-def is_error(stanza: Element) -> bool:
-    return stanza.get("type") == "error"
-
-
-def serialize(el: Element) -> bytes:
-    return etree.tostring(el)

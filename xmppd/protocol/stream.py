@@ -245,10 +245,6 @@ class ServerStream:
         self._out.clear()
         return out
 
-    def send(self, data: bytes) -> None:
-        """Queue already-serialised output (stanzas routed to this session)."""
-        self._out.append(data)
-
     @property
     def sasl_failures(self) -> int:
         return self._sasl_failures
