@@ -57,6 +57,7 @@ class ByteStreamConnection:
         "_session",
         "_writing",
         "_sweeper",
+        "_drained",
     )
 
     def __init__(
@@ -84,6 +85,7 @@ class ByteStreamConnection:
         self._session: Session | None = None
         self._writing = False
         self._sweeper = sweeper
+        self._drained = False
 
     # ---- TLS ------------------------------------------------------------------------------------
 
@@ -123,13 +125,19 @@ class ByteStreamConnection:
     # ---- reading --------------------------------------------------------------------------------
 
     async def _recv_raw(self) -> bytes:
+        if self._drained:
+            # The last read took everything: wait for more instead of paying for an EAGAIN.
+            await trio.lowlevel.wait_readable(self.sock)
         while True:
             try:
-                return self.sock.recv(RECEIVE_SIZE)
+                data = self.sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(self.sock)
+                continue
             except _BROKEN as exc:
                 raise ConnectionLost(str(exc)) from exc
+            self._drained = len(data) < RECEIVE_SIZE
+            return data
 
     async def _fill_tls_input(self) -> None:
         data = await self._recv_raw()
