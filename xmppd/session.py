@@ -178,7 +178,8 @@ class Session:
         self.jid, self.full, self.bare = jid, str(jid), str(jid.bare)
         self.stream.bind_done(jid)
         log.info("%s bound %s", self.id, self.full)
-        self.server.nursery_soon(host.events.fire, "session-bound", self)
+        if host.events.has_handlers("session-bound"):  # no task per login for nobody
+            self.server.nursery_soon(host.events.fire, "session-bound", self)
 
     # ---- output -----------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from .sasl import (
     decode_payload,
     encode_payload,
 )
-from .stanza import Element, error_reply, first_child, local_name, make, qname, sub
+from .stanza import Element, copy, error_reply, first_child, local_name, make, qname, sub
 
 
 class Phase(Enum):
@@ -415,7 +415,7 @@ class ServerStream:
             sub(session, ns.SESSION, "optional")
             self._add_limits(features, s.max_bytes)
             for extra in s.extra_features:
-                features.append(_clone(extra))
+                features.append(copy(extra))
             self._enter(Phase.BIND)
         elif not self.tls and s.tls_available and s.require_tls:
             starttls = sub(features, ns.TLS, "starttls")
@@ -586,9 +586,3 @@ def _escape(text: str) -> str:
 def _version_ok(version: str) -> bool:
     major, _, _minor = version.partition(".")
     return major == "1"
-
-
-def _clone(el: Element) -> Element:
-    from copy import deepcopy
-
-    return deepcopy(el)
