@@ -113,7 +113,14 @@ class Config:
         raise KeyError(domain)
 
 
-DEFAULT_MODULES = ["disco", "ping", "version", "time", "presence"]
+# One per line: feature work adds its module here.
+DEFAULT_MODULES = [
+    "disco",
+    "ping",
+    "version",
+    "time",
+    "presence",
+]
 
 
 def load(path: str | Path | None = None) -> Config:

@@ -44,7 +44,10 @@ class Host:
         self.events.declare(
             "session-bound",  # Session: a resource was bound
             "session-closed",  # Session: the session ended (cleanly or not)
+            "presence-initial",  # Session: its first available presence was broadcast
         )
+        # Stream features offered after authentication (stream management, CSI...).
+        self.stream_features: list[Element] = []
         self.presence_topic = presence_topic(self.domain)
         self.disco_features: set[str] = set()
         self.disco_identities: set[tuple[str, str, str]] = {("server", "im", "xmppd")}

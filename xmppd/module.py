@@ -63,6 +63,10 @@ class Module:
     def add_identity(self, category: str, type_: str, name: str = "") -> None:
         self.host.disco_identities.add((category, type_, name))
 
+    def add_stream_feature(self, feature: Element) -> None:
+        """A stream feature offered to clients of this host after authentication."""
+        self.host.stream_features.append(feature)
+
     def open_keyval(self, store: str) -> KeyValueStore:
         return self.host.storage.keyval(store)
 

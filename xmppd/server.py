@@ -138,6 +138,7 @@ class Server:
                 idle_seconds=int(limits["idle_timeout"]),
                 allow_plain_without_tls=c2s["allow_plain_without_tls"],
                 sasl_secret=self._secret(),
+                extra_features={h.domain: h.stream_features for h in self.hosts.values()},
             )
             self._settings[direct_tls] = settings
         return settings

@@ -56,6 +56,12 @@ class Session:
         "available",
         "priority",
         "presence",
+        "interested",
+        "carbons",
+        "directed",
+        "csi",
+        "sm",
+        "out_filters",
         "mailbox",
         "closed",
         "__weakref__",
@@ -73,6 +79,14 @@ class Session:
         self.available = False
         self.priority = 0
         self.presence: Element | None = None  # last broadcast presence
+        self.interested = False  # fetched the roster: gets roster pushes (RFC 6121 §2.1.6)
+        self.carbons = False  # XEP-0280 enabled
+        self.directed: set[str] | None = None  # JIDs sent directed presence (RFC 6121 §4.6)
+        self.csi: Any = None  # XEP-0352 state, owned by modules/csi.py
+        self.sm: Any = None  # XEP-0198 state, owned by modules/sm.py
+        # Outbound filters, in order: each returns the stanza to send (maybe another one) or
+        # None when it kept or dropped it. Empty on the fast path.
+        self.out_filters: tuple[Callable[[Session, Element], Element | None], ...] = ()
         limits = server.config.limits
         self.mailbox = Mailbox(
             max_items=limits["queued_stanzas"],
@@ -198,6 +212,20 @@ class Session:
         if self.closed or self.stream.closed:
             self.server.undeliverable(self, message)
             return
+        for out_filter in self.out_filters:
+            message = out_filter(self, message)  # type: ignore[arg-type]
+            if message is None:
+                return
+        self.write_stanza(message)  # type: ignore[arg-type]
+
+    def add_out_filter(self, out_filter: Callable[[Session, Element], Element | None]) -> None:
+        self.out_filters = (*self.out_filters, out_filter)
+
+    def remove_out_filter(self, out_filter: Callable[[Session, Element], Element | None]) -> None:
+        self.out_filters = tuple(f for f in self.out_filters if f is not out_filter)
+
+    def write_stanza(self, message: Element) -> None:
+        """Serialize and send past the filters (CSI flushes, SM replays come through here)."""
         data = etree.tostring(message)  # type: ignore[arg-type]
         if self.transport.write_nowait(data):
             return

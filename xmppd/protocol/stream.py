@@ -163,8 +163,9 @@ class StreamSettings:
     allow_plain_without_tls: bool = False
     # Persistent per-server secret: unknown accounts get stable fake SCRAM salts from it.
     sasl_secret: bytes | None = None
-    # Extra stream features after authentication (stream management, CSI, ...), built by modules.
-    extra_features: list[Element] = field(default_factory=list)
+    # Extra stream features after authentication (stream management, CSI, ...) by domain,
+    # built by the modules of each host.
+    extra_features: dict[str, list[Element]] = field(default_factory=dict)
 
 
 _STREAM_ERROR_TAIL = b"</stream:error></stream:stream>"
@@ -414,7 +415,7 @@ class ServerStream:
             session = sub(features, ns.SESSION, "session")
             sub(session, ns.SESSION, "optional")
             self._add_limits(features, s.max_bytes)
-            for extra in s.extra_features:
+            for extra in s.extra_features.get(self.domain, ()):
                 features.append(copy(extra))
             self._enter(Phase.BIND)
         elif not self.tls and s.tls_available and s.require_tls:
