@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from pubsub import PubSub, Tracker
 from pubsub.topics import presence_topic, session_topic
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from .protocol.stanza import Element
     from .session import Session
     from .storage.base import Storage
+
+NonzaHandler = Callable[["Session", "Element"], Awaitable[None]]
 
 
 class Host:
@@ -48,6 +51,12 @@ class Host:
         )
         # Stream features offered after authentication (stream management, CSI...).
         self.stream_features: list[Element] = []
+        # Top-level non-stanza elements (`<r/>`, `<enable/>`, `<active/>`) by Clark tag. Called
+        # before and after binding (stream resumption comes before bind); unknown ones close
+        # the stream with unsupported-stanza-type.
+        self.nonza_handlers: dict[str, NonzaHandler] = {}
+        # APIs modules offer each other by name ("roster", "blocking"...): small and typed.
+        self.services: dict[str, Any] = {}
         self.presence_topic = presence_topic(self.domain)
         self.disco_features: set[str] = set()
         self.disco_identities: set[tuple[str, str, str]] = {("server", "im", "xmppd")}

@@ -15,7 +15,7 @@ from .events import Handler
 from .options import Schema
 
 if TYPE_CHECKING:
-    from .host import Host
+    from .host import Host, NonzaHandler
     from .protocol.stanza import Element
     from .storage.base import KeyValueStore, MapStore
 
@@ -62,6 +62,10 @@ class Module:
 
     def add_identity(self, category: str, type_: str, name: str = "") -> None:
         self.host.disco_identities.add((category, type_, name))
+
+    def hook_nonza(self, namespace: str, name: str, handler: NonzaHandler) -> None:
+        """Handle a top-level non-stanza element such as XEP-0198 `<r/>`."""
+        self.host.nonza_handlers[f"{{{namespace}}}{name}"] = handler
 
     def add_stream_feature(self, feature: Element) -> None:
         """A stream feature offered to clients of this host after authentication."""

@@ -139,7 +139,13 @@ class Session:
         elif isinstance(event, st.BindRequest):
             self._bind(event)
         elif isinstance(event, st.NonzaIn):
-            self.kill("unsupported-stanza-type", f"<{local_name(event.element)}/> is not supported")
+            host = self.server.hosts[self.stream.domain]
+            handler = host.nonza_handlers.get(event.element.tag)
+            if handler is None:
+                name = local_name(event.element)
+                self.kill("unsupported-stanza-type", f"<{name}/> is not supported")
+            else:
+                await handler(self, event.element)
         elif isinstance(event, st.Closed):
             detail = f" ({event.text})" if event.text else ""
             log.info("%s stream closed: %s%s", self.id, event.reason, detail)
