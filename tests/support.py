@@ -188,6 +188,10 @@ HEADER = (
 )
 
 
+class BindRefused(Exception):
+    """The server answered the bind request with an error (the reply is args[0])."""
+
+
 class RawClient:
     """Blocking socket client for hand-made bytes; TLS verified against the server's cert."""
 
@@ -262,6 +266,8 @@ class RawClient:
         )
         reply = self.read_until("</iq>")
         self.take()
+        if b"<jid>" not in reply:
+            raise BindRefused(reply)
         start = reply.index(b"<jid>") + 5
         return reply[start : reply.index(b"</jid>")].decode()
 

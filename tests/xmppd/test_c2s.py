@@ -7,7 +7,7 @@ import datetime
 
 import pytest
 import slixmpp
-from support import ServerProcess, connect, run
+from support import BindRefused, RawClient, ServerProcess, connect, run
 
 
 def test_starttls_scram_sha256_login_and_messages_to_full_and_bare(server: ServerProcess) -> None:
@@ -163,4 +163,27 @@ def test_shutdown_tells_clients(tmp_path) -> None:
         run(scenario())
         assert server.proc.wait(timeout=10) == 0
     finally:
+        server.stop()
+
+
+def test_resource_limit_per_account(tmp_path) -> None:
+    """A bind beyond `limits.resources_per_account` fails with resource-constraint; replacing
+    an existing resource is still allowed (RFC 6120 §7.6.2.1, §7.7.2.2)."""
+    server = ServerProcess(tmp_path, "[limits]\nresources_per_account = 2\n")
+    server.add_user("alice", "alice-secret")
+    server.start()
+    clients = [RawClient(server) for _ in range(4)]
+    try:
+        assert clients[0].login("alice", resource="one") == "alice@localhost/one"
+        assert clients[1].login("alice", resource="two") == "alice@localhost/two"
+        with pytest.raises(BindRefused) as refused:
+            clients[2].login("alice", resource="three")
+        assert b"<resource-constraint" in refused.value.args[0]
+        assert b'type="wait"' in refused.value.args[0]
+        # Same resource again: the new session replaces the old one, within the limit.
+        assert clients[3].login("alice", resource="two") == "alice@localhost/two"
+        assert b"<conflict" in clients[1].read_to_close()
+    finally:
+        for client in clients:
+            client.close()
         server.stop()
