@@ -1,4 +1,4 @@
-"""`xmppd serve|adduser|passwd|deluser|check` — scripts depend on these exact verbs."""
+"""`xmppd serve|adduser|passwd|deluser|check|migrate` — scripts depend on these exact verbs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from . import __version__, loader
 from .config import Config, load
 from .options import ConfigError
 from .protocol.jid import JID, JIDError
+from .storage import StorageError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"xmppd: configuration error: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG
+    except StorageError as exc:
+        print(f"xmppd: storage: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -69,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[common], help="validate config, certificates and ports"
     )
     check.set_defaults(run=cmd_check)
+
+    migrate = verbs.add_parser(
+        "migrate", parents=[common], help="bring the database schema up to date"
+    )
+    migrate.set_defaults(run=cmd_migrate)
     return parser
 
 
@@ -90,19 +99,22 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     loader.check(config)
     try:
         trio.run(Server(config).run)
-    except (OSError, ConfigError, BaseExceptionGroup) as error:
+    except (OSError, ConfigError, StorageError, BaseExceptionGroup) as error:
         return _report_start_failure(error)
     return 0
 
 
 def _report_start_failure(error: BaseException) -> int:
-    """Ports in use, unreadable files, bad certificates: one clear line each, no traceback."""
+    """Ports in use, unreadable files, bad certificates, an unreachable database: one clear
+    line each, no traceback."""
     leaves = _leaves(error)
-    if not all(isinstance(exc, (OSError, ConfigError)) for exc in leaves):
+    if not all(isinstance(exc, (OSError, ConfigError, StorageError)) for exc in leaves):
         raise error
     for exc in leaves:
         if isinstance(exc, ConfigError):
             print(f"xmppd: configuration error: {exc}", file=sys.stderr)
+        elif isinstance(exc, StorageError):
+            print(f"xmppd: storage: {exc}", file=sys.stderr)
         else:
             print(f"xmppd: {exc.strerror if exc.errno else exc}", file=sys.stderr)
     return 78 if any(isinstance(exc, ConfigError) for exc in leaves) else 1
@@ -153,7 +165,7 @@ def _account_command(
     user, domain = _account(config, jid)
 
     async def run() -> None:
-        db = await open_database(config.data_dir, dsn=str(config.database_path))
+        db = await open_database(config.data_dir, **config.database_options)
         try:
             await action(InternalAuth(db.for_host(domain).keyval("accounts")), user)
         finally:
@@ -192,6 +204,29 @@ def cmd_passwd(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_deluser(config: Config, args: argparse.Namespace) -> int:
     return _account_command(config, args.jid, lambda auth, user: auth.delete_user(user), "deleted")
+
+
+# ---- migrate -------------------------------------------------------------------------------------
+
+
+def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
+    """Apply the missing schema migrations (the server also does at start) and say which."""
+    from .storage import open_database
+    from .storage.migrations import LATEST_VERSION, MIGRATIONS
+
+    async def run() -> tuple[str, int]:
+        db = await open_database(config.data_dir, **config.database_options)
+        await db.close()
+        return db.where, db.migrated_from
+
+    where, found = trio.run(run)
+    if found == LATEST_VERSION:
+        print(f"{where}: schema version {found}, up to date")
+        return 0
+    print(f"{where}: migrated the schema from version {found} to {LATEST_VERSION}")
+    for number in range(found + 1, LATEST_VERSION + 1):
+        print(f"  {number}: {MIGRATIONS[number - 1].summary}")
+    return 0
 
 
 # ---- check ---------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from . import loader
 
 CORE = [
     ("RFC 6120", "complete", "core", "streams, STARTTLS, SASL, binding, stanza errors"),
-    ("RFC 6121", "partial", "core (router)", "message delivery rules (§8.5); no roster yet"),
+    ("RFC 6121", "partial", "core (router)", "message delivery rules (§8.5)"),
     ("RFC 7622", "complete", "core (protocol/jid.py)", "JID format (PRECIS, IDNA)"),
     ("RFC 5802 / RFC 7677", "complete", "core (protocol/sasl.py)", "SCRAM-SHA-1/256/512, -PLUS"),
     ("RFC 5929", "complete", "core (protocol/sasl.py)", "tls-server-end-point channel binding"),

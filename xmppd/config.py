@@ -25,8 +25,13 @@ SERVER: Schema = {
     "demo_account": Option(bool, True, "create demo@<domain> on first start, print its password"),
 }
 STORAGE: Schema = {
-    "driver": Option(str, "sqlite", "storage driver", choices=("sqlite",)),
+    "driver": Option(str, "sqlite", "storage driver", choices=("sqlite", "postgres")),
     "path": Option(str, "", "SQLite file; empty means <data_dir>/xmppd.sqlite"),
+    "dsn": Option(str, "", "PostgreSQL connection string or postgresql:// URL (driver postgres)"),
+    "pool_size": Option(
+        int, 8, "PostgreSQL connections at most (driver postgres)", min=1, max=1000
+    ),
+    "connect_timeout": Option(int, 10, "seconds to reach PostgreSQL (at least 2)", min=2),
 }
 TLS: Schema = {
     "certificate": Option(
@@ -106,6 +111,19 @@ class Config:
             else (self.data_dir / "xmppd.sqlite")
         )
 
+    @property
+    def database_options(self) -> dict[str, Any]:
+        """Keyword arguments for `storage.open_database` after the data dir."""
+        storage = self.storage
+        if storage["driver"] == "sqlite":
+            return {"driver": "sqlite", "dsn": str(self.database_path)}
+        return {
+            "driver": storage["driver"],
+            "dsn": storage["dsn"],
+            "pool_size": storage["pool_size"],
+            "connect_timeout": storage["connect_timeout"],
+        }
+
     def host(self, domain: str) -> HostConfig:
         for host in self.hosts:
             if host.domain == domain:
@@ -119,7 +137,16 @@ DEFAULT_MODULES = [
     "ping",
     "version",
     "time",
+    "roster",
     "presence",
+    "subscriptions",
+    "offline",
+    "carbons",
+    "blocking",
+    "vcard",
+    "private",
+    "csi",
+    "sm",
 ]
 
 
@@ -151,6 +178,8 @@ def parse(text: str, path: str = "") -> Config:
         name: validate(data.get(name, {}), schema, name, source)
         for name, schema in SECTIONS.items()
     }
+    if values["storage"]["driver"] == "postgres" and not values["storage"]["dsn"]:
+        raise source.error("storage.dsn", "required when driver = 'postgres'")
     domains = _domains(values["server"], source)
     modules_table = data.get("modules", {})
     if not isinstance(modules_table, dict):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import modules as modules_pkg
@@ -13,6 +15,17 @@ from .options import ConfigError, SourceMap, validate
 if TYPE_CHECKING:
     from .config import Config, HostConfig
     from .host import Host
+
+
+# Work that needs every module of a host loaded first (the XEP-0115 hash covers all features).
+_when_loaded: weakref.WeakKeyDictionary[Host, list[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def when_loaded(host: Host, callback: Callable[[], None]) -> None:
+    """Call `callback` once all modules of `host` are loaded (from a module's `load`)."""
+    _when_loaded.setdefault(host, []).append(callback)
 
 
 def available() -> dict[str, ModuleSpec]:
@@ -76,6 +89,8 @@ def load_all(host: Host, config: Config) -> list[Module]:
                 f"module {spec.name!r} failed to load: {exc}", f"modules.{spec.name}"
             ) from exc
         loaded.append(module)
+    for callback in _when_loaded.pop(host, []):
+        callback()
     return loaded
 
 

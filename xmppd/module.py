@@ -17,7 +17,7 @@ from .options import Schema
 if TYPE_CHECKING:
     from .host import Host, NonzaHandler
     from .protocol.stanza import Element
-    from .storage.base import KeyValueStore, MapStore
+    from .storage.base import ArchiveStore, KeyValueStore, MapStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,9 @@ class Module:
 
     def open_map(self, store: str) -> MapStore:
         return self.host.storage.map(store)
+
+    def open_archive(self, store: str) -> ArchiveStore:
+        return self.host.storage.archive(store)
 
     async def send(self, stanza: Element) -> None:
         """Route a stanza the module built (from the server, not from a client)."""

@@ -192,11 +192,12 @@ async def _message_full(event: StanzaEvent) -> bool:
     assert event.to is not None
     if event.host.deliver_to_full(str(event.to), event.stanza):
         return True
-    # RFC 6121 §8.5.3.2: the resource is gone.
+    # RFC 6121 §8.5.3.2.1: the resource is gone. Only chat is handled as if sent to the bare
+    # JID; normal and groupchat "MUST either be ignored or bounced" (we bounce).
     type_ = event.stanza.get("type", "normal")
-    if type_ in ("normal", "chat"):
+    if type_ == "chat":
         return await _message_bare(event)
-    if type_ == "groupchat":
+    if type_ in ("normal", "groupchat"):
         return await event.reply_error("service-unavailable")
     return True  # headline and error: silently dropped
 

@@ -19,7 +19,7 @@ from . import loader
 from .config import Config
 from .host import Host
 from .protocol.sasl import tls_server_end_point
-from .protocol.stanza import Element
+from .protocol.stanza import Element, copy, error_reply, local_name
 from .protocol.stream import StreamSettings
 from .storage import Database, open_database
 from .transports import tcp, tls
@@ -54,11 +54,12 @@ class Server:
         self.demo_password: str | None = None
         self._nursery: trio.Nursery | None = None
         self._settings: dict[bool, StreamSettings] = {}
+        self._rerouting = 0  # reroute() calls in progress (shutdown waits for them)
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
         self._setup_tls()
-        self.db = await open_database(config.data_dir, dsn=str(config.database_path))
+        self.db = await open_database(config.data_dir, **config.database_options)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -158,10 +159,36 @@ class Server:
 
     def undeliverable(self, session: Any, stanza: object) -> None:
         """A stanza queued for a session that went away: route it again, now without it."""
-        if not isinstance(stanza, Element) or stanza.get("type") == "error":
-            return
+        if isinstance(stanza, Element):
+            self.nursery_soon(self.reroute, session, [stanza])
+
+    async def reroute(self, session: Any, stanzas: list[Element]) -> None:
+        """Stanzas a session that ended never got, in order (RFC 6121 §8.5.3.2 for a resource
+        that is gone): messages are routed again (other resources, offline storage, or an
+        error for the sender), iq requests bounce, presence and answers are dropped."""
         host = session.host or next(iter(self.hosts.values()))
-        self.nursery_soon(host.route, None, stanza)
+        self._rerouting += 1
+        try:
+            for stanza in stanzas:
+                kind, type_ = local_name(stanza), stanza.get("type")
+                if type_ == "error":
+                    continue
+                if kind == "message":
+                    if stanza.get("to") is None:  # to the account itself: now explicit
+                        stanza = copy(stanza)
+                        stanza.set("to", session.bare)
+                    await self._route_safely(host, stanza)
+                elif kind == "iq" and type_ in ("get", "set"):
+                    await self._route_safely(host, error_reply(stanza, "service-unavailable"))
+        finally:
+            self._rerouting -= 1
+
+    @staticmethod
+    async def _route_safely(host: Host, stanza: Element) -> None:
+        try:
+            await host.route(None, stanza)
+        except Exception:
+            log.exception("routing a stanza again failed")  # the next one still gets its turn
 
     async def _stop_on_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -178,8 +205,9 @@ class Server:
         ]
         for session in sessions:
             session.kill("system-shutdown", "the server is shutting down")
+        # Ending includes routing undelivered stanzas again (offline storage is durable).
         with trio.move_on_after(grace):
-            while any(not s.closed for s in sessions):
+            while any(not s.ended for s in sessions) or self._rerouting:
                 await trio.sleep(0.05)
         self.stop()
 

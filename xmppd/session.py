@@ -1,12 +1,18 @@
 """A client session, independent of the transport (TCP now; WebSocket and BOSH reuse it).
 
-The transport feeds bytes into `data_received()` and writes what `mailbox` yields. The session
-drives the sans-IO `ServerStream`, talks to auth for SASL and to its host for binding and
+The transport feeds bytes into `data_received()` and writes what its `mailbox` yields. The
+session drives the sans-IO `ServerStream`, talks to auth for SASL and to its host for binding and
 routing, and is a pubsub subscriber: stanzas for it arrive through `deliver()`.
+
+Lifecycle: negotiating -> established -> ended (`end()`: unbound, `session-closed` fired, what
+the client did not get routed again). With XEP-0198 resumption (`sm`, modules/sm.py) a session
+whose connection breaks without a closing tag hibernates instead: still bound and available,
+stanzas queue in `sm`, until a new stream resumes it (`take_over()`) or the window ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
@@ -32,6 +38,7 @@ class Transport(Protocol):
     """What a session needs from its connection."""
 
     peer: str
+    mailbox: Mailbox  # what the writer sends, in order; bounded (slow readers overflow)
 
     async def start_tls(self) -> bytes | None:
         """Flush pending output, switch to TLS, return tls-server-end-point data."""
@@ -41,6 +48,37 @@ class Transport(Protocol):
 
     def abort(self) -> None:
         """Stop reading and close as soon as queued output is written."""
+
+    def rebind(self, session: Session) -> None:
+        """Stream resumption: from now on this connection serves `session`."""
+
+
+class StreamManagement(Protocol):
+    """The `sm` slot: XEP-0198 state, owned by modules/sm.py. None means the fast path."""
+
+    hibernating: bool
+    resumable: bool
+
+    async def inbound(self, session: Session, stanza: Element) -> None:
+        """Route a stanza from the client and count it as handled."""
+
+    def handled_here(self) -> None:
+        """Count a stanza the stream answered itself."""
+
+    def write(self, session: Session, stanza: Element) -> None:
+        """Queue the stanza until acknowledged; transmit it unless hibernating."""
+
+    def request_ack(self, session: Session) -> None:
+        """Send <r/>."""
+
+    def closing(self, session: Session) -> None:
+        """The server closes the stream: a last <a/>."""
+
+    def hibernate(self, session: Session) -> bool:
+        """The connection broke: True when the session now waits for a resumption."""
+
+    def finish(self, session: Session) -> list[Element]:
+        """The session ends for real: the stanzas the client never acknowledged."""
 
 
 class Session:
@@ -64,6 +102,7 @@ class Session:
         "out_filters",
         "mailbox",
         "closed",
+        "ended",
         "__weakref__",
     )
 
@@ -83,17 +122,13 @@ class Session:
         self.carbons = False  # XEP-0280 enabled
         self.directed: set[str] | None = None  # JIDs sent directed presence (RFC 6121 §4.6)
         self.csi: Any = None  # XEP-0352 state, owned by modules/csi.py
-        self.sm: Any = None  # XEP-0198 state, owned by modules/sm.py
+        self.sm: StreamManagement | None = None  # XEP-0198 state, owned by modules/sm.py
         # Outbound filters, in order: each returns the stanza to send (maybe another one) or
         # None when it kept or dropped it. Empty on the fast path.
         self.out_filters: tuple[Callable[[Session, Element], Element | None], ...] = ()
-        limits = server.config.limits
-        self.mailbox = Mailbox(
-            max_items=limits["queued_stanzas"],
-            max_bytes=limits["queued_bytes"],
-            on_overflow=self._overflowed,
-        )
-        self.closed = False
+        self.mailbox = transport.mailbox
+        self.closed = False  # ending or ended: unbound, nothing more is delivered
+        self.ended = False  # `session-closed` fired and leftovers routed again
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.full or self.transport.peer}>"
@@ -106,19 +141,29 @@ class Session:
 
     async def data_received(self, data: bytes) -> None:
         stream = self.stream
-        stream.receive_data(data)
+        if data:
+            stream.receive_data(data)
         while True:
             event = stream.next_event()
             if event is st.NEED_DATA or event is st.PAUSED:
                 break
             await self._handle(event)
             if self.closed:
-                break
+                break  # closed, or <resume/> handed this stream to the resumed session
         self._flush()
 
     async def _handle(self, event: object) -> None:
         if isinstance(event, st.StanzaIn):
-            await self.host.route(self, event.stanza)  # type: ignore[union-attr]
+            sm = self.sm
+            if sm is None:
+                await self.host.route(self, event.stanza)  # type: ignore[union-attr]
+            else:
+                await sm.inbound(self, event.stanza)
+        elif isinstance(event, st.LocalReply):
+            self._flush()  # keep the stream's own output in order
+            self.write_stanza(event.reply)
+            if self.sm is not None:
+                self.sm.handled_here()
         elif isinstance(event, st.NeedScramCredentials):
             await self._scram_credentials(event)
         elif isinstance(event, st.NeedPasswordCheck):
@@ -215,7 +260,7 @@ class Session:
 
     def deliver(self, topic: str, message: object) -> None:
         """pubsub Subscriber: a stanza routed to this session."""
-        if self.closed or self.stream.closed:
+        if (self.closed or self.stream.closed) and not (self.sm and self.sm.hibernating):
             self.server.undeliverable(self, message)
             return
         for out_filter in self.out_filters:
@@ -231,7 +276,12 @@ class Session:
         self.out_filters = tuple(f for f in self.out_filters if f is not out_filter)
 
     def write_stanza(self, message: Element) -> None:
-        """Serialize and send past the filters (CSI flushes, SM replays come through here)."""
+        """Send a stanza past the filters (CSI flushes come through here): the one place that
+        counts stanzas for stream management."""
+        sm = self.sm
+        if sm is not None:
+            sm.write(self, message)  # queued until acknowledged, then transmit()
+            return
         data = etree.tostring(message)  # type: ignore[arg-type]
         if self.transport.write_nowait(data):
             return
@@ -239,26 +289,63 @@ class Session:
         if not self.mailbox.put((data, message), len(data)):
             self.server.undeliverable(self, message)
 
-    def _overflowed(self, mailbox: Mailbox) -> None:
+    def transmit(self, message: Element) -> bool:
+        """Serialize and write without counting (SM: queued already); False: refused."""
+        data = etree.tostring(message)  # type: ignore[arg-type]
+        return self.transport.write_nowait(data) or self.mailbox.put(data, len(data))
+
+    def keepalive(self) -> None:
+        """The connection is idle: with SM an <r/> (the answer proves the client alive)."""
+        if self.sm is not None:
+            self.sm.request_ack(self)
+        else:
+            self.send_raw(b" ")
+
+    def overflowed(self) -> None:
+        """The transport's mailbox is full: the client stopped reading."""
         log.warning(
             "%s %s stopped reading: %d bytes queued; disconnecting",
             self.id,
             self.full,
-            mailbox.queued_bytes,
+            self.mailbox.queued_bytes,
         )
         self.kill("policy-violation", "too much unread data", queue=False)
 
     # ---- closing ----------------------------------------------------------------------------
 
-    def kill(self, condition: str, text: str | None = None, *, queue: bool = True) -> None:
+    def kill(
+        self,
+        condition: str,
+        text: str | None = None,
+        *,
+        queue: bool = True,
+        app: Element | None = None,
+    ) -> None:
         """Close with a stream error. Safe to call from any task."""
         if self.closed:
             return
-        self.stream.stream_error(condition, text)
+        sm = self.sm
+        if sm is not None:
+            if sm.hibernating:  # no connection to tell: end the session now
+                log.info("%s hibernating session ends: %s", self.id, condition)
+                self._close_transport()
+                self.server.nursery_soon(self.end)
+                return
+            sm.closing(self)
+        self.stream.stream_error(condition, text, app)
         log.info("%s stream error %s%s", self.id, condition, f": {text}" if text else "")
         if queue:
             self._flush()
         self._close_transport()
+
+    def timed_out(self) -> None:
+        """Silent for too long. A resumable session keeps waiting without the connection: no
+        stream error, so the stream stays unfinished (XEP-0198 §7) and it hibernates."""
+        if self.sm is not None and self.sm.resumable:
+            log.info("%s idle for too long; dropping the connection", self.id)
+            self.transport.abort()
+        else:
+            self.kill("connection-timeout", "idle for too long")
 
     def replaced(self) -> None:
         self.kill("conflict", "replaced by a new session with the same resource")
@@ -268,16 +355,52 @@ class Session:
             self.host.unbind(self)  # stanzas re-routed from here on must not come back to us
         self.transport.abort()
 
+    def take_over(self, shell: Session, *, old_alive: bool) -> None:
+        """Stream resumption: carry on over the connection and stream of `shell` (the session
+        that sent <resume/>). The shell gets ours: dead, or still open and closed here with
+        <conflict/> (XEP-0198 §5); its stanzas in flight are in the unacked queue anyway."""
+        shell._flush()
+        self.transport, shell.transport = shell.transport, self.transport
+        self.stream, shell.stream = shell.stream, self.stream
+        self.mailbox, shell.mailbox = shell.mailbox, self.mailbox
+        self.transport.rebind(self)
+        shell.transport.rebind(shell)
+        if old_alive:
+            shell.kill("conflict", "the session was resumed on another connection")
+        shell.closed = True  # it reads no more, and its end is nobody's session-closed
+        log.info("%s %s resumed from %s (%s)", self.id, self.full, self.transport.peer, shell.id)
+
     async def closed_by_transport(self) -> None:
-        """The connection is gone: unregister, tell modules, hand back undelivered stanzas."""
+        """The connection is gone: hibernate (resumable SM session, no closing tag) or end."""
+        if self.closed:
+            return
+        sm = self.sm
+        if sm is not None and not self.stream.closed and sm.hibernate(self):
+            self.mailbox.drain()  # written or not, each stanza waits in sm's unacked queue
+            log.info("%s %s lost its connection; hibernating", self.id, self.full)
+            return
+        await self.end()
+
+    async def end(self) -> None:
+        """The session is over: unregister, tell modules, route again what the client did not
+        get (unacknowledged with SM, else still queued for the socket)."""
         if self.closed:
             return
         self.closed = True
+        sm = self.sm
+        queued = self.mailbox.drain()
+        if sm is not None:
+            leftovers = sm.finish(self)
+        else:
+            leftovers = [item[1] for item in queued if type(item) is tuple]
         host = self.host
-        if host is not None:
-            host.unbind(self)
-            await host.events.fire("session-closed", self)
-        for item in self.mailbox.drain():
-            if isinstance(item, tuple):
-                self.server.undeliverable(self, item[1])
+        try:
+            if host is not None:
+                host.unbind(self)
+                with contextlib.suppress(Exception):  # logged by the bus; leftovers go on
+                    await host.events.fire("session-closed", self)
+                if leftovers:
+                    await self.server.reroute(self, leftovers)
+        finally:
+            self.ended = True
         log.info("%s disconnected %s", self.id, self.full or self.transport.peer)

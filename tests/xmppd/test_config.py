@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from xmppd import loader
-from xmppd.config import SECTIONS, load, parse
+from xmppd.config import DEFAULT_MODULES, SECTIONS, load, parse
 from xmppd.options import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +28,16 @@ def test_shipped_config_lists_every_option_and_parses() -> None:
         assert f"[{section}]" in text
         for key in schema:
             assert f"# {key} = " in text, f"{section}.{key} is not documented in conf/xmppd.toml"
+
+
+def test_shipped_config_documents_the_default_modules_and_their_options() -> None:
+    text = (ROOT / "conf" / "xmppd.toml").read_text()
+    commented = text.split("# enabled = ", 1)[1].split("\n\n", 1)[0]
+    listed = tomllib.loads("enabled = " + commented.replace("\n#", "\n"))["enabled"]
+    assert listed == DEFAULT_MODULES
+    for name, spec in loader.available().items():
+        for key in spec.options:
+            assert f"# {key} = " in text, f"modules.{name}.{key} is not in conf/xmppd.toml"
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,12 @@ happens in here; the transport only sees events that need I/O or a decision:
 - `BindRequest`: decide the full JID (conflicts, limits), answer with `bind_done()` or
   `bind_failed()`.
 - `StanzaIn` / `NonzaIn`: established-stream traffic for the router / stream-level modules.
+- `LocalReply`: a stanza the stream answered itself (the legacy session request); the transport
+  sends the reply like any other stanza, so stream management counts both.
 - `Closed`: write out what's left, then close the transport.
+
+`resumed(jid)` carries an existing session on after XEP-0198 resumption: BIND -> ESTABLISHED
+without a bind request.
 
 While an answer is pending, `next_event()` returns `PAUSED`: pipelined input waits in the queue.
 Output accumulates and is taken with `data_to_send()`.
@@ -75,7 +80,7 @@ TRANSITIONS: Final[frozenset[tuple[Phase, Phase]]] = frozenset(
         (Phase.SASL, Phase.AUTH),  # failure or abort: the client may try again
         (Phase.SASL, Phase.HEADER),  # success: the client restarts the stream
         (Phase.TLS_PENDING, Phase.HEADER),  # TLS up: the client restarts the stream
-        (Phase.BIND, Phase.ESTABLISHED),
+        (Phase.BIND, Phase.ESTABLISHED),  # a resource was bound, or a session resumed
     }
     | {(phase, Phase.CLOSED) for phase in Phase}
 )
@@ -126,6 +131,12 @@ class NonzaIn:
 
 
 @dataclass(slots=True)
+class LocalReply:
+    request: Element
+    reply: Element
+
+
+@dataclass(slots=True)
 class Closed:
     reason: str  # "peer-closed", or the stream error condition we sent
     error: bool = False
@@ -140,6 +151,7 @@ Event = (
     | BindRequest
     | StanzaIn
     | NonzaIn
+    | LocalReply
     | Closed
 )
 
@@ -289,6 +301,16 @@ class ServerStream:
         self._parser.max_stanza_bytes = self.settings.max_bytes
         self._enter(Phase.ESTABLISHED)
 
+    def resumed(self, jid: JID) -> None:
+        """XEP-0198 §5: this stream carries on the session of `jid`, which stays bound."""
+        if self.phase is not Phase.BIND or self._waiting:
+            raise AssertionError(f"resumption in phase {self.phase.name}")
+        if jid.local != self.username or jid.domain != self.domain:
+            raise ValueError(f"{jid} is not the account this stream authenticated as")
+        self.jid = jid
+        self._parser.max_stanza_bytes = self.settings.max_bytes
+        self._enter(Phase.ESTABLISHED)
+
     def bind_failed(self, condition: str, text: str | None = None) -> None:
         self._waiting = False
         if self._bind_iq is not None:
@@ -302,8 +324,13 @@ class ServerStream:
             self._out.append(b"</stream:stream>")
             self._enter(Phase.CLOSED)
 
-    def stream_error(self, condition: str, text: str | None = None) -> Closed:
-        """Send a stream error (RFC 6120 §4.9) and close. Returns the Closed event."""
+    def stream_error(
+        self, condition: str, text: str | None = None, app: Element | None = None
+    ) -> Closed:
+        """Send a stream error (RFC 6120 §4.9) and close. Returns the Closed event.
+
+        `app` is an application-specific condition element (§4.9.4), written after the text.
+        """
         if self.phase is not Phase.CLOSED:
             self._ensure_header()
             parts = [b"<stream:error>", f'<{condition} xmlns="{ns.STREAM_ERRORS}"/>'.encode()]
@@ -312,6 +339,8 @@ class ServerStream:
                 parts.append(
                     f'<text xmlns="{ns.STREAM_ERRORS}" xml:lang="en">{escaped}</text>'.encode()
                 )
+            if app is not None:
+                parts.append(etree.tostring(app))
             parts.append(_STREAM_ERROR_TAIL)
             self._out.append(b"".join(parts))
             self._enter(Phase.CLOSED)
@@ -490,8 +519,7 @@ class ServerStream:
             child = first_child(el)
             if child is not None and child.tag == _SESSION and not el.get("to"):
                 # COMPAT: legacy session establishment is a no-op that must succeed.
-                self._write(make("iq", {"type": "result", "id": el.get("id")}))
-                return None
+                return LocalReply(el, make("iq", {"type": "result", "id": el.get("id")}))
         return StanzaIn(el)
 
     def _bind_phase(self, el: Element) -> Event | None:

@@ -1,7 +1,9 @@
 """Storage: the driver factory and the error every driver raises.
 
-Modules open stores by kind (`keyval`, `map`) on a host-scoped `Storage` (see `base.py`); only the
-server wiring calls `open_database` and `Database.for_host`.
+Modules open stores by kind (`keyval`, `map`, `archive`) on a host-scoped `Storage` (see
+`base.py`); only the server wiring and the CLI call `open_database` and `Database.for_host`.
+Drivers: `sqlite.py` (default) and `postgres.py`, both over the shared stores in `sql.py` and
+the numbered migrations in `migrations.py`.
 """
 
 from __future__ import annotations
@@ -9,17 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from xmppd.storage.base import Storage
+from xmppd.storage.base import Storage, StorageError, UnknownArchiveId
 
 DEFAULT_SQLITE_FILE = "xmppd.sqlite"
-
-
-class StorageError(Exception):
-    """The database cannot be opened, migrated, read or written; the message names the cause."""
+DRIVERS = ("sqlite", "postgres")
 
 
 class Database(Protocol):
     """One open database shared by all virtual hosts."""
+
+    where: str  # the file, or PostgreSQL host:port/dbname, for messages
+    migrated_from: int  # the schema version found at open (now at migrations.LATEST_VERSION)
 
     def for_host(self, host: str) -> Storage: ...
 
@@ -27,23 +29,36 @@ class Database(Protocol):
 
 
 async def open_database(
-    config_data_dir: str | Path, *, driver: str = "sqlite", dsn: str | None = None
+    config_data_dir: str | Path,
+    *,
+    driver: str = "sqlite",
+    dsn: str | None = None,
+    pool_size: int | None = None,
+    connect_timeout: int | None = None,
 ) -> Database:
     """Open (creating and migrating as needed) the database named by the config.
 
     sqlite: `dsn` is a file path (relative paths are under the data dir); by default
-    `<data dir>/xmppd.sqlite`.
+    `<data dir>/xmppd.sqlite`. postgres: `dsn` is a libpq connection string or
+    `postgresql://` URL; `pool_size` and `connect_timeout` (seconds) size the pool.
     """
+    # Drivers are imported here so that importing this package stays cheap and cycle-free,
+    # and a SQLite deployment never imports psycopg.
     if driver == "sqlite":
-        # Imported here so that importing this package stays cheap and cycle-free.
         from xmppd.storage.sqlite import SQLiteDatabase
 
-        data_dir = Path(config_data_dir)
-        path = data_dir / (dsn or DEFAULT_SQLITE_FILE)
-        return await SQLiteDatabase.open(path)
+        return await SQLiteDatabase.open(Path(config_data_dir) / (dsn or DEFAULT_SQLITE_FILE))
     if driver in ("postgres", "postgresql"):
-        raise StorageError("storage driver 'postgres' is not supported yet; use driver = 'sqlite'")
-    raise StorageError(f"unknown storage driver {driver!r}; known: 'sqlite'")
+        from xmppd.storage import postgres
+
+        if not dsn:
+            raise StorageError("storage driver 'postgres' needs a dsn (connection string)")
+        return await postgres.PostgresDatabase.open(
+            dsn,
+            pool_size=pool_size or postgres.DEFAULT_POOL_SIZE,
+            connect_timeout=connect_timeout or postgres.DEFAULT_CONNECT_TIMEOUT,
+        )
+    raise StorageError(f"unknown storage driver {driver!r}; known: {', '.join(DRIVERS)}")
 
 
-__all__ = ["Database", "StorageError", "open_database"]
+__all__ = ["DRIVERS", "Database", "StorageError", "UnknownArchiveId", "open_database"]

@@ -2,14 +2,25 @@
 
 - keyval: one JSON document per (store, user), e.g. accounts, private XML.
 - map: many keyed JSON documents per (store, user), e.g. roster items.
-An archive kind arrives with MAM.
+- archive: append-only records per (store, owner) with a time, a peer JID and a stanza, paged
+  both ways (XEP-0313 message archives, MUC history).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 Document = dict[str, Any]
+
+
+class StorageError(Exception):
+    """The database cannot be opened, migrated, read or written; the message names the cause."""
+
+
+class UnknownArchiveId(LookupError):
+    """An archive query named an id (`after_id`/`before_id`) that this owner's archive lacks."""
 
 
 class KeyValueStore(Protocol):
@@ -31,11 +42,65 @@ class MapStore(Protocol):
     async def delete_user(self, user: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ArchiveItem:
+    id: str  # unique within (host, store, owner): the XEP-0359 stanza-id / RSM UID
+    timestamp: datetime  # UTC, microsecond precision
+    with_jid: str  # the peer as stored (bare or full)
+    stanza_xml: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage:
+    items: list[ArchiveItem]  # always oldest first, whichever end the page was taken from
+    complete: bool  # no further matching item beyond this page in the paging direction
+
+
+class ArchiveStore(Protocol):
+    async def append(
+        self,
+        owner: str,
+        *,
+        with_jid: str,
+        stanza_xml: str,
+        stanza_id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> str:
+        """Store one record durably; return its id (generated when `stanza_id` is None)."""
+
+    async def query(
+        self,
+        owner: str,
+        *,
+        with_jid: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        after_id: str | None = None,
+        before_id: str | None = None,
+        limit: int | None = None,
+        backward: bool = False,
+    ) -> ArchivePage:
+        """Records in time order. `with_jid` bare matches any resource, full matches exactly;
+        `start`/`end` are inclusive; `after_id`/`before_id` exclude that record and everything
+        on its far side (UnknownArchiveId if absent). `backward` takes the page from the newest
+        end (RSM `<before/>`), else from the oldest (RSM `<after/>` or neither)."""
+
+    async def delete(self, owner: str, id: str) -> bool:
+        """Remove one record (retraction, moderation); False if it was not there."""
+
+    async def expire(self, older_than: datetime) -> int:
+        """Remove every owner's records stamped before `older_than`; return how many."""
+
+    async def delete_owner(self, owner: str) -> int: ...
+
+
 class Storage(Protocol):
     """One per virtual host; created by the driver factory from config."""
 
     def keyval(self, store: str) -> KeyValueStore: ...
 
     def map(self, store: str) -> MapStore: ...
+
+    def archive(self, store: str) -> ArchiveStore: ...
 
     async def close(self) -> None: ...

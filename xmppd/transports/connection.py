@@ -8,8 +8,11 @@ per stanza, and this is the hot path of every message. Trio is used for what it 
 Writing has a fast path: when nothing is queued and no write is in progress, a stanza for this
 client is written straight to the socket by whichever task routed it (`write_nowait`), without
 waking the writer task. What the socket doesn't take at once, and everything after it, goes
-through the session's mailbox and the writer task, so order is kept and a slow reader only
+through the connection's mailbox and the writer task, so order is kept and a slow reader only
 ever costs its own bounded mailbox.
+
+The connection serves one session at a time: XEP-0198 resumption hands it to the resumed
+session (`rebind`), so the reader and the writer look the session up, never keep it.
 
 Timeouts and keepalives are not per-read timers: one `Sweeper` task checks
 every connection once a second.
@@ -25,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from pubsub import Mailbox
+
 if TYPE_CHECKING:
     from ..session import Session
 
 log = logging.getLogger("xmppd.c2s")
 RECEIVE_SIZE = 16 * 1024
-KEEPALIVE = b" "
 
 _BROKEN = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
@@ -43,6 +47,7 @@ class ByteStreamConnection:
     __slots__ = (
         "sock",
         "peer",
+        "mailbox",
         "limits",
         "lock",
         "last_input",
@@ -86,6 +91,20 @@ class ByteStreamConnection:
         self._writing = False
         self._sweeper = sweeper
         self._drained = False
+        self.mailbox = Mailbox(
+            max_items=limits["queued_stanzas"],
+            max_bytes=limits["queued_bytes"],
+            on_overflow=self._overflowed,
+        )
+
+    def _overflowed(self, _mailbox: Mailbox) -> None:
+        if self._session is not None:
+            self._session.overflowed()
+
+    def rebind(self, session: Session) -> None:
+        """Stream resumption: the connection now serves `session` (only while serving)."""
+        if self._session is not None:
+            self._session = session
 
     # ---- TLS ------------------------------------------------------------------------------------
 
@@ -113,7 +132,7 @@ class ByteStreamConnection:
         if self._ssl_context is None or self._session is None:
             raise ConnectionLost("TLS is not configured")
         marker = _Flushed()
-        self._session.mailbox.put(marker, 0)
+        self.mailbox.put(marker, 0)
         await marker.written.wait()
         async with self.lock:
             try:
@@ -188,7 +207,7 @@ class ByteStreamConnection:
     def write_nowait(self, data: bytes) -> bool:
         """Write now if nothing is queued or being written; False means: use the mailbox."""
         session = self._session
-        if self._writing or session is None or session.mailbox.queued_items or self.lock.locked():
+        if self._writing or session is None or self.mailbox.queued_items or self.lock.locked():
             return False
         wire = self._encrypt(data)
         try:
@@ -199,7 +218,7 @@ class ByteStreamConnection:
             sent = 0  # the reader will notice the broken socket; keep the bytes in order
         if sent < len(wire):
             # The rest is already on the wire format (encrypted): the writer finishes it.
-            session.mailbox.put(_Raw(wire[sent:]), len(wire) - sent)
+            self.mailbox.put(_Raw(wire[sent:]), len(wire) - sent)
         return True
 
     async def _write_items(self, items: list[object]) -> None:
@@ -231,21 +250,23 @@ class ByteStreamConnection:
         self._sweeper.add(self)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, session)
+                nursery.start_soon(self._writer)
                 with self._read_scope:
-                    await self._reader(session)
+                    await self._reader()
                 # The writer finishes what is queued (a closing tag, a stream error), then stops;
                 # a peer that doesn't read doesn't get to keep us waiting.
-                session.mailbox.close()
+                self.mailbox.close()
                 nursery.cancel_scope.deadline = trio.current_time() + 5
         finally:
             self._sweeper.discard(self)
+            session = self._session  # may differ from the first one after a resumption
+            self._session = None  # no reference cycle left behind; rebind() is over
             with trio.CancelScope(shield=True):
-                await session.closed_by_transport()
-            self._session = None  # no reference cycle left behind
+                await session.closed_by_transport()  # type: ignore[union-attr]
             self.sock.close()
 
-    async def _reader(self, session: Session) -> None:
+    async def _reader(self) -> None:
+        session: Session = self._session  # type: ignore[assignment]
         limits = self.limits
         rate, burst = limits["bytes_per_second"], limits["burst_bytes"]
         tokens, stamp = float(burst), trio.current_time()
@@ -263,15 +284,21 @@ class ByteStreamConnection:
             tokens = min(burst, tokens + (now - stamp) * rate) - len(data)
             stamp = now
             try:
+                session = self._session  # type: ignore[assignment]
                 await session.data_received(data)
+                while self._session is not session:
+                    # <resume/> handed the connection to another session mid-call: it goes on
+                    # with what is left of the input.
+                    session = self._session  # type: ignore[assignment]
+                    await session.data_received(b"")
             except ConnectionLost as exc:
                 log.info("%s connection lost: %s", session.id, exc)
                 return
             if tokens < 0:
                 await trio.sleep(-tokens / rate)  # pause reading; TCP pushes back on the sender
 
-    async def _writer(self, session: Session) -> None:
-        mailbox = session.mailbox
+    async def _writer(self) -> None:
+        mailbox = self.mailbox
         try:
             while True:
                 try:
@@ -283,7 +310,8 @@ class ByteStreamConnection:
                     await self._write_items(batch)
                 self._writing = False
         except (ConnectionLost, ssl.SSLError, OSError) as exc:
-            log.info("%s write failed: %s", session.id, exc or type(exc).__name__)
+            session_id = self._session.id if self._session is not None else self.peer
+            log.info("%s write failed: %s", session_id, exc or type(exc).__name__)
             self._read_scope.cancel()
 
     # ---- called by the sweeper once a second ----------------------------------------------------
@@ -299,11 +327,11 @@ class ByteStreamConnection:
             return
         idle = now - self.last_input
         if idle >= limits["idle_timeout"]:
-            session.kill("connection-timeout", "idle for too long")
+            session.timed_out()
             return
         if idle >= limits["keepalive_interval"] and now >= self.keepalive_due:
             self.keepalive_due = now + limits["keepalive_interval"]
-            session.send_raw(KEEPALIVE)
+            session.keepalive()
 
 
 class Sweeper:

@@ -263,3 +263,82 @@ def test_transitions_table_covers_every_phase() -> None:
 def test_scram_credentials_round_trip() -> None:
     creds = CREDS["SHA-256"]
     assert ScramCredentials.from_dict(creds.to_dict()) == creds
+
+
+# ---- XEP-0198 support: resumption, local replies, application-specific stream errors --------
+
+
+def authenticated_pair() -> Pair:
+    """A stream that authenticated as juliet and restarted: it waits for bind (or resume)."""
+    pair = Pair()
+    pair.starttls()
+    pair.send(HEADER)
+    assert b"<success" in pair.scram()
+    pair.send(HEADER)
+    assert pair.server.phase is st.Phase.BIND
+    return pair
+
+
+def test_resume_comes_before_binding_as_a_nonza() -> None:
+    pair = authenticated_pair()
+    out = pair.send(b"<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>")
+    assert out == b"" and isinstance(pair.events[-1], st.NonzaIn)
+    assert pair.server.phase is st.Phase.BIND
+
+
+def test_resumed_establishes_the_stream_without_a_bind() -> None:
+    pair = authenticated_pair()
+    # Pipelined: the resumption and a stanza right behind it.
+    pair.server.receive_data(
+        b"<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/><message to='romeo@example.net'/>"
+    )
+    assert isinstance(pair.server.next_event(), st.NonzaIn)
+    pair.server.resumed(JID("juliet", "example.org", "balcony"))
+    assert pair.server.phase is st.Phase.ESTABLISHED
+    assert pair.server.jid == JID("juliet", "example.org", "balcony")
+    assert isinstance(pair.server.next_event(), st.StanzaIn)  # now routed as juliet's
+    assert pair.server.data_to_send() == b""  # nothing was bound, nothing answered
+
+
+def test_resumed_refuses_another_account_and_other_phases() -> None:
+    pair = authenticated_pair()
+    with pytest.raises(ValueError):
+        pair.server.resumed(JID("romeo", "example.org", "orchard"))
+    pair.send(b"<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    assert pair.server.phase is st.Phase.ESTABLISHED
+    with pytest.raises(AssertionError):
+        pair.server.resumed(JID("juliet", "example.org", "generated"))
+    fresh = Pair()
+    fresh.send(HEADER)
+    with pytest.raises(AssertionError):  # not authenticated
+        fresh.server.resumed(JID("juliet", "example.org", "x"))
+
+
+def test_legacy_session_request_is_a_local_reply_the_transport_sends() -> None:
+    pair = Pair()
+    pair.login()
+    out = pair.send(
+        b"<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>"
+    )
+    assert out == b""  # not written by the stream: the session counts and sends it
+    event = pair.events[-1]
+    assert isinstance(event, st.LocalReply)
+    assert event.request.get("id") == "s1"
+    assert event.reply.get("type") == "result" and event.reply.get("id") == "s1"
+
+
+def test_stream_error_with_an_application_condition() -> None:
+    pair = Pair()
+    pair.login()
+    app = etree.Element("{urn:xmpp:sm:3}handled-count-too-high", nsmap={None: "urn:xmpp:sm:3"})
+    app.set("h", "10")
+    closed = pair.server.stream_error("undefined-condition", "ten is too many", app)
+    out = pair.server.data_to_send().replace(b"</stream:stream>", b"")
+    declared = b"<stream:error xmlns:stream='http://etherx.jabber.org/streams'>"
+    error = etree.fromstring(out.replace(b"<stream:error>", declared))
+    assert [etree.QName(c).localname for c in error] == [
+        "undefined-condition",
+        "text",
+        "handled-count-too-high",
+    ]  # RFC 6120 §4.9.2: condition, text, then the application-specific element
+    assert error[2].get("h") == "10" and closed.reason == "undefined-condition"

@@ -1,0 +1,164 @@
+"""XEP-0280 Message Carbons: every carbons-enabled resource sees both sides of each chat.
+
+- received copies (§7): after a message for the account is delivered per RFC 6121 §8.5, each
+  other carbons-enabled resource that did not get the original gets a copy. Who got it is
+  computed the way the router delivers (the addressed resource, else the highest-priority
+  non-negative ones).
+- sent copies (§8): a message a resource sends goes, wrapped, to the account's other
+  carbons-enabled resources. A message between two resources of one account is copied once,
+  as a received copy, and never to the sending resource.
+- eligibility: the rules of §6.1, advertised as urn:xmpp:carbons:rules:0. An error is taken to
+  answer an eligible message when it echoes a body or an IM payload (errors carry the original
+  payload, RFC 6120 §8.3.1), since the server keeps no record of what it routed.
+- copies are handed to local sessions directly; one that bounces back because its session went
+  away is dropped, never re-routed (§10.3).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..module import Implements, Module, ModuleSpec
+from ..protocol import namespaces as ns
+from ..protocol.stanza import (
+    Element,
+    copy,
+    first_child,
+    get_child,
+    make,
+    namespace_of,
+    reply,
+    sub,
+)
+from ..router import StanzaEvent
+
+if TYPE_CHECKING:
+    from ..host import Host
+
+_IM_PAYLOADS = frozenset({ns.RECEIPTS, ns.CHATSTATES, ns.MARKERS})
+_DIRECTIONS = ("sent", "received")
+
+
+def eligible(stanza: Element, inbound: bool) -> bool:
+    """XEP-0280 §6.1: is this message one a user's other clients should see?"""
+    if get_child(stanza, ns.CARBONS, "private") is not None:
+        return False
+    if get_child(stanza, ns.HINTS, "no-copy") is not None:
+        return False
+    type_ = stanza.get("type", "normal")
+    if type_ == "groupchat":
+        return False
+    muc_x = get_child(stanza, ns.MUC_USER, "x")
+    if inbound and muc_x is not None and "/" in stanza.get("from", ""):
+        return False  # a private message from a room occupant: the room copies it already
+    if type_ == "chat":
+        return True
+    if type_ in ("normal", "error") and get_child(stanza, ns.CLIENT, "body") is not None:
+        return True
+    if any(namespace_of(child) in _IM_PAYLOADS for child in stanza if isinstance(child.tag, str)):
+        return True
+    if get_child(stanza, ns.CONFERENCE, "x") is not None:
+        return True
+    return muc_x is not None and get_child(muc_x, ns.MUC_USER, "invite") is not None
+
+
+def is_carbon(stanza: Element) -> bool:
+    return any(get_child(stanza, ns.CARBONS, d) is not None for d in _DIRECTIONS)
+
+
+def wrap(direction: str, stanza: Element, bare: str, to: str) -> Element:
+    """§7/§8: from the user's bare JID, same type, the original inside a XEP-0297 forward."""
+    carbon = make("message", {"from": bare, "to": to, "type": stanza.get("type")})
+    forwarded = sub(sub(carbon, ns.CARBONS, direction), ns.FORWARD, "forwarded")
+    forwarded.append(copy(stanza))
+    return carbon
+
+
+def top_resources(host: Host, bare: str, type_: str) -> set[str]:
+    """The resources RFC 6121 §8.5.2.1.1 delivers a message to the bare JID to (router rules)."""
+    metas = [m for m in host.available_resources(bare) if m.get("priority", 0) >= 0]
+    if metas and type_ != "headline":
+        top = max(m.get("priority", 0) for m in metas)
+        metas = [m for m in metas if m.get("priority", 0) == top]
+    return {m["resource"] for m in metas}
+
+
+def original_recipients(event: StanzaEvent, bare: str) -> set[str]:
+    to, type_ = event.to, event.stanza.get("type", "normal")
+    if to is not None and to.resource is not None:
+        if to.resource in event.host.resources_of(bare):
+            return {to.resource}
+        if type_ != "chat":
+            return set()  # RFC 6121 §8.5.3.2.1: only chat falls back to the bare JID
+    return top_resources(event.host, bare, type_)
+
+
+def send_copies(host: Host, direction: str, stanza: Element, bare: str, skip: set[str]) -> None:
+    for resource, session in list(host.resources_of(bare).items()):
+        if session.carbons and resource not in skip:
+            full = f"{bare}/{resource}"
+            host.deliver_to_full(full, wrap(direction, stanza, bare, full))
+
+
+def load(module: Module) -> None:
+    host = module.host
+    module.add_feature(ns.CARBONS)
+    module.add_feature(ns.CARBONS_RULES)
+
+    async def toggle(event: StanzaEvent) -> bool:
+        # §10.1: enabling or disabling twice is not an error.
+        assert event.origin is not None
+        child = first_child(event.stanza)
+        event.origin.carbons = child is not None and child.tag.endswith("}enable")
+        return await event.reply(reply(event.stanza))
+
+    async def sent(event: StanzaEvent) -> bool:
+        session, to = event.origin, event.to
+        assert session is not None and to is not None
+        if str(to.bare) == session.bare:
+            return False  # to another resource of ours: copied once, as received (see below)
+        if eligible(event.stanza, inbound=False):
+            send_copies(host, "sent", event.stanza, session.bare, {session.jid.resource or ""})
+        return False
+
+    async def received(event: StanzaEvent) -> bool:
+        to, sender = event.to, event.sender
+        bare = str(to.bare) if to is not None else str(sender.bare)  # type: ignore[union-attr]
+        if not host.resources_of(bare) or not eligible(event.stanza, inbound=True):
+            return False
+        skip = original_recipients(event, bare)
+        if sender is not None and str(sender.bare) == bare and sender.resource:
+            skip.add(sender.resource)  # never copy a message back to the resource that sent it
+        send_copies(host, "received", event.stanza, bare, skip)
+        return False
+
+    async def no_rerouted_copies(event: StanzaEvent) -> bool:
+        """A copy whose session went away comes back through routing: drop it (§10.3)."""
+        stanza, to = event.stanza, event.to
+        assert to is not None
+        if event.origin is not None or stanza.get("from") != str(to.bare) or not is_carbon(stanza):
+            return False
+        host.deliver_to_full(str(to), stanza)
+        return True
+
+    module.hook_iq("set/self", ns.CARBONS, "enable", toggle)
+    module.hook_iq("set/self", ns.CARBONS, "disable", toggle)
+    for scope in ("full", "bare", "host"):
+        module.hook(f"pre-message/{scope}", sent, -0.5)
+    for scope in ("full", "bare", "self"):
+        module.hook(f"message/{scope}", received, -0.5)
+    module.hook("message/full", no_rerouted_copies, 1)
+
+
+spec = ModuleSpec(
+    name="carbons",
+    summary="copies each chat message to the user's other carbons-enabled clients",
+    load=load,
+    implements=(
+        Implements(
+            "XEP-0280",
+            "1.0.1",
+            note="rules:0; an error is copied when it echoes an eligible payload",
+        ),
+    ),
+)
