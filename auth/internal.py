@@ -3,7 +3,8 @@
 Record in the keyval store "accounts", one per user:
     {"scram": {"SHA-1": {...}, "SHA-256": {...}, "SHA-512": {...}}, "created": <unix ts>}
 Accounts imported from other servers may carry instead a legacy `"password_hash"` (a passlib
-hash string); the first successful PLAIN login replaces it with SCRAM keys.
+hash string), or SCRAM keys for only some hashes (XEP-0227 files from Prosody or ejabberd: SHA-1);
+the first successful PLAIN login replaces the hash, or adds the missing SCRAM keys.
 
 Key derivation (PBKDF2) happens only when a password is set or checked in plaintext, always in
 a worker thread; `get_scram_credentials` is a store read, so a SCRAM login costs only HMACs.
@@ -125,7 +126,10 @@ class InternalAuth(AuthBackend):
         for hash_name in _CHECK_ORDER:
             if hash_name in scram:
                 creds = ScramCredentials.from_dict(scram[hash_name])
-                return await self._kdf(verify_scram, hash_name, prepared, creds)
+                ok = await self._kdf(verify_scram, hash_name, prepared, creds)
+                if ok and not set(self._hashes) <= set(scram):  # imported with fewer hashes
+                    await self._complete_scram(username, scram, prepared)
+                return ok
         legacy = record.get("password_hash")
         if not isinstance(legacy, str):
             return False
@@ -187,6 +191,18 @@ class InternalAuth(AuthBackend):
         except AuthError as exc:
             # The login itself succeeded; the next one retries the upgrade.
             log.warning("could not upgrade imported password hash of %r: %s", username, exc)
+
+    async def _complete_scram(self, username: str, scram: dict[str, Any], prepared: str) -> None:
+        """Keys for every configured hash, for an account imported with only some (XEP-0227
+        files from Prosody or ejabberd carry SCRAM-SHA-1 only)."""
+        fresh = await self._derive_all(prepared)
+        try:
+            async with self._lock:
+                record = await self._load(username)
+                if record is not None and record.get("scram") == scram:  # unchanged meanwhile
+                    await self._save(username, _with_scram(record, {**fresh, **scram}))
+        except AuthError as exc:
+            log.warning("could not add SCRAM hashes for %r: %s", username, exc)
 
     async def _derive_all(self, prepared: str) -> dict[str, Any]:
         def derive() -> dict[str, Any]:

@@ -32,11 +32,13 @@ def free_port() -> int:
 class ServerProcess:
     """One xmppd process with its own config and data directory."""
 
-    def __init__(self, base: Path, extra_config: str = "") -> None:
+    def __init__(self, base: Path, extra_config: str = "", http_config: str = "") -> None:
         self.base = base
         self.data_dir = base / "data"
         self.port = free_port()
         self.tls_port = free_port()
+        self.http_port = free_port()  # the web listener (plain and HTTPS), lines in [http]
+        self.https_port = free_port()
         self.config_path = base / "xmppd.toml"
         self.log_path = base / "xmppd.log"
         self.config_path.write_text(
@@ -46,6 +48,13 @@ domain = "localhost"
 data_dir = "{self.data_dir}"
 log_level = "debug"
 demo_account = false
+
+[http]
+interfaces = ["127.0.0.1"]
+plain_interfaces = ["127.0.0.1"]
+port = {self.http_port}
+tls_port = {self.https_port}
+{http_config}
 
 [c2s]
 interfaces = ["127.0.0.1"]
@@ -89,6 +98,7 @@ direct_tls_port = {self.tls_port}
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 socket.create_connection(("127.0.0.1", self.tls_port), timeout=0.2).close()
+                socket.create_connection(("127.0.0.1", self.https_port), timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)

@@ -1,4 +1,5 @@
-"""`xmppd serve|adduser|passwd|deluser|check|migrate` — scripts depend on these exact verbs."""
+"""`xmppd serve|adduser|passwd|deluser|check|migrate|import|export` — scripts depend on these
+exact verbs."""
 
 from __future__ import annotations
 
@@ -72,12 +73,29 @@ def _parser() -> argparse.ArgumentParser:
     check = verbs.add_parser(
         "check", parents=[common], help="validate config, certificates and ports"
     )
+    check.add_argument(
+        "what", nargs="?", choices=["ldap"], help="ldap: test the directory of [auth.ldap]"
+    )
     check.set_defaults(run=cmd_check)
 
     migrate = verbs.add_parser(
         "migrate", parents=[common], help="bring the database schema up to date"
     )
     migrate.set_defaults(run=cmd_migrate)
+
+    export = verbs.add_parser(
+        "export", parents=[common], help="write all accounts to a XEP-0227 file"
+    )
+    export.add_argument("file", type=Path)
+    export.set_defaults(run=cmd_export)
+
+    import_ = verbs.add_parser(
+        "import",
+        parents=[common],
+        help="add accounts from a XEP-0227 file or directory (Prosody, ejabberd, xmppd)",
+    )
+    import_.add_argument("file", type=Path)
+    import_.set_defaults(run=cmd_import)
     return parser
 
 
@@ -229,12 +247,57 @@ def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- import / export (XEP-0227) ------------------------------------------------------------------
+
+
+def cmd_export(config: Config, args: argparse.Namespace) -> int:
+    from .porting.exporter import export_path
+
+    try:
+        counts = trio.run(export_path, config, args.file)
+    except OSError as exc:
+        print(f"xmppd: export: cannot write {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 73  # EX_CANTCREAT
+    print(f"exported to {args.file}: {_summary(counts.counts) or 'nothing'}")
+    return 0
+
+
+def cmd_import(config: Config, args: argparse.Namespace) -> int:
+    from .porting.importer import import_path
+    from .porting.pie import PieError
+
+    try:
+        report = trio.run(import_path, config, args.file)
+    except PieError as exc:
+        print(f"xmppd: import: {exc}", file=sys.stderr)
+        return 65  # EX_DATAERR
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for bare in report.skipped:
+        print(f"skipped {bare}: the account exists already")
+    counts = {"accounts": len(report.imported), **report.counts}
+    print(f"imported {_summary(counts)}")
+    return 0
+
+
+_KINDS = ("accounts", "roster items", "subscription requests", "vCards")
+_KINDS += ("private XML namespaces", "offline messages")
+
+
+def _summary(counts: dict[str, int]) -> str:
+    shown = [k for k in _KINDS if counts.get(k) or k == "accounts"]
+    return ", ".join(f"{counts.get(k, 0)} {k}" for k in shown)
+
+
 # ---- check ---------------------------------------------------------------------------------------
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     """Validate without starting: config and modules, certificate, data dir, ports."""
     from .transports import tls
+
+    if getattr(args, "what", None) == "ldap":
+        return cmd_check_ldap(config)
 
     problems: list[str] = []
     where = config.path or "built-in defaults"
@@ -289,3 +352,103 @@ def _check_port(name: str, port: int, interfaces: list[str]) -> list[str]:
                 continue
         print(f"{name}: {interface} port {port} is free")
     return problems
+
+
+# ---- check ldap ----------------------------------------------------------------------------------
+
+
+def cmd_check_ldap(config: Config) -> int:
+    """Connect to each directory server, bind the service account, run the user and group
+    filters and say what was found; every failure is explained in plain words."""
+    if config.auth["backend"] != "ldap":
+        print("auth: backend is not 'ldap'; set [auth] backend = \"ldap\" and an [auth.ldap] table")
+        return 1
+    from auth.ldap import Directory
+
+    s = config.auth["ldap"]
+    problems = 0
+    for url in s["servers"]:
+        try:
+            Directory({**s, "servers": [url]}).connect().unbind()
+            tls = "ldaps" if url.startswith("ldaps:") else "StartTLS" if s["starttls"] else "none"
+            print(f"server {url}: reachable (TLS: {tls})")
+        except Exception as exc:
+            problems += 1
+            print(f"problem: server {url}: {_explain_ldap(exc, s)}")
+    directory = Directory(s)
+    try:
+        conn = directory.service_connection()
+        who = s["bind_dn"] or "anonymous"
+        print(f"service account: bound as {who}")
+        users = _check_step("users", lambda: directory.list_users(conn), s)
+        if users is not None:
+            sample = ", ".join(f"{u.username} ({u.display_name(s['display_name_attribute'])})"
+                               for u in users[:5])  # fmt: skip
+            print(f"users: {len(users)} found under {s['base_dn']}; sample: {sample or 'none'}")
+            if not users:
+                print("problem: no users match user_filter under base_dn: nobody can log in")
+                problems += 1
+        problems += users is None
+        if users is None:
+            raise _Stop
+        groups = _check_step("groups", lambda: directory.list_groups(conn, users or []), s)
+        if groups is not None:
+            shown = [g for g in groups if len(g.members) <= s["max_group_size"]]
+            sample = ", ".join(f"{g.name} ({len(g.members)} members)" for g in groups[:5])
+            print(f"groups: {len(groups)} found, {len(shown)} shown as roster groups; "
+                  f"sample: {sample or 'none'}")  # fmt: skip
+            if not groups:
+                print("warning: no groups match group_filter: directory contacts will be empty")
+        problems += groups is None
+        if s["admin_group"]:
+            admins = _check_step("admin group", lambda: directory.read_group(
+                conn, s["admin_group"], users or []), s)  # fmt: skip
+            if admins is not None:
+                print(f"admin group: {len(admins.members)} member(s): {', '.join(admins.members)}")
+            problems += admins is None
+        conn.unbind()
+    except _Stop:
+        pass  # explained already; later steps would only repeat it
+    except Exception as exc:
+        problems += 1
+        print(f"problem: service account: {_explain_ldap(exc, s)}")
+    print("all checks passed" if not problems else f"{problems} problem(s) found")
+    return 1 if problems else 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _check_step(what: str, step: Callable[[], Any], s: dict[str, Any]) -> Any:
+    try:
+        return step()
+    except Exception as exc:
+        print(f"problem: {what}: {_explain_ldap(exc, s)}")
+        return None
+
+
+def _explain_ldap(exc: BaseException, s: dict[str, Any]) -> str:
+    """What went wrong, in words an admin can act on."""
+    text = str(exc)
+    result = getattr(exc, "result", None) or {}
+    code = result.get("result") if isinstance(result, dict) else None
+    if code == 32:
+        return (f"the base DN does not exist on the server ({result.get('matched') or 'no part'} "
+                f"matched): check base_dn / group_base / admin_group ({text})")  # fmt: skip
+    if code == 87 or "filter" in type(exc).__name__.lower() or "filter" in text.lower():
+        return (
+            f"the filter is not valid LDAP filter syntax (check parentheses and '=' in "
+            f"user_filter {s['user_filter']!r} and group_filter {s['group_filter']!r}): {text}"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
+        return ("the server's TLS certificate is not trusted: set ca_file to the CA that signed it "
+                f"and use the name in the certificate ({text})")  # fmt: skip
+    if "refused" in text.lower() and "service account" not in text:
+        return f"connection refused: nothing listens there (wrong host or port, or down) ({text})"
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return (f"no answer within {s['connect_timeout']:g} s / {s['timeout']:g} s: host down, "
+                f"firewall or wrong port ({text})")  # fmt: skip
+    if "invalidCredentials" in text:
+        return f"the service account was refused: wrong bind_dn or bind_password ({text})"
+    return text

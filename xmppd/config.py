@@ -66,12 +66,48 @@ LIMITS: Schema = {
     "tls_handshake_timeout": Option(float, 10.0, "seconds for a TLS handshake", min=1),
     "resources_per_account": Option(int, 20, "concurrent sessions per account", min=1),
 }
+AUTH: Schema = {
+    "backend": Option(str, "internal", "where accounts live", choices=("internal", "ldap")),
+    "ldap": Option(dict, {}, "the directory when backend = 'ldap' (docs/ldap.md)"),
+    "tokens": Option(dict, {}, "host-application tokens, as [auth.tokens] (docs/channels.md)"),
+}
+HTTP: Schema = {
+    "interfaces": Option(list, ["127.0.0.1", "::1"], "addresses for the HTTPS port ('*' for all)"),
+    "tls_port": Option(
+        int, 5443, "HTTPS port: WebSocket, BOSH, host-meta (0 disables)", min=0, max=65535
+    ),
+    "plain_interfaces": Option(list, ["127.0.0.1", "::1"], "addresses for the plain HTTP port"),
+    "port": Option(
+        int, 5280, "plain HTTP port, for a TLS-terminating proxy (0 disables)", min=0, max=65535
+    ),
+    "plain_is_encrypted": Option(
+        bool, True, "streams over the plain port count as encrypted (a local TLS proxy)"
+    ),
+    "public_url": Option(str, "", "base URL in host-meta, e.g. https://chat.example.org"),
+    "origins": Option(list, [], "WebSocket Origins allowed besides our own ('*' for any)"),
+    "cors_origins": Option(list, ["*"], "Origins allowed to read host-meta and BOSH (CORS)"),
+    "max_header_bytes": Option(int, 8192, "max bytes of a request line and headers", min=1024),
+    "max_body_bytes": Option(int, 262144, "max bytes of a request body (BOSH)", min=1024),
+    "max_message_bytes": Option(int, 262144, "max bytes of one WebSocket message", min=1024),
+    "messages_per_second": Option(
+        float, 50.0, "WebSocket messages / BOSH requests per second; more are paused", min=1
+    ),
+    "sessions_per_ip": Option(int, 20, "WebSocket and BOSH sessions per client address", min=1),
+    "request_timeout": Option(float, 10.0, "seconds to send a whole HTTP request", min=1),
+    "bosh_max_wait": Option(float, 60.0, "longest a BOSH request is held (XEP-0124 wait)", min=1),
+    "bosh_max_inactivity": Option(
+        float, 60.0, "BOSH session ends after this many seconds without a request", min=5
+    ),
+    "bosh_polling": Option(float, 2.0, "shortest interval between BOSH polls", min=0),
+}
 SECTIONS: dict[str, Schema] = {
     "server": SERVER,
     "storage": STORAGE,
     "tls": TLS,
     "c2s": C2S,
     "limits": LIMITS,
+    "http": HTTP,
+    "auth": AUTH,
 }
 
 
@@ -89,6 +125,8 @@ class Config:
     tls: dict[str, Any]
     c2s: dict[str, Any]
     limits: dict[str, Any]
+    http: dict[str, Any]
+    auth: dict[str, Any]
     hosts: list[HostConfig]
     path: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
@@ -147,6 +185,11 @@ DEFAULT_MODULES = [
     "private",
     "csi",
     "sm",
+    "directory",
+    "mam",
+    "muc",
+    "caps",
+    "pep",
 ]
 
 
@@ -180,6 +223,7 @@ def parse(text: str, path: str = "") -> Config:
     }
     if values["storage"]["driver"] == "postgres" and not values["storage"]["dsn"]:
         raise source.error("storage.dsn", "required when driver = 'postgres'")
+    _auth(values["auth"], source)
     domains = _domains(values["server"], source)
     modules_table = data.get("modules", {})
     if not isinstance(modules_table, dict):
@@ -188,6 +232,38 @@ def parse(text: str, path: str = "") -> Config:
         _host_config(domain, modules_table, data.get("hosts", {}), source) for domain in domains
     ]
     return Config(**values, hosts=hosts, path=path, source=source)
+
+
+def _auth(auth: dict[str, Any], source: SourceMap) -> None:
+    """[auth.ldap] is checked against the LDAP backend's schema when that backend is used."""
+    _tokens(auth, source)
+    if auth["backend"] != "ldap":
+        return
+    from auth.ldap import SCHEMA, settings_problem
+
+    auth["ldap"] = validate(auth["ldap"], SCHEMA, "auth.ldap", source)
+    problem = settings_problem(auth["ldap"])
+    if problem:
+        key, _, message = problem.partition(": ")
+        raise source.error(f"auth.ldap.{key}", message)
+
+
+def _tokens(auth: dict[str, Any], source: SourceMap) -> None:
+    from auth.tokens import load_key, schemas
+
+    tokens_schema, app_schema = schemas()
+    tokens = validate(auth["tokens"], tokens_schema, "auth.tokens", source)
+    apps = {}
+    for name, table in tokens["apps"].items():
+        prefix = f"auth.tokens.apps.{name}"
+        app = validate(table, app_schema, prefix, source)
+        try:
+            load_key(app["algorithm"], app["key"], app["key_file"])
+        except (OSError, ValueError) as exc:
+            raise source.error(prefix, f"unusable key: {exc}") from None
+        apps[name] = app
+    tokens["apps"] = apps
+    auth["tokens"] = tokens
 
 
 def _domains(server: dict[str, Any], source: SourceMap) -> list[str]:

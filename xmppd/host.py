@@ -62,10 +62,14 @@ class Host:
         self.disco_identities: set[tuple[str, str, str]] = {("server", "im", "xmppd")}
         self.disco_items: dict[str, str] = {}  # JID -> name (MUC service, upload, ...)
         self.account_features: set[str] = set()  # disco#info of an account's bare JID
+        self.account_identities: set[tuple[str, str, str]] = {("account", "registered", "")}
         # Local sessions by bare JID, then resource. Full-JID delivery goes through pubsub.
         self.sessions: dict[str, dict[str, Session]] = {}
         self.modules: list[Module] = []
         self.hosts: dict[str, Host] = {self.domain: self}  # every host of the server, by domain
+        # Services with a domain of their own (conference.<domain>), shared like `hosts`: an
+        # object with `domain` and an `events` bus the router fires `<kind>/<scope>` on.
+        self.components: dict[str, Any] = {}
         router.install(self)
 
     # ---- sessions ---------------------------------------------------------------------------

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .protocol import namespaces as ns
 from .protocol.jid import JID, JIDError
-from .protocol.stanza import Element, error_reply, first_child, local_name, namespace_of
+from .protocol.stanza import Element, error_reply, first_child, local_name, namespace_of, qname
 
 if TYPE_CHECKING:
     from .host import Host
     from .session import Session
 
 DELIVERY = -1.0
+_DELAY = qname(ns.DELAY, "delay")
 _VALID_TYPES = {
     "message": frozenset({"normal", "chat", "groupchat", "headline", "error"}),
     "presence": frozenset(
@@ -101,7 +103,7 @@ async def route(host: Host, origin: Session | None, stanza: Element) -> None:
     if origin is not None and await host.events.fire(f"pre-{kind}/{scope}", event):
         return
     domain = host.domain if to is None else to.domain
-    target = host.hosts.get(domain)
+    target = host.hosts.get(domain) or host.components.get(domain)
     if target is None:
         await host.events.fire("route/remote", event)
         return
@@ -278,3 +280,39 @@ async def _iq_to_server(event: StanzaEvent) -> bool:
 async def _remote(event: StanzaEvent) -> bool:
     # No server-to-server links yet (federation comes later).
     return await event.reply_error("remote-server-not-found")
+
+
+# ---- what a session that ended never got ------------------------------------------------------
+
+
+def reached_elsewhere(host: Host, session: Session, message: Element, stamp: float) -> bool:
+    """Did a resource of the account other than `session`, bound before `message` was routed
+    to `session` at `stamp` (time.time()), get it as well? One to the bare JID went to every
+    top-priority resource (§8.5.2.1.1 above); one eligible for carbons, to every
+    carbons-enabled one (XEP-0280 §7). Routing it again would show it there twice.
+
+    Only for messages routed live: one stamped with a delay by this server came out of
+    storage or a hold, to this session alone, and must be routed again (better twice than
+    lost). Priorities and availability are today's: a resource that changed them since may
+    get a message twice, or (bound but not yet available then) miss one that went elsewhere.
+    """
+    for delay in message.iterchildren(_DELAY):
+        if delay.get("from") == host.domain:
+            return False
+    to = message.get("to")
+    to_account = to is None or "/" not in to  # a bare JID has no '/' (RFC 7622 §3)
+    headline = message.get("type") == "headline"  # to every non-negative resource
+    copied = host.services.get("carbons")  # modules/carbons.py: copied(session, msg, stamp)
+    for other in host.resources_of(session.bare).values():
+        if other is session or other.closed or other.bound_at > stamp:
+            continue
+        if (
+            to_account
+            and other.available
+            and other.priority >= 0
+            and (headline or other.priority == session.priority)
+        ):
+            return True
+        if copied is not None and copied(other, message, stamp):
+            return True
+    return False

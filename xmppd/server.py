@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from auth.internal import InternalAuth
+from auth.tokens import CredentialStore, TokenAuth, TokenVerifier
 from pubsub import PubSub, Tracker
 
 from . import loader
@@ -22,7 +23,7 @@ from .protocol.sasl import tls_server_end_point
 from .protocol.stanza import Element, copy, error_reply, local_name
 from .protocol.stream import StreamSettings
 from .storage import Database, open_database
-from .transports import tcp, tls
+from .transports import http, tcp, tls
 
 log = logging.getLogger("xmppd")
 
@@ -47,6 +48,7 @@ class Server:
         self.pubsub = PubSub()
         self.tracker = Tracker(self.pubsub)
         self.hosts: dict[str, Host] = {}
+        self.components: dict[str, Any] = {}  # in-process services on their own domain (MUC)
         self.db: Database | None = None
         self.ssl_context: ssl.SSLContext | None = None
         self.cb_data: bytes | None = None
@@ -55,6 +57,9 @@ class Server:
         self._nursery: trio.Nursery | None = None
         self._settings: dict[bool, StreamSettings] = {}
         self._rerouting = 0  # reroute() calls in progress (shutdown waits for them)
+        tokens = config.auth["tokens"]  # host-app tokens: JSON channels, /credentials
+        self.token_verifier = TokenVerifier(tokens, config.server["domain"])
+        self.credentials = CredentialStore(tokens["credentials_lifetime"])
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -69,6 +74,7 @@ class Server:
                 await self._ensure_demo_account()
                 tune_gc()
                 self.ports = await nursery.start(tcp.serve_c2s, self)
+                self.ports.update(await nursery.start(http.serve_http, self))
                 nursery.start_soon(self._stop_on_signals)
                 log.info("xmppd serving %s", ", ".join(self.hosts))
                 task_status.started(self)
@@ -94,16 +100,27 @@ class Server:
                 pubsub=self.pubsub,
                 tracker=self.tracker,
                 storage=storage,
-                auth=InternalAuth(storage.keyval("accounts")),
+                auth=self._auth_backend(storage, host_config.domain),
             )
             host.hosts = self.hosts
+            host.components = self.components
             self.hosts[host.domain] = host
         for host in self.hosts.values():
             host.modules = loader.load_all(host, self.config)
 
+    def _auth_backend(self, storage: Any, domain: str) -> Any:
+        backend = InternalAuth(storage.keyval("accounts"))
+        if self.config.auth["backend"] == "ldap":
+            from auth.ldap import ChainAuth, LdapAuth
+
+            backend = ChainAuth(backend, LdapAuth(self.config.auth["ldap"]))
+        if self.config.auth["tokens"]["apps"]:  # one-time passwords from /credentials
+            return TokenAuth(backend, self.credentials, domain)
+        return backend
+
     async def _ensure_demo_account(self) -> None:
         """First start only: create demo@<domain> and print its password once."""
-        if not self.config.server["demo_account"]:
+        if not self.config.server["demo_account"] or self.config.auth["backend"] != "internal":
             return
         marker = self.config.data_dir / ".demo-account-created"
         if marker.exists():
@@ -138,6 +155,8 @@ class Server:
                 max_sasl_attempts=limits["sasl_attempts"],
                 idle_seconds=int(limits["idle_timeout"]),
                 allow_plain_without_tls=c2s["allow_plain_without_tls"],
+                # Directory accounts have no SCRAM keys here: PLAIN only (docs/ldap.md).
+                scram_available=all(h.auth.supports_scram for h in self.hosts.values()),
                 sasl_secret=self._secret(),
                 extra_features={h.domain: h.stream_features for h in self.hosts.values()},
             )
@@ -155,7 +174,15 @@ class Server:
 
     def nursery_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         assert self._nursery is not None
-        self._nursery.start_soon(fn, *args)
+        self._nursery.start_soon(self._guarded, fn, *args)
+
+    @staticmethod
+    async def _guarded(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """A background job that fails is logged; it must not take the server down."""
+        try:
+            await fn(*args)
+        except Exception:
+            log.exception("background task %s failed", getattr(fn, "__qualname__", fn))
 
     def undeliverable(self, session: Any, stanza: object) -> None:
         """A stanza queued for a session that went away: route it again, now without it."""
@@ -164,8 +191,9 @@ class Server:
 
     async def reroute(self, session: Any, stanzas: list[Element]) -> None:
         """Stanzas a session that ended never got, in order (RFC 6121 §8.5.3.2 for a resource
-        that is gone): messages are routed again (other resources, offline storage, or an
-        error for the sender), iq requests bounce, presence and answers are dropped."""
+        that is gone; XEP-0198 §5 for the ones not acknowledged): messages are routed again
+        (other resources, offline storage, or an error for the sender), iq requests bounce,
+        presence and answers are dropped."""
         host = session.host or next(iter(self.hosts.values()))
         self._rerouting += 1
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +24,7 @@ from lxml import etree
 from auth.base import AuthError
 from pubsub import Mailbox
 
+from . import router
 from .protocol import stream as st
 from .protocol.jid import JID
 from .protocol.stanza import Element, local_name
@@ -78,7 +80,7 @@ class StreamManagement(Protocol):
         """The connection broke: True when the session now waits for a resumption."""
 
     def finish(self, session: Session) -> list[Element]:
-        """The session ends for real: the stanzas the client never acknowledged."""
+        """The session ends for real: the stanzas to route again (never acknowledged)."""
 
 
 class Session:
@@ -96,6 +98,7 @@ class Session:
         "presence",
         "interested",
         "carbons",
+        "bound_at",
         "directed",
         "csi",
         "sm",
@@ -119,7 +122,8 @@ class Session:
         self.priority = 0
         self.presence: Element | None = None  # last broadcast presence
         self.interested = False  # fetched the roster: gets roster pushes (RFC 6121 §2.1.6)
-        self.carbons = False  # XEP-0280 enabled
+        self.carbons = 0.0  # XEP-0280: when enabled (time.time()); 0.0 while off
+        self.bound_at = 0.0  # when the resource was bound (time.time())
         self.directed: set[str] | None = None  # JIDs sent directed presence (RFC 6121 §4.6)
         self.csi: Any = None  # XEP-0352 state, owned by modules/csi.py
         self.sm: StreamManagement | None = None  # XEP-0198 state, owned by modules/sm.py
@@ -182,7 +186,7 @@ class Session:
                 event.mechanism,
             )
         elif isinstance(event, st.BindRequest):
-            self._bind(event)
+            await self._bind(event)
         elif isinstance(event, st.NonzaIn):
             host = self.server.hosts[self.stream.domain]
             handler = host.nonza_handlers.get(event.element.tag)
@@ -190,6 +194,7 @@ class Session:
                 name = local_name(event.element)
                 self.kill("unsupported-stanza-type", f"<{name}/> is not supported")
             else:
+                self._flush()  # what the stream wrote before (a bind result) goes first
                 await handler(self, event.element)
         elif isinstance(event, st.Closed):
             detail = f" ({event.text})" if event.text else ""
@@ -230,7 +235,7 @@ class Session:
                 "%s authentication failed for %r from %s", self.id, username, self.transport.peer
             )
 
-    def _bind(self, request: st.BindRequest) -> None:
+    async def _bind(self, request: st.BindRequest) -> None:
         host = self.server.hosts[self.stream.domain]
         bare = f"{request.username}@{host.domain}"
         existing = host.resources_of(bare)
@@ -238,8 +243,15 @@ class Session:
         if len(existing) >= limit and request.resource not in existing:
             self.stream.bind_failed("resource-constraint", f"at most {limit} sessions per account")
             return
+        old = existing.get(request.resource) if request.resource is not None else None
+        if old is not None:
+            # RFC 6120 §7.7.2.2: the older session gets <conflict/> and ends before this one
+            # binds, so contacts see its unavailable before the new session's presence.
+            old.replaced()
+            await old.end()
         self.host = host
         jid = host.bind(self, request.username, request.resource)
+        self.bound_at = time.time()
         self.jid, self.full, self.bare = jid, str(jid), str(jid.bare)
         self.stream.bind_done(jid)
         log.info("%s bound %s", self.id, self.full)
@@ -389,11 +401,19 @@ class Session:
         self.closed = True
         sm = self.sm
         queued = self.mailbox.drain()
+        host = self.host
         if sm is not None:
             leftovers = sm.finish(self)
         else:
             leftovers = [item[1] for item in queued if type(item) is tuple]
-        host = self.host
+            if leftovers and host is not None:  # queued just now: routed to the others too
+                now = time.time()
+                leftovers = [
+                    s
+                    for s in leftovers
+                    if local_name(s) != "message"
+                    or not router.reached_elsewhere(host, self, s, now)
+                ]
         try:
             if host is not None:
                 host.unbind(self)

@@ -5,8 +5,8 @@
   synchronously. Only accounts that block someone have a list, so loading them all at the
   first stanza is cheap.
 - Matching (§6): an item `user@domain/resource` or `domain/resource` matches that address only,
-  `user@domain` any of its resources, `domain` everything at that domain. A user's own
-  resources and own server are never blocked (§5 note).
+  `user@domain` any of its resources, `domain` everything at that domain and its subdomains. A
+  user's own resources and own server are never blocked (§5 note).
 - Inbound from a blocked JID (§3.3): presence dropped, message (normal, chat) and iq get/set
   answered `service-unavailable`, anything else dropped. Outbound to a blocked JID: `not-acceptable`
   with `<blocked xmlns='urn:xmpp:blocking:errors'/>`; errors and iq results silently dropped.
@@ -14,7 +14,8 @@
   `presence/*` hooks on the recipient's host, so those check the sender's list too.
   Subscription management presence (e.g. the unsubscribe of a roster removal) still passes.
 - Block: unavailable presence from each available resource to a newly blocked JID allowed to see
-  it (subscription from/both, or directed presence). Unblock: current presence to each
+  it (subscription from/both, or directed presence); its pending subscription request is dropped
+  (it could not be answered: the answer would bounce). Unblock: current presence to each
   unblocked JID with subscription from/both, a probe to those with to/both. Pushes go to the
   user's sessions that fetched the list.
 """
@@ -51,9 +52,14 @@ _AVAILABILITY = (None, "unavailable", "probe")
 
 def matches(items: frozenset[str], jid: JID) -> bool:
     """XEP-0191 §6 JID matching of one address against a list of blocked JIDs."""
-    if jid.domain in items or str(jid) in items:
+    if str(jid) in items or (jid.local is not None and str(jid.bare) in items):
         return True
-    return jid.local is not None and jid.resource is not None and str(jid.bare) in items
+    domain: str | None = jid.domain
+    while domain:  # a <domain> item also matches addresses at its subdomains
+        if domain in items:
+            return True
+        domain = domain.partition(".")[2]
+    return False
 
 
 class Blocking:
@@ -205,9 +211,21 @@ class Blocking:
                 self.lists.pop(session.bare, None)
         await event.reply(reply(event.stanza))
         self.push(session.bare, local_name(action), jids)
-        if not blocking:
+        if blocking:
+            await self.drop_requests(session.bare)
+        else:
             await self.came_back(session.bare, old - new)
         return True
+
+    async def drop_requests(self, bare: str) -> None:
+        """Pending subscription requests from now blocked JIDs go (see subscriptions.py)."""
+        subscriptions = self.host.services.get("subscriptions")
+        if subscriptions is None:
+            return
+        try:
+            await subscriptions.drop_requests(bare, lambda jid: self.is_blocked(bare, jid))
+        except StorageError as exc:
+            self.log.error("cannot drop the blocked requests of %s: %s", bare, exc)
 
     def push(self, bare: str, action: str, jids: list[str]) -> None:
         """§3.3-§3.5: the change goes to every resource that has fetched the list."""
@@ -230,26 +248,39 @@ class Blocking:
 
     # ---- presence on block and unblock --------------------------------------------------------
 
-    async def subscription(self, user_bare: str, jid: JID) -> str:
+    async def contacts(self, bare: str, items: frozenset[str]) -> dict[str, str]:
+        """Roster contacts the items cover, address -> subscription: a contact whose JID an
+        item matches (a bare JID, or a domain with its subdomains), and an item that is a full
+        JID of a contact (that resource alone)."""
         roster = self.host.services.get("roster")
-        if roster is None or jid.local is None:
-            return "none"
-        item = await roster.get_item(user_bare, str(jid.bare))
-        return item["subscription"] if item is not None else "none"
+        if roster is None:
+            return {}
+        resources: dict[str, list[str]] = {}
+        for blocked in items:
+            if "/" in blocked:
+                resources.setdefault(blocked.partition("/")[0], []).append(blocked)
+        found: dict[str, str] = {}
+        for item in await roster.items(bare):
+            contact, subscription = item["jid"], item["subscription"]
+            if _matches_text(items, contact):
+                found[contact] = subscription
+            for full in resources.get(contact, ()):
+                found[full] = subscription
+        return found
 
     async def went_away(self, bare: str, blocked: frozenset[str]) -> None:
         """§3.3: unavailable from each available resource to each JID that could see it."""
         sessions = [s for s in self.host.resources_of(bare).values() if s.available]
-        for jid_text in blocked if sessions else ():
-            subscribed = await self.subscription(bare, JID.parse(jid_text)) in ("from", "both")
-            for session in sessions:
-                targets = {d for d in session.directed or () if _matches_text(jid_text, d)}
-                if subscribed:
-                    targets.add(jid_text)
-                for target in sorted(targets):
-                    gone = make("presence", {"type": "unavailable", "from": session.full})
-                    gone.set("to", target)
-                    await self.host.route(None, gone)
+        if not sessions:
+            return
+        covered = await self.contacts(bare, blocked)
+        subscribers = {jid for jid, sub in covered.items() if sub in ("from", "both")}
+        for session in sessions:
+            targets = subscribers | {d for d in session.directed or () if _matches_text(blocked, d)}
+            for target in sorted(targets):
+                gone = make("presence", {"type": "unavailable", "from": session.full})
+                gone.set("to", target)
+                await self.host.route(None, gone)
 
     async def came_back(self, bare: str, unblocked: frozenset[str]) -> None:
         """§3.4: current presence to each unblocked JID allowed to see it; and since its own
@@ -257,19 +288,20 @@ class Blocking:
         presence = self.host.services.get("presence")
         if presence is None or not self.host.resources_of(bare):
             return
-        for jid_text in unblocked:
-            jid = JID.parse(jid_text)
-            subscription = await self.subscription(bare, jid)
+        probed: set[str] = set()
+        for jid, subscription in sorted((await self.contacts(bare, unblocked)).items()):
             if subscription in ("from", "both"):
-                await presence.send_current(bare, jid_text)
-            if subscription in ("to", "both"):
-                probe = {"type": "probe", "from": bare, "to": str(jid.bare)}
+                await presence.send_current(bare, jid)
+            contact = jid.partition("/")[0]
+            if subscription in ("to", "both") and contact not in probed:
+                probed.add(contact)
+                probe = {"type": "probe", "from": bare, "to": contact}
                 await self.host.route(None, make("presence", probe))
 
 
-def _matches_text(item: str, jid_text: str) -> bool:
+def _matches_text(items: frozenset[str], jid_text: str) -> bool:
     try:
-        return matches(frozenset({item}), JID.parse(jid_text))
+        return matches(items, JID.parse(jid_text))
     except JIDError:
         return False
 

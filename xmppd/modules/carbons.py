@@ -12,10 +12,14 @@
   payload, RFC 6120 §8.3.1), since the server keeps no record of what it routed.
 - copies are handed to local sessions directly; one that bounces back because its session went
   away is dropped, never re-routed (§10.3).
+- `host.services["carbons"]` is `copied(session, message, stamp)`: did that session get a copy
+  of a message delivered to another resource of its account at `stamp`? Routing undelivered
+  messages again (`Server.reroute`) asks, so as not to show one twice.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from ..module import Implements, Module, ModuleSpec
@@ -34,6 +38,7 @@ from ..router import StanzaEvent
 
 if TYPE_CHECKING:
     from ..host import Host
+    from ..session import Session
 
 _IM_PAYLOADS = frozenset({ns.RECEIPTS, ns.CHATSTATES, ns.MARKERS})
 _DIRECTIONS = ("sent", "received")
@@ -83,13 +88,14 @@ def top_resources(host: Host, bare: str, type_: str) -> set[str]:
     return {m["resource"] for m in metas}
 
 
-def original_recipients(event: StanzaEvent, bare: str) -> set[str]:
+def original_recipients(event: StanzaEvent, bare: str) -> set[str] | None:
+    """The resources that get the message itself; None when the router will not deliver it."""
     to, type_ = event.to, event.stanza.get("type", "normal")
     if to is not None and to.resource is not None:
         if to.resource in event.host.resources_of(bare):
             return {to.resource}
         if type_ != "chat":
-            return set()  # RFC 6121 §8.5.3.2.1: only chat falls back to the bare JID
+            return None  # RFC 6121 §8.5.3.2.1: only chat falls back to the bare JID
     return top_resources(event.host, bare, type_)
 
 
@@ -100,16 +106,27 @@ def send_copies(host: Host, direction: str, stanza: Element, bare: str, skip: se
             host.deliver_to_full(full, wrap(direction, stanza, bare, full))
 
 
+def copied(session: Session, message: Element, stamp: float) -> bool:
+    """Did `session` get a received copy of `message`, delivered to another resource of the
+    account at `stamp` (time.time())? Only if carbons were on by then and it was eligible."""
+    return 0 < session.carbons <= stamp and eligible(message, inbound=True)
+
+
 def load(module: Module) -> None:
     host = module.host
     module.add_feature(ns.CARBONS)
     module.add_feature(ns.CARBONS_RULES)
+    host.services["carbons"] = copied
 
     async def toggle(event: StanzaEvent) -> bool:
-        # §10.1: enabling or disabling twice is not an error.
-        assert event.origin is not None
+        # §10.1: enabling or disabling twice is not an error (and keeps the first time).
+        session = event.origin
+        assert session is not None
         child = first_child(event.stanza)
-        event.origin.carbons = child is not None and child.tag.endswith("}enable")
+        if child is None or not child.tag.endswith("}enable"):
+            session.carbons = 0.0
+        elif not session.carbons:
+            session.carbons = time.time()
         return await event.reply(reply(event.stanza))
 
     async def sent(event: StanzaEvent) -> bool:
@@ -127,6 +144,8 @@ def load(module: Module) -> None:
         if not host.resources_of(bare) or not eligible(event.stanza, inbound=True):
             return False
         skip = original_recipients(event, bare)
+        if skip is None:
+            return False  # bounced or dropped: delivered nowhere, so copied nowhere (§7)
         if sender is not None and str(sender.bare) == bare and sender.resource:
             skip.add(sender.resource)  # never copy a message back to the resource that sent it
         send_copies(host, "received", event.stanza, bare, skip)

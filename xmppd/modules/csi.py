@@ -4,8 +4,8 @@ The `<csi xmlns='urn:xmpp:csi:0'/>` stream feature is offered after login. On `<
 out-filter is installed on the session (`session.csi` holds the state; None means active):
 
 - important stanzas pass, after everything held is flushed first so that order is kept: iq,
-  errors, subscription presence, messages with a body or subject (also inside a carbon copy)
-  and invitations;
+  errors, subscription presence, messages with a body or subject (also inside a carbon copy),
+  invitations and call signalling (XEP-0353);
 - the rest is held, stamped with XEP-0203 delay: presence updates keep only the latest per
   sender, other messages (chat states, receipts, headlines...) all, in order;
 - at most `queue_size` stanzas are held; one more flushes them.
@@ -25,11 +25,21 @@ from typing import TYPE_CHECKING
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
 from ..protocol import namespaces as ns
-from ..protocol.stanza import Element, copy, element, get_child, local_name, qname, sub
+from ..protocol.stanza import (
+    Element,
+    copy,
+    element,
+    get_child,
+    local_name,
+    namespace_of,
+    qname,
+    sub,
+)
 
 if TYPE_CHECKING:
     from ..session import Session
 
+_CALLS = "urn:xmpp:jingle-message:"  # :0 and later versions
 _SUBSCRIPTION = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
 _FORWARDED_MESSAGE = (
     f"{qname(ns.FORWARD, 'forwarded')}/{qname(ns.CLIENT, 'message')}"  # inside <sent/received>
@@ -60,6 +70,8 @@ def important(stanza: Element) -> bool:
         return True
     if get_child(stanza, ns.CONFERENCE, "x") is not None:
         return True
+    if any(namespace_of(c).startswith(_CALLS) for c in stanza if isinstance(c.tag, str)):
+        return True  # XEP-0353 call signalling has no body; held, the phone would not ring
     muc = get_child(stanza, ns.MUC_USER, "x")
     return muc is not None and get_child(muc, ns.MUC_USER, "invite") is not None
 

@@ -124,7 +124,7 @@ def load(module: Module) -> None:
             return await event.reply_error("service-unavailable")
         if event.stanza[0].get("node"):
             return await event.reply_error("item-not-found")
-        identities = {("account", "registered", "")}
+        identities = host.account_identities
         return await event.reply(info_result(event, identities, host.account_features))
 
     async def account_items(event: StanzaEvent) -> bool:

@@ -127,12 +127,18 @@ class Offline:
         """A copy with the storage delay (XEP-0203) and our stanza-id (XEP-0359)."""
         stanza = copy(event.stanza)
         domain = self.host.domain
-        ours_delay = None
+        ours_delay = ours_id = None
+        # With MAM, ids claimed by clients were removed where they entered and the one left is
+        # the archive id (XEP-0313 §3.5): keep it rather than assign a second one.
+        archived = "mam" in self.host.services
         for child in list(stanza):
             if not isinstance(child.tag, str):
                 continue
             if child.tag == qname(ns.SID, "stanza-id") and child.get("by") == bare:
-                stanza.remove(child)  # XEP-0359: an id "by" the account is ours to assign
+                if archived and ours_id is None:
+                    ours_id = child
+                else:
+                    stanza.remove(child)  # XEP-0359: an id "by" the account is ours to assign
             elif child.tag == qname(ns.DELAY, "delay") and child.get("from") == domain:
                 if event.origin is not None:
                     stanza.remove(child)  # a client cannot speak for the server
@@ -141,7 +147,8 @@ class Offline:
         if ours_delay is None:
             delay = sub(stanza, ns.DELAY, "delay", "Offline Storage", stamp=utc_stamp())
             delay.set("from", domain)
-        sub(stanza, ns.SID, "stanza-id", by=bare, id=str(uuid.uuid4()))
+        if ours_id is None:
+            sub(stanza, ns.SID, "stanza-id", by=bare, id=str(uuid.uuid4()))
         return stanza
 
     async def catch_up(self, bare: str) -> None:

@@ -17,6 +17,7 @@ from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, child_text, copy, make
 from ..router import StanzaEvent
+from ..storage import StorageError
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -132,7 +133,7 @@ class Presence:
         reply_to = event.stanza.get("from") or prober
         if prober == user:
             return
-        doc = (await self.rosters.load(user)).items.get(prober)
+        doc = await self.rosters.peek(user, prober)
         if doc is None or not doc["listed"] or doc["sub"] not in SEES_US:
             # "unsubscribed" tells a stale subscriber it is not one; it would also cancel the
             # request of someone waiting for an answer, who knows they are not subscribed.
@@ -193,7 +194,10 @@ def load(module: Module) -> None:
         if event.stanza.get("type") != "probe":
             return False
         if event.sender is not None and event.to is not None:
-            await presence.answer_probe(event)
+            try:
+                await presence.answer_probe(event)
+            except StorageError:  # §4.3.2 allows no answer; the prober's stream goes on
+                module.log.exception("cannot answer a probe to %s", event.to)
         return True
 
     async def session_closed(session: Session) -> bool:

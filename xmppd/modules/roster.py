@@ -152,6 +152,15 @@ class Rosters:
         roster = await self.load(user)
         return [jid for jid, d in roster.listed().items() if d["sub"] in subscriptions]
 
+    async def peek(self, user: str, contact: str) -> Doc | None:
+        """One document, listed or not: from the cache, else one keyed read that caches nothing
+        (a probe to an offline account costs a lookup, not a read of its whole roster)."""
+        roster = self.cache.get(user)
+        if roster is not None and roster.loaded:
+            return roster.items.get(contact)
+        doc = await self.store.get(_local(user), contact)
+        return {**blank(), **doc} if doc is not None else None
+
     async def load(self, user: str) -> Roster:
         """The account's roster; read-only for callers (use `update` to change it)."""
         roster = self.cache.get(user)

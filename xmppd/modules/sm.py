@@ -16,6 +16,7 @@ offline storage, or an error for the sender).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import secrets
 import time
@@ -30,6 +31,7 @@ from ..options import Option
 from ..protocol import namespaces as ns
 from ..protocol.stanza import Element, copy, element, local_name, qname, sub
 from ..protocol.stream import Phase
+from ..router import reached_elsewhere
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -304,6 +306,10 @@ class Manager:
             shell.send_raw(failed_element("item-not-found", "the session ended meanwhile"))
             return
         self.resumed(old, shell, sm, previd)
+        # Before the next element from the client (XEP-0352 §5.1-5.2: the resumed stream is
+        # active, and an <inactive/> right behind <resume/> must not be undone afterwards).
+        with contextlib.suppress(Exception):  # logged by the bus; the session goes on
+            await self.host.events.fire("session-resumed", old)
 
     @staticmethod
     async def settle(sm: StreamManagement) -> None:
@@ -328,8 +334,6 @@ class Manager:
         sm.awaiting = False
         if sm.unacked:
             sm.request_ack(old)
-        if self.host.events.has_handlers("session-resumed"):
-            old.server.nursery_soon(self.host.events.fire, "session-resumed", old)
 
     def delayed(self, stanza: Element, stamp: float) -> Element:
         """A message sent again carries the time it was first sent (§4, XEP-0203)."""
@@ -374,7 +378,8 @@ class Manager:
             await session.end()
 
     def finish(self, session: Session, sm: StreamManagement) -> list[Element]:
-        """The session ends for real: forget it, return what the client never acknowledged."""
+        """The session ends for real: forget it, return what the client never acknowledged
+        and no other resource of the account got either (to be routed again)."""
         if sm.timer is not None:
             sm.timer.cancel()
             sm.timer = None
@@ -387,7 +392,12 @@ class Manager:
                 ended[sm.id] = sm.handled
                 while len(ended) > self.remember:
                     ended.popitem(last=False)
-        leftovers = [self.delayed(stanza, stamp) for stanza, stamp in sm.unacked]
+        leftovers = [
+            self.delayed(stanza, stamp)
+            for stanza, stamp in sm.unacked
+            if local_name(stanza) != "message"
+            or not reached_elsewhere(self.host, session, stanza, stamp)
+        ]
         sm.unacked.clear()
         return leftovers
 

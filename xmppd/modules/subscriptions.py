@@ -7,7 +7,8 @@ maps the states that change to their new state; the others keep theirs.
 
 Outbound subscription stanzas are stamped with the bare JIDs of both parties (§3.1.2) and routed
 by the server itself, so the contact's host sees them as inbound ones. An unanswered request is
-stored with the contact's roster and delivered again at each initial presence until answered.
+stored with the contact's roster and delivered again at each initial presence until answered,
+or dropped when the user blocks its sender (`host.services["subscriptions"].drop_requests`).
 """
 
 from __future__ import annotations
@@ -175,7 +176,11 @@ class Subscriptions:
                 return {**doc, "listed": True, "approved": True} if self.pre_approval else doc
             if type_ == "unsubscribed" and doc["approved"]:
                 return {**doc, "approved": False}  # §3.4.1: cancels the pre-approval
-            listed = doc["listed"] or type_ == "subscribe" or new != state
+            # A request or an approval (§3.1.5) puts the contact in the roster; a denial of a
+            # stranger's request only drops it.
+            listed = (
+                doc["listed"] or type_ == "subscribe" or (type_ == "subscribed" and new != state)
+            )
             return {**with_state(doc, new), "listed": listed}
 
         return change
@@ -275,6 +280,13 @@ class Subscriptions:
                 self.host.deliver_to_full(session.full, _restore(doc, contact, session.bare))
         return False
 
+    async def drop_requests(self, user: str, blocked: Callable[[str], bool]) -> None:
+        """XEP-0191: pending requests from JIDs the user now blocks go unanswered (an answer to
+        a blocked JID bounces), so that they stop counting against `max_pending`."""
+        roster = await self.rosters.load(user)
+        for contact in [c for c, d in roster.items.items() if d["pending_in"] and blocked(c)]:
+            await self.rosters.update(user, contact, _without_request)
+
     async def removed(self, info: ItemRemoved) -> bool:
         """RFC 6121 §2.5.2: removing an item cancels the subscriptions both ways."""
         user, contact, old = info.user, info.contact, info.item
@@ -286,6 +298,10 @@ class Subscriptions:
         if old["sub"] in ("to", "both") or old["ask"]:
             await self._answer(user, contact, "unsubscribe")
         return False
+
+
+def _without_request(doc: Doc) -> Doc:
+    return {**doc, "pending_in": False, "request": None}
 
 
 def _keep(stanza: Element) -> str | None:
@@ -309,6 +325,7 @@ def _restore(doc: Doc, contact: str, user: str) -> Element:
 
 def load(module: Module) -> None:
     subs = Subscriptions(module)
+    module.host.services["subscriptions"] = subs
     if subs.pre_approval:
         module.add_stream_feature(element(ns.PRE_APPROVAL, "sub"))
     for scope in ("bare", "full"):

@@ -178,6 +178,8 @@ class StreamSettings:
     # Extra stream features after authentication (stream management, CSI, ...) by domain,
     # built by the modules of each host.
     extra_features: dict[str, list[Element]] = field(default_factory=dict)
+    # The framing: RFC 6120 XML streams, or RFC 7395 WebSocket messages (FramedParser).
+    parser: type[StreamParser] = StreamParser
 
 
 _STREAM_ERROR_TAIL = b"</stream:error></stream:stream>"
@@ -218,7 +220,7 @@ class ServerStream:
         self.jid: JID | None = None
         self.stream_id = ""
         self.lang = "en"
-        self._parser = StreamParser(
+        self._parser = settings.parser(
             max_stanza_bytes=settings.preauth_max_bytes, max_depth=settings.max_depth
         )
         self._pending: deque[Any] = deque()

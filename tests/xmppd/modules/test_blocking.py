@@ -233,3 +233,53 @@ def test_feature_and_durability(tmp_path: Path) -> None:
         run(block_and_check(False))  # acknowledged means stored
     finally:
         server.stop()
+
+
+def test_a_blocked_domain_covers_its_subdomains_and_their_presence(tmp_path: Path) -> None:
+    """XEP-0191 §6: a <domain> item matches the domain "as does any ... address containing a
+    subdomain"; §3.3/§3.4: a subscriber it covers sees the user go offline, then come back."""
+    server = ServerProcess(tmp_path)
+    config = server.config_path.read_text()
+    extra = 'demo_account = false\nextra_domains = ["x.spam.localhost"]'
+    server.config_path.write_text(config.replace("demo_account = false", extra))
+    for jid in ("ann@localhost", "eve@x.spam.localhost"):
+        assert server.cli("adduser", jid, "--password", "pw").returncode == 0
+
+    async def seen_from(client: Client, type_: str | None, frm: str) -> None:
+        while not presence_of(await asyncio.wait_for(client.presences.get(), 5), type_, frm):
+            pass
+
+    async def scenario() -> None:
+        ann = await connect(server, "ann", "r", password="pw")
+        eve = Client("eve@x.spam.localhost/r", "pw", "SCRAM-SHA-256", server.ca_file)
+        eve.enable_direct_tls = False
+        eve.connect("127.0.0.1", server.port)
+        await asyncio.wait_for(eve.started, 10)
+        eve.send_presence()
+        for client in (ann, eve):
+            client.auto_authorize, client.auto_subscribe = None, False
+        steps = [(ann, eve, "subscribe"), (eve, ann, "subscribed")]
+        steps += [(eve, ann, "subscribe"), (ann, eve, "subscribed")]
+        for sender, receiver, type_ in steps:
+            sender.send_presence(pto=receiver.boundjid.bare, ptype=type_)
+            await sender.plugin["xep_0199"].ping(jid=sender.boundjid.domain, timeout=5)
+        await seen_from(eve, None, ann.boundjid.full)
+
+        ann.register_plugin("xep_0191")
+        await ann.plugin["xep_0191"].block("spam.localhost", timeout=5)
+        await seen_from(eve, "unavailable", ann.boundjid.full)
+        eve.send_message(mto=ann.boundjid.full, mbody="buy now", mtype="chat")
+        await eve.plugin["xep_0199"].ping(jid="x.spam.localhost", timeout=5)  # handled by now
+        bounce = eve.messages.get_nowait()
+        assert (bounce["type"], bounce["error"]["condition"]) == ("error", "service-unavailable")
+
+        await ann.plugin["xep_0191"].unblock("spam.localhost", timeout=5)
+        await seen_from(eve, None, ann.boundjid.full)
+        await seen_from(ann, None, eve.boundjid.full)  # the probe brought eve's back
+        await asyncio.gather(ann.close(), eve.close())
+
+    server.start()
+    try:
+        run(scenario())
+    finally:
+        server.stop()

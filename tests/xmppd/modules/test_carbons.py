@@ -180,3 +180,22 @@ def test_feature_is_advertised_and_enable_elsewhere_is_refused(server: ServerPro
         await a.close()
 
     run(scenario())
+
+
+def test_no_copies_of_a_message_bounced_for_a_resource_that_is_gone(
+    server: ServerProcess,
+) -> None:
+    async def scenario() -> None:
+        a = await login(server, "alice", "a3")
+        bob = await login(server, "bob", "z")
+        await a.plugin["xep_0280"].enable()
+        # RFC 6121 §8.5.3.2.1: a normal message to a gone resource bounces; it was delivered
+        # to nobody, so nobody gets a copy of it (§7: copies follow delivery).
+        bob.send_message(mto="alice@localhost/gone", mbody="normal to gone", mtype="normal")
+        bounce = await next_message(bob)
+        assert bounce["type"] == "error" and bounce["error"]["condition"] == "service-unavailable"
+        bob.send_message(mto="alice@localhost/a3", mbody="marker", mtype="chat")
+        assert plain(await next_message(a)) == "marker"
+        await close_all(a, bob)
+
+    run(scenario())

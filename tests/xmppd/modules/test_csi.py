@@ -154,3 +154,23 @@ def test_a_full_buffer_is_flushed(server: ServerProcess) -> None:
         await asyncio.gather(alice.close(), bob.close(), carol.close())
 
     run(scenario())
+
+
+def test_a_call_proposal_is_not_held(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        alice = await login_csi(server, "alice")
+        bob = await login(server, "bob", "r4")
+        await go_inactive(alice)
+        chat_state(bob, alice, "composing")
+        # XEP-0353: a call rings with a bodiless message; holding it would delay the call.
+        call = bob.make_message(mto=alice.boundjid.full, mtype="chat")
+        propose = ET.SubElement(call.xml, "{urn:xmpp:jingle-message:0}propose", id="call1")
+        ET.SubElement(propose, "{urn:xmpp:jingle:apps:rtp:1}description", media="audio")
+        call.send()
+        got = await receive(alice, 2)
+        assert describe(got[0]) == "cs:composing"  # flushed first: order is kept
+        assert got[1].xml.find("{urn:xmpp:jingle-message:0}propose") is not None
+        assert got[1].xml.find(DELAY) is None
+        await asyncio.gather(alice.close(), bob.close())
+
+    run(scenario())

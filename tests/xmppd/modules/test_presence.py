@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from support import run
+from support import RawClient, run
 
 
 def status_of(stanza: Any) -> str:
@@ -220,5 +220,37 @@ def test_many_resources_and_contacts(im: Any) -> None:
         assert no_presence_from(await im.until_marker(cb, cc), alice)  # carol: not subscribed
         await cb.close()
         await cc.close()
+
+    run(scenario())
+
+
+def test_a_replaced_session_goes_unavailable_before_its_successor_appears(im: Any) -> None:
+    """RFC 6120 §7.7.2.2: a new session with the same full JID replaces the old one; contacts
+    must see the old one's unavailable first and the new one's presence last, never the
+    reverse (which would leave the account looking offline). The old client here is a raw
+    socket that stops reading, so its connection is slow to finish closing."""
+    alice, bob = im.users("alice", "bob")
+
+    async def scenario() -> None:
+        first, cb = await im.login(alice, "desk"), await im.login(bob)
+        await im.befriend(first, cb)
+        await first.close()
+        old = RawClient(im.server)
+        try:
+            old.login(alice, "pw", resource="desk")
+            old.send("<presence><status>old</status></presence>")
+            await im.wait_for(cb, lambda s: s.name == "presence" and status_of(s) == "old")
+            new = await im.login(alice, "desk", status="replacement")
+            seen = await im.until_marker(new, cb)
+        finally:
+            old.close()
+        from_desk = [
+            (s.xml.get("type"), status_of(s))
+            for s in seen
+            if s.name == "presence" and s["from"].full == f"{alice}@localhost/desk"
+        ]
+        assert from_desk == [("unavailable", ""), (None, "replacement")]
+        for client in (new, cb):
+            await client.close()
 
     run(scenario())

@@ -16,6 +16,7 @@ import pytest
 from lxml import etree
 from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0198 import stanza as sm_stanza
+from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 from support import HEADER, Client, RawClient, ServerProcess, connect, run
@@ -34,7 +35,8 @@ max_hibernating = 2
 """
 USERS = [
     "acka", "ackb", "resa", "resb", "expa", "expb", "expw", "clsa", "clsb", "lima", "limb",
-    "raw", "rawb", "half", "repl", "replb", "many", "gone", "downa", "downb",
+    "raw", "rawb", "half", "repl", "replb", "many", "gone", "downa", "downb", "dupa", "dupb",
+    "csir", "csib",
 ]  # fmt: skip
 PASSWORD = "sm-secret"
 
@@ -505,6 +507,25 @@ def test_enable_before_bind_fails_then_binding_works(sm_server: ServerProcess) -
     raw.close()
 
 
+def test_enable_pipelined_behind_bind_is_answered_after_the_bind_result(
+    sm_server: ServerProcess,
+) -> None:
+    raw = Raw.authenticated(sm_server, "raw")
+    raw.send(
+        "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        f"<resource>pipelined</resource></bind></iq><enable xmlns='{SM}'/>"
+    )
+    data = raw.read_until("<enabled")
+    # The bind result precedes <enabled/>: the client does not count it, nor does the server.
+    assert b"<jid>" in data and data.index(b"<jid>") < data.index(b"<enabled")
+    raw.expect("enabled")
+    raw.send(
+        f"<a xmlns='{SM}' h='0'/><iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    assert raw.expect("iq").get("id") == "p1"
+    raw.close()
+
+
 @pytest.mark.parametrize(
     "h, condition",
     [("5", b"<undefined-condition"), ("many", b"<invalid-xml"), ("4294967296", b"<invalid-xml")],
@@ -648,6 +669,73 @@ def test_expired_id_fails_with_the_final_h(sm_server: ServerProcess) -> None:
     assert failed[0].tag.endswith("item-not-found")
     assert failed.get("h") == "2"  # §5: the presence and the ping were handled
     late.close()
+
+
+def test_expired_unacked_messages_another_resource_got_are_not_routed_to_it_again(
+    sm_server: ServerProcess,
+) -> None:
+    phone = Raw.logged_in(sm_server, "dupa", "phone")
+    phone.enable("resume='true' max='1'")
+    phone.send("<presence/>")
+    phone.expect("presence")
+
+    async def scenario() -> None:
+        desk = await plain(sm_server, "dupa", "desk")
+        desk.register_plugin("xep_0280")
+        await desk.plugin["xep_0280"].enable()
+        bob = await plain(sm_server, "dupb", "x")
+        # To the bare JID both resources (priority 0) get it; to the phone the desk gets a
+        # carbon; a private one to the phone the desk never sees.
+        bob.send_message(mto="dupa@localhost", mbody="to both", mtype="chat")
+        assert (await desk.next_message())["body"] == "to both"
+        bob.send_message(mto="dupa@localhost/phone", mbody="to phone", mtype="chat")
+        private = bob.make_message(mto="dupa@localhost/phone", mbody="private", mtype="chat")
+        private.xml.append(ET.Element("{urn:xmpp:carbons:2}private"))
+        private.send()
+        bodies = [
+            m.findtext("{jabber:client}body") for m in await asyncio.to_thread(phone.messages, 3)
+        ]
+        assert bodies == ["to both", "to phone", "private"]
+        phone.drop()  # none acknowledged; the window (1 s) ends
+        await asyncio.to_thread(wait_for_log, sm_server, "disconnected dupa@localhost/phone")
+        # Routed again: only what the desk had not seen in any form (RFC 6121 §8.5.3.2.1).
+        bob.send_message(mto="dupa@localhost/desk", mbody="marker", mtype="chat")
+        assert [(await desk.next_message())["body"] for _ in range(2)] == ["private", "marker"]
+        await desk.close()
+        await bob.close()
+
+    run(scenario())
+
+
+def test_inactive_right_behind_resume_is_not_undone_by_the_resumption(
+    sm_server: ServerProcess,
+) -> None:
+    old = Raw.logged_in(sm_server, "csir", "phone")
+    previd = old.enable("resume='true' max='30'").get("id")
+    old.send("<presence/>")
+    old.expect("presence")
+    old.drop()
+    wait_for_log(sm_server, "csir@localhost/phone lost its connection")
+    new = Raw.authenticated(sm_server, "csir")
+    # XEP-0352 §5.2: resumed streams start active; a client going inactive at once says so
+    # right behind <resume/>, and that must hold (in-order processing, §5.1).
+    new.send(f"<resume xmlns='{SM}' previd='{previd}' h='1'/><inactive xmlns='urn:xmpp:csi:0'/>")
+    new.expect("resumed")
+
+    async def send() -> None:
+        bob = await plain(sm_server, "csib", "x")
+        typing = bob.make_message(mto="csir@localhost/phone", mtype="chat")
+        typing.xml.append(ET.Element("{http://jabber.org/protocol/chatstates}composing"))
+        typing.send()
+        bob.send_message(mto="csir@localhost/phone", mbody="wake", mtype="chat")
+        await bob.plugin["xep_0199"].ping(jid="localhost", timeout=5)
+        await bob.close()
+
+    run(send())
+    typing, wake = new.messages(2)
+    assert typing.find(DELAY) is not None  # held while inactive, flushed by the body
+    assert wake.findtext("{jabber:client}body") == "wake"
+    new.close()
 
 
 def test_shutdown_puts_hibernating_sessions_unacked_messages_in_offline_storage(

@@ -275,6 +275,74 @@ def test_pending_request_is_delivered_at_each_login_until_answered(im: Any) -> N
     run(scenario())
 
 
+def test_denying_a_stranger_adds_nothing_to_the_roster(im: Any) -> None:
+    """§3.2.2, A.2.4: "unsubscribed" to a request from someone not in the roster only drops the
+    request; unlike "subscribed" (§3.1.5), it creates no item."""
+    alice, bob = im.users("alice", "bob")
+
+    async def scenario() -> None:
+        ca, cb = await im.login(alice), await im.login(bob)
+        im.subscription(cb, f"{alice}@localhost", "subscribe")
+        await im.wait_for(ca, is_sub("subscribe", f"{bob}@localhost"))
+        im.subscription(ca, f"{bob}@localhost", "unsubscribed")
+        await im.wait_for(cb, is_sub("unsubscribed", f"{alice}@localhost"))
+        assert await im.item(ca, f"{bob}@localhost") is None
+        assert ca.pushes.empty()
+        assert (await im.item(cb, f"{alice}@localhost"))["ask"] is None
+        await ca.close()
+        await cb.close()
+
+    run(scenario())
+
+
+def test_a_blocked_strangers_request_is_not_delivered_again(im: Any) -> None:
+    """XEP-0191 §3.3: nothing from a blocked JID reaches the user, a stored request included."""
+    alice, bob, carol = im.users("alice", "bob", "carol")
+
+    async def scenario() -> None:
+        cb, cc = await im.login(bob), await im.login(carol)
+        im.subscription(cb, f"{alice}@localhost", "subscribe")
+        await im.barrier(cb)  # alice is offline: kept for her next login
+        ca = await im.login(alice)
+        await im.wait_for(ca, is_sub("subscribe", f"{bob}@localhost"))
+        ca.register_plugin("xep_0191")
+        await ca.plugin["xep_0191"].block(f"{bob}@localhost", timeout=5)
+        await ca.close()
+        again = await im.login(alice, "again")
+        seen = await im.until_marker(cc, again)
+        assert [s for s in seen if s["from"].bare == f"{bob}@localhost"] == []
+        for client in (cb, cc, again):
+            await client.close()
+
+    run(scenario())
+
+
+def test_blocking_a_requester_frees_its_pending_place(im: Any) -> None:
+    """A blocked JID's request can't be answered (XEP-0191 §3.3: answers to it bounce), so the
+    block drops it: blocked spammers must not use up max_pending (2 here) for good."""
+    victim, *strangers = im.users("victim", "s", "s", "s")
+
+    async def scenario() -> None:
+        cv = await im.login(victim)
+        cv.register_plugin("xep_0191")
+        clients = [await im.login(s) for s in strangers]
+        for client in clients[:2]:
+            im.subscription(client, f"{victim}@localhost", "subscribe")
+            await im.barrier(client)
+        await im.until_marker(clients[0], cv)  # the two requests
+        await cv.plugin["xep_0191"].block([f"{s}@localhost" for s in strangers[:2]], timeout=5)
+        im.subscription(clients[2], f"{victim}@localhost", "subscribe")
+        await im.barrier(clients[2])
+        seen = await im.until_marker(clients[2], cv)
+        assert [s["from"].bare for s in seen if s.xml.get("type") == "subscribe"] == [
+            f"{strangers[2]}@localhost"
+        ]
+        for client in (cv, *clients):
+            await client.close()
+
+    run(scenario())
+
+
 def test_pending_request_survives_a_restart(tmp_path: Any, im_class: Any) -> None:
     from support import ServerProcess
 

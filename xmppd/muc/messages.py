@@ -1,0 +1,168 @@
+"""Messages in a room: groupchat (§7.4), subject (§8.1), private messages (§7.5), mediated
+invitations and declines (§7.8.2-7.8.3). Each raises `MucError` for a refusal."""
+
+from __future__ import annotations
+
+import uuid
+
+from ..protocol import namespaces as ns
+from ..protocol.jid import JID, JIDError
+from ..protocol.stanza import Element, copy, get_child, make, qname, sub
+from . import moderation
+from .history import with_author
+from .room import MucError, Occupant, Room, RoomMessage
+
+_STANZA_ID = qname(ns.SID, "stanza-id")
+_X_USER = qname(ns.MUC_USER, "x")
+_INVITE = qname(ns.MUC_USER, "invite")
+_DECLINE = qname(ns.MUC_USER, "decline")
+
+
+def _sender(room: Room, real: str) -> Occupant:
+    occupant = room.occupant_of(real)
+    if occupant is None:
+        raise MucError("not-acceptable", "you are not in this room")
+    return occupant
+
+
+async def groupchat(room: Room, real: str, stanza: Element) -> None:
+    """Reflect a message to every occupant; messages with a body go to history and archive."""
+    occupant = _sender(room, real)
+    if occupant.role == "visitor":
+        raise MucError("forbidden", "you have no voice in this room")
+    subject = get_child(stanza, ns.CLIENT, "subject")
+    body = get_child(stanza, ns.CLIENT, "body")
+    if subject is not None and body is None:
+        await change_subject(room, occupant, subject.text or "")
+        return
+    check_rate(room, occupant)
+    retract = get_child(stanza, ns.RETRACT, "retract")
+    target = None
+    if retract is not None:  # XEP-0424: checked before anything is sent
+        target = await moderation.check_author(room, occupant, retract)
+    out = copy(stanza)
+    out.attrib.pop("to", None)
+    out.set("from", room.occupant_jid(occupant))
+    for old in out.findall(_STANZA_ID):
+        if old.get("by") == room.jid:  # XEP-0359 §5: never pass on a forged one
+            out.remove(old)
+    for forged in out.findall(_X_USER):  # only the room speaks for real JIDs
+        out.remove(forged)
+    if body is not None or retract is not None:  # retractions are archived too (XEP-0424 §6)
+        stanza_id = str(uuid.uuid4())
+        if not out.get("id"):
+            out.set("id", stanza_id)  # a tombstone names its retraction by this id
+        sub(out, ns.SID, "stanza-id", id=stanza_id, by=room.jid)
+        real_affiliation = room.affiliation(occupant.bare)
+        archived = with_author(out, real, real_affiliation, occupant.role)
+        await room.service.archive_message(room, archived, stanza_id)
+        room.history.add(out, author=occupant.bare)
+    if target is not None:
+        await moderation.tombstone(room, *target, moderation.retracted_by_author(out))
+    room.service.pubsub.broadcast(room.topic, RoomMessage(out))
+
+
+def check_rate(room: Room, occupant: Occupant) -> None:
+    """The per-occupant message rate covers everything an occupant makes the room send."""
+    if not room.service.allow_message(occupant):
+        raise MucError("resource-constraint", "too many messages; slow down", "wait")
+
+
+async def send(room: Room, real: str, body: str) -> None:
+    """Python API: a groupchat message with a body from the occupant at `real`."""
+    stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
+    sub(stanza, ns.CLIENT, "body", body)
+    await groupchat(room, real, stanza)
+
+
+async def change_subject(room: Room, occupant: Occupant, subject: str) -> None:
+    allowed = occupant.role == "moderator" or (
+        room.config.change_subject and occupant.role == "participant"
+    )
+    if not allowed:
+        raise MucError("forbidden", "you may not change the subject")
+    room.subject, room.subject_from = subject, occupant.nick
+    await room.save()
+    out = make("message", {"type": "groupchat", "from": room.occupant_jid(occupant)})
+    sub(out, ns.CLIENT, "subject", subject)
+    room.service.pubsub.broadcast(room.topic, RoomMessage(out))
+
+
+async def private(room: Room, real: str, nick: str, stanza: Element) -> None:
+    """§7.5: to every session of the occupant `nick`, from the sender's occupant JID."""
+    sender = _sender(room, real)
+    if stanza.get("type") == "groupchat":
+        raise MucError("bad-request", "groupchat messages go to the room")
+    target = room.occupants.get(nick)
+    if target is None:
+        raise MucError("item-not-found", "no such occupant")
+    allow = room.config.allow_pm
+    if (
+        allow == "none"
+        or (allow == "moderators" and sender.role != "moderator")
+        or (allow == "participants" and sender.role == "visitor")
+    ):
+        raise MucError("forbidden", "private messages are not allowed here")
+    check_rate(room, sender)
+    for seat_jid in list(target.seats):
+        out = copy(stanza)
+        out.set("from", room.occupant_jid(sender))
+        out.set("to", seat_jid)
+        if get_child(out, ns.MUC_USER, "x") is None:
+            sub(out, ns.MUC_USER, "x")
+        await room.service.send(out)
+
+
+async def mediated(room: Room, real: str, x: Element) -> None:
+    """`<x xmlns='…muc#user'>` with invites or declines sent to the room."""
+    invites, declines = x.findall(_INVITE), x.findall(_DECLINE)
+    if not invites and not declines:
+        raise MucError("bad-request", "nothing to do with this message")
+    for invite in invites:
+        await _invite(room, real, invite)
+    for decline in declines:
+        await _decline(room, real, decline)
+
+
+def _target(el: Element) -> str:
+    try:
+        return str(JID.parse(el.get("to") or ""))
+    except JIDError:
+        raise MucError("jid-malformed", "the invitee's address is not valid") from None
+
+
+async def _invite(room: Room, real: str, invite: Element) -> None:
+    sender = _sender(room, real)
+    to = _target(invite)
+    check_rate(room, sender)
+    affiliation = room.affiliation(sender.bare)
+    if room.config.members_only:
+        if affiliation not in ("owner", "admin") and not room.config.allow_invites:
+            raise MucError("forbidden", "only admins may invite to this room")
+        invitee = str(JID.parse(to).bare)
+        if room.affiliation(invitee) == "none":  # §7.8.2: the invitee becomes a member
+            room.check_affiliation_room()
+            room.affiliations[invitee] = "member"
+            await room.save()
+    out = make("message", {"from": room.jid, "to": to})
+    x = sub(out, ns.MUC_USER, "x")
+    forwarded = sub(x, ns.MUC_USER, "invite")
+    forwarded.set("from", real)
+    reason = get_child(invite, ns.MUC_USER, "reason")
+    if reason is not None:
+        sub(forwarded, ns.MUC_USER, "reason", reason.text or "")
+    if room.config.password_protected:
+        sub(x, ns.MUC_USER, "password", room.config.password)
+    sub(out, ns.CLIENT, "body", f"{real} invites you to the room {room.jid}")
+    await room.service.send(out)
+
+
+async def _decline(room: Room, real: str, decline: Element) -> None:
+    out = make("message", {"from": room.jid, "to": _target(decline)})
+    x = sub(out, ns.MUC_USER, "x")
+    forwarded = sub(x, ns.MUC_USER, "decline")
+    forwarded.set("from", str(JID.parse(real).bare))
+    reason = get_child(decline, ns.MUC_USER, "reason")
+    if reason is not None:
+        sub(forwarded, ns.MUC_USER, "reason", reason.text or "")
+    await room.service.send(out)

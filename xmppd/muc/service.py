@@ -1,0 +1,360 @@
+"""The MUC service on its own domain: rooms, their storage, limits, and the stanza entry points
+(XEP-0045 §6 discovery, §7 occupant use cases; admin and owner iqs are in admin.py).
+
+Persistent rooms are stored in the "muc_rooms" keyval store (key: the room's local part) and
+loaded on the first stanza after start; their recent history comes back from the "muc" archive.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+from lxml import etree
+
+from pubsub.topics import session_topic
+
+from ..host import Host
+from ..protocol import namespaces as ns
+from ..protocol.jid import JID
+from ..protocol.stanza import (
+    Element,
+    error_reply,
+    first_child,
+    get_child,
+    local_name,
+    make,
+    namespace_of,
+)
+from ..router import DELIVERY, StanzaEvent
+from . import admin, archive, disco, messages, voice
+from .component import Component
+from .config import RoomConfig
+from .forward import IqForwarder
+from .history import parse_request
+from .room import MucError, Occupant, Room
+
+if TYPE_CHECKING:
+    from ..module import Module
+
+
+class MucService:
+    def __init__(self, module: Module, component: Component) -> None:
+        options = module.options
+        self.module = module
+        self.host = module.host
+        self.component = component
+        self.domain = component.domain
+        self.pubsub = component.pubsub
+        self.tracker = component.tracker
+        self.log = module.log
+        self.name: str = options["name"]
+        self.creation: str = options["creation"]
+        self.max_rooms_per_user: int = options["max_rooms_per_user"]
+        self.max_occupants: int = options["max_occupants"]
+        self.max_history: int = options["max_history"]
+        self.message_rate: float = options["message_rate"]
+        self.message_burst: int = options["message_burst"]
+        self.lock_new_rooms: bool = options["lock_new_rooms"]
+        self.max_affiliations: int = options["max_affiliations"]
+        self.hide_deleted_accounts_history: bool = options["hide_deleted_accounts_history"]
+        self.list_occupants: bool = options["list_occupants"]
+        self.max_page_size: int = options["archive_max_page_size"]
+        self.page_size: int = min(options["archive_page_size"], self.max_page_size)
+        self.store = module.open_keyval("muc_rooms")
+        self.archive = module.open_archive("muc")
+        self.rooms: dict[str, Room] = {}
+        self._loaded: trio.Event | None = None
+        self.forwarder = IqForwarder(self)
+
+    # ---- rooms and storage -----------------------------------------------------------------
+
+    async def ready(self) -> None:
+        """Load the persistent rooms once, before the first stanza is handled."""
+        if self._loaded is None:
+            self._loaded = trio.Event()
+            try:
+                for local in await self.store.users():
+                    doc = await self.store.get(local)
+                    if doc is not None:
+                        await self._restore(local, doc)
+            finally:
+                self._loaded.set()
+        await self._loaded.wait()
+
+    async def _restore(self, local: str, doc: dict) -> None:
+        config = RoomConfig.from_doc(doc.get("config", {}))
+        room = Room(self, f"{local}@{self.domain}", config, doc.get("creator", ""))
+        room.affiliations = dict(doc.get("affiliations", {}))
+        room.subject, room.subject_from = doc.get("subject", ""), doc.get("subject_from", "")
+        if config.history_length:
+            page = await self.archive.query(room.jid, limit=config.history_length, backward=True)
+            room.history.load([(i.timestamp, i.stanza_xml) for i in page.items])
+        self.rooms[local] = room
+
+    async def save(self, room: Room) -> None:
+        if room.config.persistent and self.rooms.get(room.local) is room:
+            doc = {
+                "config": room.config.to_doc(),
+                "affiliations": room.affiliations,
+                "subject": room.subject,
+                "subject_from": room.subject_from,
+                "creator": room.creator,
+            }
+            await self.store.set(room.local, doc)
+
+    async def forget(self, room: Room) -> None:
+        if self.rooms.get(room.local) is room:
+            del self.rooms[room.local]
+        await self.store.set(room.local, None)
+
+    async def room_emptied(self, room: Room) -> None:
+        """Temporary rooms (and rooms never configured) vanish with their last occupant."""
+        if not room.occupants and (not room.config.persistent or room.locked):
+            await self.forget(room)
+
+    def may_create(self, bare: JID) -> None:
+        """Creation policy and the rooms-per-user limit; MucError when refused."""
+        who = str(bare)
+        if self.creation == "local" and not isinstance(self.host.hosts.get(bare.domain), Host):
+            raise MucError("not-allowed", "only users of this server may create rooms")
+        owned = sum(1 for room in self.rooms.values() if room.creator == who)
+        if owned >= self.max_rooms_per_user:
+            raise MucError("policy-violation", f"at most {self.max_rooms_per_user} rooms per user")
+
+    def create(self, local: str, creator: JID) -> Room:
+        self.may_create(creator.bare)
+        config = RoomConfig(history_length=min(20, self.max_history))
+        room = Room(self, f"{local}@{self.domain}", config, str(creator.bare))
+        room.affiliations[str(creator.bare)] = "owner"
+        room.locked = self.lock_new_rooms
+        self.rooms[local] = room
+        return room
+
+    def allow_message(self, occupant: Occupant) -> bool:
+        """Token bucket per occupant: `message_rate` per second, bursts of `message_burst`."""
+        now = time.monotonic()
+        if occupant.tokens < 0:
+            occupant.tokens = float(self.message_burst)
+        else:
+            elapsed = now - occupant.last
+            occupant.tokens = min(self.message_burst, occupant.tokens + elapsed * self.message_rate)
+        occupant.last = now
+        if occupant.tokens < 1:
+            return False
+        occupant.tokens -= 1
+        return True
+
+    async def hidden_authors(self, authors: set[str]) -> frozenset[str]:
+        """Authors whose messages are not served any more (deleted accounts, by option)."""
+        return await archive.hidden_authors(self, authors)
+
+    async def archive_message(self, room: Room, stanza: Element, stanza_id: str) -> None:
+        xml = etree.tostring(stanza, encoding="unicode")
+        await self.archive.append(
+            room.jid, with_jid=stanza.get("from") or room.jid, stanza_xml=xml, stanza_id=stanza_id
+        )
+
+    # ---- sending ---------------------------------------------------------------------------
+
+    async def send(self, stanza: Element) -> None:
+        await self.component.route(None, stanza)
+
+    def deliver_to_full(self, real: str, stanza: Element) -> bool:
+        return self.pubsub.broadcast(session_topic(real), stanza) > 0
+
+    # ---- entry points ----------------------------------------------------------------------
+
+    def install(self) -> None:
+        events = self.component.events
+        events.hook("presence/full", self.on_occupant_presence, DELIVERY)
+        events.hook("presence/bare", self.on_room_presence, DELIVERY)
+        events.hook("presence/host", _ignore, DELIVERY)
+        events.hook("message/bare", self.on_room_message, DELIVERY)
+        events.hook("message/full", self.on_private_message, DELIVERY)
+        events.hook("message/host", self.on_service_message, DELIVERY)
+        events.hook("iq/host", self.on_service_iq, DELIVERY)
+        events.hook("iq/bare", self.on_room_iq, DELIVERY)
+        events.hook("iq/full", self.on_occupant_iq, DELIVERY)
+
+    async def on_occupant_presence(self, event: StanzaEvent) -> bool:
+        await self.ready()
+        to, real, stanza = event.to, event.sender, event.stanza
+        if to is None or real is None or real.resource is None:
+            return True
+        room = self.rooms.get(to.local or "")
+        type_ = stanza.get("type")
+        try:
+            if type_ is None:
+                await self._available(room, to, real, stanza)
+            elif room is not None and type_ in ("unavailable", "error"):
+                occupant = room.occupant_of(str(real))
+                if occupant is not None and occupant.nick == to.resource:
+                    status = get_child(stanza, ns.CLIENT, "status")
+                    await room.leave(str(real), status, "333" if type_ == "error" else None)
+        except MucError as exc:
+            await self._error(stanza, exc)
+        return True
+
+    async def _available(self, room: Room | None, to: JID, real: JID, stanza: Element) -> None:
+        nick = to.resource or ""
+        if room is None:
+            room = self.create(to.local or "", real)
+            try:
+                await room.join(real, nick, stanza, created=True)
+            except MucError:
+                await self.forget(room)
+                raise
+            return
+        occupant = room.occupant_of(str(real))
+        if occupant is None:
+            x = get_child(stanza, ns.MUC, "x")
+            password = get_child(x, ns.MUC, "password") if x is not None else None
+            secret = None if password is None else (password.text or "")
+            await room.join(real, nick, stanza, password=secret, history=parse_request(x))
+        else:
+            messages.check_rate(room, occupant)  # every update is broadcast to everyone
+            if occupant.nick == nick:
+                await room.update_presence(str(real), stanza)
+            else:
+                await room.change_nick(str(real), nick, stanza)
+
+    async def on_room_presence(self, event: StanzaEvent) -> bool:
+        if event.stanza.get("type") is None:  # §7.2.1: joining needs a nickname
+            await event.reply_error("jid-malformed", "a room nickname is required")
+        return True
+
+    async def on_room_message(self, event: StanzaEvent) -> bool:
+        await self.ready()
+        assert event.to is not None
+        stanza, type_ = event.stanza, event.stanza.get("type", "normal")
+        room = self.rooms.get(event.to.local or "")
+        if type_ == "error" or event.sender is None:
+            return True
+        try:
+            if room is None or room.locked:
+                raise MucError("item-not-found", "no such room")
+            x = get_child(stanza, ns.MUC_USER, "x")
+            form = get_child(stanza, ns.DATA_FORMS, "x")
+            if type_ == "groupchat":
+                await messages.groupchat(room, str(event.sender), stanza)
+            elif form is not None and voice.is_request(form):
+                await voice.handle(room, str(event.sender), form)
+            elif x is not None:
+                await messages.mediated(room, str(event.sender), x)
+            else:
+                raise MucError("bad-request", "send groupchat messages to the room")
+        except MucError as exc:
+            await self._error(stanza, exc)
+        return True
+
+    async def on_private_message(self, event: StanzaEvent) -> bool:
+        await self.ready()
+        assert event.to is not None
+        stanza = event.stanza
+        room = self.rooms.get(event.to.local or "")
+        if stanza.get("type") == "error" or event.sender is None:
+            return True
+        try:
+            if room is None:
+                raise MucError("item-not-found", "no such room")
+            await messages.private(room, str(event.sender), event.to.resource or "", stanza)
+        except MucError as exc:
+            await self._error(stanza, exc)
+        return True
+
+    async def on_service_message(self, event: StanzaEvent) -> bool:
+        if event.stanza.get("type") not in ("error", "groupchat", "headline"):
+            await event.reply_error("service-unavailable")
+        return True
+
+    async def on_service_iq(self, event: StanzaEvent) -> bool:
+        await self.ready()
+        child = _request(event)
+        if child is None:
+            return True
+        key = (event.stanza.get("type"), namespace_key(child))
+        if key == ("get", (ns.DISCO_INFO, "query")):
+            return await event.reply(disco.service_info(self, event.stanza))
+        if key == ("get", (ns.DISCO_ITEMS, "query")):
+            return await event.reply(disco.service_items(self, event.stanza))
+        if key == ("get", (ns.PING, "ping")):
+            return await event.reply(disco.result(event.stanza))
+        return await event.reply_error("service-unavailable")
+
+    async def on_room_iq(self, event: StanzaEvent) -> bool:
+        await self.ready()
+        child = _request(event)
+        if child is None or event.to is None or event.sender is None:
+            return True
+        room = self.rooms.get(event.to.local or "")
+        if room is None:
+            return await event.reply_error("item-not-found", "no such room")
+        try:
+            answer = await admin.handle(room, event.sender, event.stanza, child)
+        except MucError as exc:
+            await self._error(event.stanza, exc)
+            return True
+        return await event.reply(answer)
+
+    async def on_occupant_iq(self, event: StanzaEvent) -> bool:
+        """XEP-0410 self-ping is answered here; other iqs are forwarded to the occupant."""
+        await self.ready()
+        stanza, to, sender = event.stanza, event.to, event.sender
+        if to is None or sender is None:
+            return True
+        if stanza.get("type") in ("result", "error"):
+            await self.forwarder.answer(str(sender), stanza)
+            return True
+        child = _request(event)
+        if child is None:
+            return True
+        room = self.rooms.get(to.local or "")
+        occupant = room.occupant_of(str(sender)) if room is not None else None
+        if namespace_key(child) == (ns.PING, "ping") and (
+            occupant is None or occupant.nick == to.resource
+        ):
+            if occupant is None:
+                return await event.reply_error("not-acceptable", "you are not joined as that nick")
+            return await event.reply(disco.result(stanza))
+        try:
+            if room is None:
+                raise MucError("item-not-found", "no such room")
+            await self.forwarder.request(room, str(sender), to.resource or "", stanza)
+        except MucError as exc:
+            await self._error(stanza, exc)
+        return True
+
+    async def _error(self, stanza: Element, exc: MucError) -> None:
+        if stanza.get("type") != "error":
+            await self.send(error_reply(stanza, exc.condition, exc.text, exc.type))
+
+    # ---- Python API for other transports (JSON channels) -----------------------------------
+
+    async def join(self, room_jid: str, real: JID, nick: str, **kwargs: Any) -> Occupant:
+        """Enter (or create) a room without XML transport; MucError on refusal."""
+        await self.ready()
+        local = JID.parse(room_jid).local or ""
+        room = self.rooms.get(local)
+        to = JID.parse(f"{local}@{self.domain}/{nick}")
+        presence = make("presence")
+        if room is None:
+            await self._available(None, to, real, presence)
+            return self.rooms[local].occupants[nick]
+        return await room.join(real, nick, presence, **kwargs)
+
+
+async def _ignore(event: StanzaEvent) -> bool:
+    return True
+
+
+def _request(event: StanzaEvent) -> Element | None:
+    """The payload of an iq get/set; None for results and errors (nothing waits for them)."""
+    if event.stanza.get("type") not in ("get", "set"):
+        return None
+    return first_child(event.stanza)
+
+
+def namespace_key(child: Element) -> tuple[str, str]:
+    return namespace_of(child), local_name(child)

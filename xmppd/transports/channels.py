@@ -1,0 +1,389 @@
+"""JSON channels over HTTP: the trio shell around `ChannelSession` (xmppd/channels/session.py).
+
+Endpoints, as `phoenix.js` calls them (docs/channels.md):
+
+* `GET /socket/websocket?vsn=2.0.0&token=...`: one WebSocket, one text message per V2 frame.
+* `GET|POST /socket/longpoll?vsn=2.0.0&token=...`: Phoenix's long-poll fallback. The first GET
+  opens a session and answers `{"status": 410, "token": <session token>}`; later GETs carry
+  that token and wait up to `LONGPOLL_WINDOW` for frames (`{"status": 200, "messages": [...]}`
+  or `204`); POSTs carry client frames, one per line (ndjson). An unknown or ended session
+  token gets 410 (the client reconnects), a refused host-app token 403. Every answer is HTTP
+  200 with the status in the JSON body, as Phoenix's client reads it.
+* `GET|POST /credentials`: a host-app token (Authorization: Bearer, or `token=`) buys a
+  one-time XMPP password: `{"jid": ..., "password": ...}` (Converse.js `credentials_url`).
+
+The host-app token comes from the `X-Phoenix-AuthToken` header, the `base64url.bearer.phx.`
+WebSocket subprotocol (phoenix.js `authToken`), or the `token` query parameter (`params`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import h11
+import trio
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError
+
+from auth.tokens import Claims, TokenError
+
+from ..channels.session import ChannelError, ChannelSession
+from ..protocol.channels import FrameError
+from ..protocol.websocket import accept_key, origin_allowed
+from .http import HttpError, Request
+
+if TYPE_CHECKING:
+    from .http import HttpConnection, Web
+
+log = logging.getLogger("xmppd.channels")
+WEBSOCKET_PATH = "/socket/websocket"
+LONGPOLL_PATH = "/socket/longpoll"
+CREDENTIALS_PATH = "/credentials"
+PATHS = (WEBSOCKET_PATH, LONGPOLL_PATH, CREDENTIALS_PATH)
+LONGPOLL_WINDOW = 10.0  # seconds a poll is held, and twice that ends an unpolled session
+BEARER_PROTOCOL = "base64url.bearer.phx."
+_SESSION_PREFIX = "lp."
+RECEIVE_SIZE = 16 * 1024
+
+
+async def handle(conn: HttpConnection, request: Request) -> tuple[int, list, bytes]:
+    web = conn.web
+    if request.method == "OPTIONS":
+        return _preflight(web, request)
+    web.check_encryption(request)  # a token is as good as a password
+    if request.path == WEBSOCKET_PATH:
+        await _websocket(conn, request)
+        return 101, [], b""
+    manager = _manager(web)
+    if request.path == LONGPOLL_PATH:
+        return await manager.longpoll(request)
+    return manager.credentials(request)
+
+
+def _preflight(web: Web, request: Request) -> tuple[int, list, bytes]:
+    cors = web.cors_headers(request)
+    if not cors:
+        raise HttpError(403, "cross-origin requests from this origin are not allowed")
+    allow = "Content-Type, Authorization, X-Phoenix-AuthToken"
+    methods = "GET, POST, OPTIONS"
+    return (
+        204,
+        [*cors, ("Access-Control-Allow-Methods", methods)]
+        + [
+            ("Access-Control-Allow-Headers", allow),
+            ("Access-Control-Max-Age", "86400"),
+        ],
+        b"",
+    )
+
+
+def _params(request: Request) -> list[tuple[str, str]]:
+    return parse_qsl(request.query, keep_blank_values=True)
+
+
+def app_token(request: Request) -> str | None:
+    """The host app's token; a long-poll session token is not one."""
+    header = request.headers.get("x-phoenix-authtoken")
+    if header:
+        return header
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    for offered in request.headers.get("sec-websocket-protocol", "").split(","):
+        offered = offered.strip()
+        if offered.startswith(BEARER_PROTOCOL):
+            encoded = offered[len(BEARER_PROTOCOL) :]
+            try:
+                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except ValueError:
+                return None
+    for key, value in _params(request):
+        if key == "token" and value != "null" and not value.startswith(_SESSION_PREFIX):
+            return value
+    return None
+
+
+def verify(web: Web, request: Request) -> Claims:
+    token = app_token(request)
+    if token is None:
+        log.warning("refused a channel request from %s: no token", request.peer)
+        raise HttpError(401, "a host-application token is required")
+    try:
+        return web.server.token_verifier.verify(token)
+    except TokenError as exc:
+        log.warning("refused a token from %s: %s", request.peer, exc)
+        raise HttpError(403, f"token refused: {exc}") from None
+
+
+# ---- WebSocket ----------------------------------------------------------------------------------
+
+
+def _upgrade_headers(web: Web, request: Request) -> list[tuple[str, str]]:
+    headers = request.headers
+    if request.method != "GET" or "websocket" not in headers.get("upgrade", "").lower():
+        raise HttpError(426, "this endpoint speaks WebSocket", [("Upgrade", "websocket")])
+    if headers.get("sec-websocket-version", "").strip() != "13":
+        raise HttpError(426, "WebSocket version 13 is required", [("Sec-WebSocket-Version", "13")])
+    key = headers.get("sec-websocket-key", "").strip()
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        valid = False
+    if not valid:
+        raise HttpError(400, "Sec-WebSocket-Key is not a base64 16-byte nonce")
+    origin = headers.get("origin")
+    host = headers.get("host", "")
+    if origin is not None and not origin_allowed(
+        origin, web.config["origins"], host, request.scheme
+    ):
+        raise HttpError(403, f"origin {origin} is not allowed")
+    out = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+    out.append(("Sec-WebSocket-Accept", accept_key(key)))
+    if "phoenix" in [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]:
+        out.append(("Sec-WebSocket-Protocol", "phoenix"))
+    return out
+
+
+async def _websocket(conn: HttpConnection, request: Request) -> None:
+    web = conn.web
+    upgrade = _upgrade_headers(web, request)
+    claims = verify(web, request)
+    web.acquire_session(request.peer)
+    try:
+        session = _open(web, claims, request)
+        await conn._send(h11.InformationalResponse(status_code=101, headers=upgrade))
+        trailing, _closed = conn.h11.trailing_data
+        ws = Connection(ConnectionType.SERVER, trailing_data=trailing)
+        log.info("%s over WebSocket from %s", session.id, request.peer)
+        await WebSocketChannel(conn.stream, ws, session, web.limits).serve()
+    finally:
+        web.release_session(request.peer)
+
+
+def _open(web: Web, claims: Claims, request: Request) -> ChannelSession:
+    try:
+        return ChannelSession(web.server, claims, request.peer, web.limits)
+    except ChannelError as exc:
+        raise HttpError(403, str(exc)) from None
+
+
+class WebSocketChannel:
+    def __init__(
+        self, stream: Any, ws: Connection, session: ChannelSession, limits: dict[str, Any]
+    ) -> None:
+        self.stream, self.ws, self.session, self.limits = stream, ws, session, limits
+        self.close_code = 1000
+
+    async def serve(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                await self._reader()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.session.close()
+                await self._close()
+
+    async def _reader(self) -> None:
+        limits = self.limits
+        rate = limits["messages_per_second"]
+        tokens, stamp = float(rate), trio.current_time()
+        pending: list[str] = []
+        while True:
+            with trio.move_on_after(limits["idle_timeout"]) as idle:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return
+            if idle.cancelled_caught:
+                log.info("%s: no heartbeat for %ss", self.session.id, limits["idle_timeout"])
+                return
+            self.ws.receive_data(data or None)
+            if not data:
+                return
+            for event in self.ws.events():
+                if isinstance(event, TextMessage):
+                    pending.append(event.data)
+                    if sum(map(len, pending)) > limits["max_message_bytes"]:
+                        self.close_code = 1009
+                        return
+                    if not event.message_finished:
+                        continue
+                    text = "".join(pending)
+                    pending.clear()
+                    try:
+                        await self.session.receive(text)
+                    except FrameError as exc:
+                        log.info("%s: bad frame: %s", self.session.id, exc)
+                        self.close_code = 1007
+                        return
+                    now = trio.current_time()
+                    tokens = min(float(rate), tokens + (now - stamp) * rate) - 1
+                    stamp = now
+                    if tokens < 0:
+                        await trio.sleep(-tokens / rate)
+                elif isinstance(event, BytesMessage):
+                    self.close_code = 1003  # V2 binary pushes are not used here
+                    return
+                elif isinstance(event, Ping):
+                    await self.stream.send_all(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    return
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                try:
+                    batch = await self.session.outbox.get_batch()
+                except trio.EndOfChannel:
+                    break
+                if self.ws.state is not ConnectionState.OPEN:
+                    break
+                data = b"".join(self.ws.send(Message(data=str(text))) for text in batch)
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        # The outbox closed (overflow) or the socket broke: stop reading too.
+        await trio.aclose_forcefully(self.stream)
+
+    async def _close(self) -> None:
+        with trio.move_on_after(2):
+            try:
+                if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+                    await self.stream.send_all(self.ws.send(CloseConnection(code=self.close_code)))
+            except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            except OSError:
+                pass
+        await trio.aclose_forcefully(self.stream)
+
+
+# ---- long-poll and credentials -------------------------------------------------------------------
+
+
+class LongPollSession:
+    __slots__ = ("session", "token", "peer", "last_seen", "lock")
+
+    def __init__(self, session: ChannelSession, peer: str) -> None:
+        self.session, self.peer = session, peer
+        self.token = _SESSION_PREFIX + secrets.token_urlsafe(24)
+        self.last_seen = trio.current_time()
+        self.lock = trio.Lock()
+
+
+class ChannelManager:
+    """Long-poll sessions by token, their sweeper, and the credentials endpoint."""
+
+    def __init__(self, web: Web) -> None:
+        self.web = web
+        self.sessions: dict[str, LongPollSession] = {}
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(1)
+            now = trio.current_time()
+            for token, lp in list(self.sessions.items()):
+                idle = now - lp.last_seen > 2 * LONGPOLL_WINDOW and not lp.lock.locked()
+                if idle or lp.session.outbox.closed:
+                    await self._end(token)
+
+    async def _end(self, token: str) -> None:
+        lp = self.sessions.pop(token, None)
+        if lp is not None:
+            await lp.session.close()
+            self.web.release_session(lp.peer)
+
+    def _reply(self, request: Request, body: dict[str, Any]) -> tuple[int, list, bytes]:
+        headers = [("Content-Type", "application/json"), *self.web.cors_headers(request)]
+        return 200, headers, json.dumps(body).encode()
+
+    def _session(self, request: Request) -> LongPollSession | None:
+        for key, value in _params(request):
+            if key == "token" and value.startswith(_SESSION_PREFIX):
+                return self.sessions.get(value)
+        return None
+
+    async def longpoll(self, request: Request) -> tuple[int, list, bytes]:
+        if request.method not in ("GET", "POST"):
+            raise HttpError(405, "use GET or POST", [("Allow", "GET, POST, OPTIONS")])
+        lp = self._session(request)
+        if lp is not None and lp.peer != request.peer:
+            lp = None  # a session token is only good from where it was opened
+        if request.method == "POST":
+            if lp is None:
+                return self._reply(request, {"status": 410})
+            return await self._post(request, lp)
+        if lp is None:
+            return self._open(request)
+        async with lp.lock:
+            lp.last_seen = trio.current_time()
+            messages: list[Any] = []
+            with trio.move_on_after(LONGPOLL_WINDOW):
+                try:
+                    messages = await lp.session.outbox.get_batch()
+                except trio.EndOfChannel:
+                    await self._end(lp.token)
+                    return self._reply(request, {"status": 410})
+            lp.last_seen = trio.current_time()
+        if not messages:
+            return self._reply(request, {"status": 204, "token": lp.token})
+        return self._reply(request, {"status": 200, "token": lp.token, "messages": messages})
+
+    def _open(self, request: Request) -> tuple[int, list, bytes]:
+        try:
+            claims = verify(self.web, request)
+        except HttpError as exc:
+            log.info("long-poll from %s refused: %s", request.peer, exc.text)
+            return self._reply(request, {"status": 403, "reason": exc.text})
+        self.web.acquire_session(request.peer)
+        try:
+            lp = LongPollSession(_open(self.web, claims, request), request.peer)
+        except HttpError:
+            self.web.release_session(request.peer)
+            raise
+        self.sessions[lp.token] = lp
+        log.info("%s over long-poll from %s", lp.session.id, request.peer)
+        return self._reply(request, {"status": 410, "token": lp.token})
+
+    async def _post(self, request: Request, lp: LongPollSession) -> tuple[int, list, bytes]:
+        lp.last_seen = trio.current_time()
+        try:
+            text = request.body.decode()
+        except UnicodeDecodeError:
+            return self._reply(request, {"status": 400})
+        try:
+            for line in text.split("\n"):
+                if line.strip():
+                    await lp.session.receive(line)
+        except FrameError as exc:
+            log.info("%s: bad frame: %s", lp.session.id, exc)
+            await self._end(lp.token)
+            return self._reply(request, {"status": 400, "reason": str(exc)})
+        return self._reply(request, {"status": 200, "token": lp.token})
+
+    def credentials(self, request: Request) -> tuple[int, list, bytes]:
+        """A one-time XMPP password for the token's user (Converse.js `credentials_url`)."""
+        if request.method not in ("GET", "POST"):
+            raise HttpError(405, "use GET or POST", [("Allow", "GET, POST, OPTIONS")])
+        claims = verify(self.web, request)
+        if claims.role == "guest":
+            raise HttpError(403, "guest tokens cannot log in over XMPP")
+        if claims.jid.partition("@")[2] not in self.web.server.hosts:
+            raise HttpError(403, "that user's domain is not served here")
+        password = self.web.server.credentials.issue(claims.jid)
+        log.info("issued a one-time XMPP password for %s (app %s)", claims.jid, claims.app)
+        return self._reply(request, {"jid": claims.jid, "password": password})
+
+
+def _manager(web: Web) -> ChannelManager:
+    manager = getattr(web, "channels", None)
+    if manager is None:
+        raise HttpError(503, "channels are not running")
+    return manager
