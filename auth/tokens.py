@@ -134,12 +134,13 @@ class TokenVerifier:
             domain = app.get("domain") or default_domain
             self.apps[name] = App(name, algorithm, key, audience, domain)
 
-    def verify(self, token: str, now: float | None = None) -> Claims:
+    def verify(self, token: str, now: float | None = None, peer: str = "") -> Claims:
+        """The token's claims, or TokenError (logged, with the client's address if given)."""
         try:
             app, claims = self._open(token.strip())
             return self._check(app, claims, time.time() if now is None else now)
         except TokenError as exc:
-            log.warning("refused a host-app token: %s", exc)
+            log.warning("refused a host-app token%s: %s", f" from {peer}" if peer else "", exc)
             raise
 
     def _open(self, token: str) -> tuple[App, dict[str, Any]]:

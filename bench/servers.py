@@ -109,10 +109,18 @@ class Server:
     name = "server"
 
     def __init__(
-        self, accounts: Accounts, *, tls: bool, core: int = 1, nice: int = 0, keep: bool = False
+        self,
+        accounts: Accounts,
+        *,
+        tls: bool,
+        core: int = 1,
+        nice: int = 0,
+        keep: bool = False,
+        muc: bool = False,
     ):
         self.accounts = accounts
         self.tls = tls
+        self.muc = muc  # a MUC service on conference.localhost, limits above the account count
         self.core = core
         self.nice = nice
         self.keep = keep
@@ -193,6 +201,12 @@ network_settings = {{ nagle = false }}
 VirtualHost "localhost"
 """
 
+# Prosody 0.12's own MUC has no occupant or message-rate limit (those are community modules,
+# not installed); new rooms are locked until configured, as in xmppd.
+PROSODY_MUC_CFG = """
+Component "conference.localhost" "muc"
+"""
+
 
 def _lua_string(raw: bytes) -> str:
     """A Lua string literal; Lua's `\\ddd` escapes are decimal."""
@@ -230,6 +244,8 @@ class Prosody(Server):
             require_tls="true" if self.tls else "false", cert=self.cert, key=self.key,
             extra=self.extra_config,
         )  # fmt: skip
+        if self.muc:
+            cfg += PROSODY_MUC_CFG
         (self.dir / "prosody.cfg.lua").write_text(cfg)
         write_prosody_accounts(self.accounts, self.dir / "data")
 
@@ -272,6 +288,15 @@ require_encryption = {require_tls}
 connections_per_ip = {max_conn}
 """
 
+# xmppd's MUC (on by default) limits occupants per room and messages per occupant: raised far
+# above what a benchmark sends, so that only the fan-out is measured.
+XMPPD_MUC_CFG = """
+[modules.muc]
+max_occupants = {max_occupants}
+message_rate = 100000.0
+message_burst = 100000
+"""
+
 
 class Xmppd(Server):
     name = "xmppd"
@@ -281,6 +306,8 @@ class Xmppd(Server):
             dir=self.dir, port=self.port, cert=self.cert, key=self.key,
             require_tls="true" if self.tls else "false", max_conn=self.accounts.count + 1000,
         )  # fmt: skip
+        if self.muc:
+            cfg += XMPPD_MUC_CFG.format(max_occupants=self.accounts.count + 10)
         (self.dir / "xmppd.toml").write_text(cfg)
         (self.dir / "data").mkdir()
         self.write_accounts()
@@ -478,9 +505,11 @@ SERVERS: dict[str, type[Server]] = {
 
 
 def main() -> int:
-    """`python bench/servers.py NAME [COUNT] [--tls] [--keep]`: run one server until Ctrl-C."""
+    """`python bench/servers.py NAME [COUNT] [--tls] [--keep] [--muc]`: run one server until
+    Ctrl-C."""
     name, count = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 10
-    server = SERVERS[name](Accounts(count), tls="--tls" in sys.argv, keep="--keep" in sys.argv)
+    flags = {"tls": "--tls" in sys.argv, "keep": "--keep" in sys.argv, "muc": "--muc" in sys.argv}
+    server = SERVERS[name](Accounts(count), **flags)
     server.start()
     print(f"{name} pid={server.pid} port={server.port} dir={server.dir}", flush=True)
     try:

@@ -187,7 +187,7 @@ def test_refusals_over_http_are_clear_and_logged(web: ServerProcess) -> None:
     assert fetch(web, "/credentials")[0] == 401
     log = web.log_text()
     for reason in cases:
-        assert f"refused a host-app token: {reason}" in log
+        assert f"refused a host-app token from 127.0.0.1: {reason}" in log
 
 
 def test_a_token_replayed_after_expiry_is_refused(web: ServerProcess) -> None:

@@ -58,6 +58,7 @@ class ChannelSession:
             on_overflow=self._overflowed,
         )
         self.rooms: dict[str, Any] = {}  # topic -> MucService
+        self._held: dict[str, list[dict]] = {}  # room history arriving before the join reply
         self.user_joined = False
         self.closed = False
         self.server.pubsub.subscribe(session_topic(self.full), self)
@@ -113,21 +114,23 @@ class ChannelSession:
             raise ChannelError("nick and password are strings")
         topic = join.topic
         self.rooms[topic] = service  # before joining: the welcome stanzas are ours
+        self._held[topic] = []
         try:
             if password is None:
                 await service.join(room_jid, self.jid, nick)
             else:
                 await service.join(room_jid, self.jid, nick, password=password)
-        except MucError as exc:
+        except (MucError, JIDError) as exc:
             del self.rooms[topic]
-            raise ChannelError(exc.condition) from None
-        except JIDError:
-            del self.rooms[topic]
-            raise ChannelError("jid-malformed") from None
+            raise ChannelError(getattr(exc, "condition", "jid-malformed")) from None
+        finally:
+            held = self._held.pop(topic)
         self.protocol.accept(join, {"nick": nick})
         self.server.pubsub.subscribe(room_topic(room_jid), self)
         state = self.server.tracker.list(room_topic(room_jid))
         self.protocol.push(topic, "presence_state", self._presences(topic, state))
+        for payload in held:  # history, after the reply and the state, as clients expect
+            self.protocol.push(topic, "new_msg", payload)
 
     def _room_service(self, ident: str) -> tuple[str, Any]:
         try:
@@ -235,7 +238,10 @@ class ChannelSession:
             delay = stanza.find(_DELAY)
             if delay is not None:
                 payload["stamp"] = delay.get("stamp")
-            self.protocol.push(topic, "new_msg", payload)
+            if topic in self._held:
+                self._held[topic].append(payload)
+            else:
+                self.protocol.push(topic, "new_msg", payload)
         elif self.user_joined or topic in self.rooms:  # 1:1 (or a private message in a room)
             payload = {"from": sender, "body": body, "type": stanza.get("type", "normal")}
             self.protocol.push(f"user:{self.bare}", "new_msg", payload)

@@ -2,7 +2,8 @@
 
 - Only the owner publishes, retracts, configures, deletes and purges (to its own bare JID or
   with no `to`); others may only retrieve items, as the node's access model allows (§6.5.9):
-  open = anyone, presence = contacts with subscription from/both, whitelist = the owner alone.
+  open = anyone, presence = contacts with subscription from/both, whitelist = the owner and
+  the JIDs it gave the member affiliation (§8.9). disco#items lists the readable nodes.
 - Nodes are created on first publish (§7.1.4 auto-create), configured by publish-options;
   on an existing node the options are preconditions: a mismatch is `conflict` +
   `precondition-not-met` (§7.1.5).
@@ -252,7 +253,8 @@ def install(module: Module, pep: Pep) -> None:
             return None
         if name == "affiliations":
             return await affiliations(pep, owner, action, type_ or "")  # type: ignore[arg-type]
-        raise PubsubError("feature-not-implemented", "unsupported", feature="subscribe")
+        feature = "manage-subscriptions" if name == "subscriptions" else "config-node"
+        raise PubsubError("feature-not-implemented", "unsupported", feature=feature)
 
     async def get_items(event: StanzaEvent, pubsub: Element) -> Element:
         assert event.sender is not None
@@ -343,7 +345,11 @@ def install_bookmarks(module: Module, pep: Pep) -> None:
     async def sync(event: StanzaEvent, owner: str, wanted: dict[str, Element]) -> bool:
         options = {**bookmarks.NODE_CONFIG, "max_items": pep.max_items}
         try:
-            exists = ns.BOOKMARKS in await pep.store.nodes(local_of(owner))
+            config = (await pep.store.nodes(local_of(owner))).get(ns.BOOKMARKS)
+            exists = config is not None
+            if config is not None and config["max_items"] < len(wanted):
+                limit = f"the bookmarks node keeps {config['max_items']} items"
+                return await event.reply_error("not-acceptable", limit)
             old = dict((i, x) for i, x in await current(owner))
             for jid, conference in wanted.items():
                 if old.get(jid) != serialize(conference):

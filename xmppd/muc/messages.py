@@ -26,7 +26,8 @@ def _sender(room: Room, real: str) -> Occupant:
 
 
 async def groupchat(room: Room, real: str, stanza: Element) -> None:
-    """Reflect a message to every occupant; messages with a body go to history and archive."""
+    """Reflect a message to every occupant; messages with a body go to history and archive;
+    a retraction (XEP-0424) of the sender's own message tombstones it first."""
     occupant = _sender(room, real)
     if occupant.role == "visitor":
         raise MucError("forbidden", "you have no voice in this room")
@@ -49,17 +50,21 @@ async def groupchat(room: Room, real: str, stanza: Element) -> None:
     for forged in out.findall(_X_USER):  # only the room speaks for real JIDs
         out.remove(forged)
     if body is not None or retract is not None:  # retractions are archived too (XEP-0424 §6)
-        stanza_id = str(uuid.uuid4())
-        if not out.get("id"):
-            out.set("id", stanza_id)  # a tombstone names its retraction by this id
-        sub(out, ns.SID, "stanza-id", id=stanza_id, by=room.jid)
-        real_affiliation = room.affiliation(occupant.bare)
-        archived = with_author(out, real, real_affiliation, occupant.role)
-        await room.service.archive_message(room, archived, stanza_id)
-        room.history.add(out, author=occupant.bare)
+        await _keep(room, occupant, real, out)
     if target is not None:
         await moderation.tombstone(room, *target, moderation.retracted_by_author(out))
     room.service.pubsub.broadcast(room.topic, RoomMessage(out))
+
+
+async def _keep(room: Room, occupant: Occupant, real: str, out: Element) -> None:
+    """Stamp the room's stanza-id, archive with the author's real JID, add to history."""
+    stanza_id = str(uuid.uuid4())
+    if not out.get("id"):
+        out.set("id", stanza_id)  # a tombstone names its retraction by this id
+    sub(out, ns.SID, "stanza-id", id=stanza_id, by=room.jid)
+    archived = with_author(out, real, room.affiliation(occupant.bare), occupant.role)
+    await room.service.archive_message(room, archived, stanza_id)
+    room.history.add(out, author=occupant.bare)
 
 
 def check_rate(room: Room, occupant: Occupant) -> None:

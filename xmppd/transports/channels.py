@@ -115,9 +115,8 @@ def verify(web: Web, request: Request) -> Claims:
         log.warning("refused a channel request from %s: no token", request.peer)
         raise HttpError(401, "a host-application token is required")
     try:
-        return web.server.token_verifier.verify(token)
-    except TokenError as exc:
-        log.warning("refused a token from %s: %s", request.peer, exc)
+        return web.server.token_verifier.verify(token, peer=request.peer)
+    except TokenError as exc:  # logged by the verifier
         raise HttpError(403, f"token refused: {exc}") from None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from slixmpp.exceptions import IqError
-from support import run
+from support import ServerProcess, run
 
 SID = "urn:xmpp:sid:0"
 RETRACT = "urn:xmpp:message-retract:1"
@@ -159,5 +159,96 @@ def test_moderator_retracts_with_reason(muc) -> None:
         assert again.value.condition == "item-not-found"
         for client in (a, b, c, d):
             await client.close()
+
+    run(scenario())
+
+
+def test_retractions_survive_a_restart(muc, tmp_path) -> None:
+    """A server of its own: after a restart the history still lacks the retracted message, and
+    authorship is still known (it is read from the archive)."""
+    server = ServerProcess(tmp_path)
+    server.start()
+    helper = type(muc)(server)
+    alice, bob, carol = helper.users("alice", "bob", "carol")
+    room = "lasting@conference.localhost"
+    ids: dict[str, str] = {}
+
+    async def first() -> None:
+        a, b = await helper.login(alice), await helper.login(bob)
+        await helper.create(a, room, "Alice", persistentroom="1")
+        await helper.join(b, room, "Bob")
+        await helper.drain(a)
+        ids["keep"] = await say(helper, b, room, "keep", a)
+        ids["oops"] = await say(helper, b, room, "oops", a)
+        msg = b.make_message(mto=room, mtype="groupchat")
+        ET.SubElement(msg.xml, f"{{{RETRACT}}}retract", id=ids["oops"])
+        msg.send()
+        await helper.next(a, is_retraction)
+        await a.close()
+        await b.close()
+
+    async def second() -> None:
+        b, c = await helper.login(bob), await helper.login(carol)
+        got = await helper.join(c, room, "Carol")
+        assert helper.bodies(got) == ["keep"]
+        await helper.join(b, room, "Bob")
+        await helper.drain(c)
+        msg = b.make_message(mto=room, mtype="groupchat")
+        ET.SubElement(msg.xml, f"{{{RETRACT}}}retract", id=ids["keep"])
+        msg.send()
+        assert (await helper.next(c, is_retraction))["retract"]["id"] == ids["keep"]
+        results, _answer = await helper.mam(c, room)
+        tombstones = [m.find(f"{{{RETRACT}}}retracted") is not None for m in results]
+        targets = [m.find(f"{{{RETRACT}}}retract").get("id") for m in results[2:]]
+        assert tombstones == [True, True, False, False]
+        assert targets == [ids["oops"], ids["keep"]]
+        await b.close()
+        await c.close()
+
+    try:
+        run(first())
+        server.stop()
+        server.start()
+        run(second())
+    finally:
+        server.stop()
+
+
+def test_bad_moderation_and_archive_requests(muc) -> None:
+    (alice,) = muc.users("alice")
+    room = muc.room()
+
+    def condition(answer: ET.Element) -> str:
+        error = answer.find("{jabber:client}error")
+        return next(c.tag.split("}")[1] for c in error if not c.tag.endswith("}text"))
+
+    async def scenario() -> None:
+        a = await muc.login(alice)
+        await muc.create(a, room, "Alice")
+        cases = [
+            ("moderate", {}, True, "bad-request"),  # no id
+            ("moderate", {"id": "x"}, False, "feature-not-implemented"),  # not a retraction
+        ]
+        for name, attrs, retract, expected in cases:
+            iq = ET.Element("{jabber:client}iq", type="set", to=room)
+            el = ET.SubElement(iq, f"{{{MODERATE}}}{name}", **attrs)
+            if retract:
+                ET.SubElement(el, f"{{{RETRACT}}}retract")
+            assert condition(await muc.raw_iq(a, iq)) == expected
+        # A malformed archive query: an unknown field.
+        iq = ET.Element("{jabber:client}iq", type="set", to=room)
+        x = ET.SubElement(ET.SubElement(iq, "{urn:xmpp:mam:2}query"), "{jabber:x:data}x")
+        x.set("type", "submit")
+        field = ET.SubElement(x, "{jabber:x:data}field", var="FORM_TYPE")
+        ET.SubElement(field, "{jabber:x:data}value").text = "urn:xmpp:mam:2"
+        ET.SubElement(x, "{jabber:x:data}field", var="nonsense")
+        assert condition(await muc.raw_iq(a, iq)) == "feature-not-implemented"
+        # A retraction without an id.
+        msg = a.make_message(mto=room, mtype="groupchat")
+        ET.SubElement(msg.xml, f"{{{RETRACT}}}retract")
+        msg.send()
+        error = await muc.next(a, lambda s: s.name == "message" and s["type"] == "error")
+        assert muc.error_condition(error) == "bad-request"
+        await a.close()
 
     run(scenario())

@@ -160,6 +160,15 @@ def test_room_presence_diffs_and_messages_with_an_xmpp_occupant(web: ServerProce
         xmpp.send_message(mto=room, mbody="from xmpp", mtype="groupchat")
         msg = await chan.expect(topic, "new_msg")
         assert msg[4]["from"] == "Xmpp" and msg[4]["body"] == "from xmpp" and msg[4]["id"]
+        late = await open_channel(web, token("late", rooms=[room]))
+        await late.send(None, topic, "phx_join", {})
+        order = [json.loads(await asyncio.wait_for(late.ws.recv(), 5)) for _ in range(3)]
+        assert [f[3] for f in order] == ["phx_reply", "presence_state", "new_msg"]
+        assert order[2][4]["body"] == "from xmpp" and order[2][4]["stamp"]  # history
+        await late.ws.close()
+        came = await chan.expect(topic, "presence_diff")
+        went = await chan.expect(topic, "presence_diff")
+        assert list(came[4]["joins"]) == ["late"] and list(went[4]["leaves"]) == ["late"]
         ref = await chan.send(join_ref, topic, "new_msg", {"body": ""})
         frame = await chan.expect(topic, "phx_reply")
         assert frame[1] == ref and frame[4]["status"] == "error"
