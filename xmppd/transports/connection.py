@@ -317,21 +317,26 @@ class ByteStreamConnection:
     # ---- called by the sweeper once a second ----------------------------------------------------
 
     def check(self, now: float) -> None:
-        session = self._session
-        if session is None:
-            return
-        limits = self.limits
-        if not session.established:
-            if now - self.opened_at > limits["login_timeout"]:
-                session.kill("connection-timeout", "login took too long")
-            return
-        idle = now - self.last_input
-        if idle >= limits["idle_timeout"]:
-            session.timed_out()
-            return
-        if idle >= limits["keepalive_interval"] and now >= self.keepalive_due:
-            self.keepalive_due = now + limits["keepalive_interval"]
-            session.keepalive()
+        check_timers(self, now)
+
+
+def check_timers(connection: Any, now: float) -> None:
+    """Login deadline, idle timeout and keepalives of one connection (any transport with
+    `_session`, `limits`, `opened_at`, `last_input` and `keepalive_due`)."""
+    session = connection._session
+    if session is None:
+        return
+    limits = connection.limits
+    if not session.established:
+        if now - connection.opened_at > limits["login_timeout"]:
+            session.kill("connection-timeout", "login took too long")
+        return
+    idle = now - connection.last_input
+    if idle >= limits["idle_timeout"]:
+        session.timed_out()
+    elif idle >= limits["keepalive_interval"] and now >= connection.keepalive_due:
+        connection.keepalive_due = now + limits["keepalive_interval"]
+        session.keepalive()
 
 
 class Sweeper:

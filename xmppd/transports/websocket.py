@@ -25,7 +25,7 @@ from wsproto.utilities import LocalProtocolError
 from pubsub import Mailbox
 
 from ..protocol.websocket import messages
-from .connection import ConnectionLost, Sweeper
+from .connection import ConnectionLost, Sweeper, check_timers
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -226,20 +226,7 @@ class WebSocketConnection:
     # ---- timers (the c2s Sweeper calls this once a second) ------------------------------------
 
     def check(self, now: float) -> None:
-        session = self._session
-        if session is None:
-            return
-        limits = self.limits
-        if not session.established:
-            if now - self.opened_at > limits["login_timeout"]:
-                session.kill("connection-timeout", "login took too long")
-            return
-        idle = now - self.last_input
-        if idle >= limits["idle_timeout"]:
-            session.timed_out()
-        elif idle >= limits["keepalive_interval"] and now >= self.keepalive_due:
-            self.keepalive_due = now + limits["keepalive_interval"]
-            session.keepalive()
+        check_timers(self, now)
 
     def _id(self) -> str:
         return self._session.id if self._session is not None else self.peer
