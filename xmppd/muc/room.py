@@ -23,6 +23,7 @@ from .config import RoomConfig
 from .history import History, Request
 
 if TYPE_CHECKING:
+    from ..ratelimit import TokenBucket
     from .service import MucService
 
 ROLE_RANK = {"none": 0, "visitor": 1, "participant": 2, "moderator": 3}
@@ -62,13 +63,13 @@ class Seat:
 
 
 class Occupant:
-    __slots__ = ("nick", "bare", "role", "seats", "presence", "tokens", "last")
+    __slots__ = ("nick", "bare", "role", "seats", "presence", "rate")
 
     def __init__(self, nick: str, bare: str, role: str) -> None:
         self.nick, self.bare, self.role = nick, bare, role
         self.seats: dict[str, Seat] = {}
         self.presence: Element = make("presence")
-        self.tokens, self.last = -1.0, 0.0  # message rate bucket (service.allow_message)
+        self.rate: TokenBucket | None = None  # made at the first message (service.allow_message)
 
 
 class Room:

@@ -27,6 +27,7 @@ from ..protocol.stanza import (
     make,
     namespace_of,
 )
+from ..ratelimit import TokenBucket
 from ..router import DELIVERY, StanzaEvent
 from . import admin, archive, disco, messages, voice
 from .component import Component
@@ -135,16 +136,9 @@ class MucService:
     def allow_message(self, occupant: Occupant) -> bool:
         """Token bucket per occupant: `message_rate` per second, bursts of `message_burst`."""
         now = time.monotonic()
-        if occupant.tokens < 0:
-            occupant.tokens = float(self.message_burst)
-        else:
-            elapsed = now - occupant.last
-            occupant.tokens = min(self.message_burst, occupant.tokens + elapsed * self.message_rate)
-        occupant.last = now
-        if occupant.tokens < 1:
-            return False
-        occupant.tokens -= 1
-        return True
+        if occupant.rate is None:
+            occupant.rate = TokenBucket(self.message_rate, self.message_burst, now)
+        return occupant.rate.allow(now)
 
     async def hidden_authors(self, authors: set[str]) -> frozenset[str]:
         """Authors whose messages are not served any more (deleted accounts, by option)."""

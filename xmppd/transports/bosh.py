@@ -23,6 +23,7 @@ from ..protocol import bosh as proto
 from ..protocol.bosh import BoshError
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element
+from ..ratelimit import TokenBucket
 from ..session import Session
 from .connection import ConnectionLost
 from .http import HttpError, Request
@@ -60,8 +61,7 @@ class BoshConnection:
         "session",
         "_held",
         "_turn",
-        "_tokens",
-        "_stamp",
+        "_bucket",
     )
 
     def __init__(self, web: Web, peer: str, body: Element, rid: int) -> None:
@@ -86,7 +86,8 @@ class BoshConnection:
         self.session: Session | None = None
         self._held: trio.CancelScope | None = None
         self._turn = trio.Condition()  # wakes requests waiting for their rid
-        self._tokens, self._stamp = float(cfg["messages_per_second"]), trio.current_time()
+        rate = cfg["messages_per_second"]
+        self._bucket = TokenBucket(rate, rate, trio.current_time())
         self.mailbox = Mailbox(
             max_items=self.limits["queued_stanzas"],
             max_bytes=self.limits["queued_bytes"],
@@ -166,12 +167,9 @@ class BoshConnection:
 
     async def _pace(self) -> None:
         """`messages_per_second` for requests: faster clients are slowed down, not refused."""
-        rate = self.limits["messages_per_second"]
-        now = trio.current_time()
-        self._tokens = min(float(rate), self._tokens + (now - self._stamp) * rate) - 1
-        self._stamp = now
-        if self._tokens < 0:
-            await trio.sleep(-self._tokens / rate)
+        pause = self._bucket.spend(1, trio.current_time())
+        if pause:
+            await trio.sleep(pause)
 
     async def _wait_turn(self, rid: int) -> None:
         async with self._turn:

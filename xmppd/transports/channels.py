@@ -36,6 +36,7 @@ from auth.tokens import Claims, TokenError
 from ..channels.session import ChannelError, ChannelSession
 from ..protocol.channels import FrameError
 from ..protocol.websocket import accept_key, origin_allowed
+from ..ratelimit import TokenBucket
 from .http import HttpError, Request
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ class WebSocketChannel:
     async def _reader(self) -> None:
         limits = self.limits
         rate = limits["messages_per_second"]
-        tokens, stamp = float(rate), trio.current_time()
+        bucket = TokenBucket(rate, rate, trio.current_time())
         pending: list[str] = []
         while True:
             with trio.move_on_after(limits["idle_timeout"]) as idle:
@@ -223,11 +224,9 @@ class WebSocketChannel:
                         log.info("%s: bad frame: %s", self.session.id, exc)
                         self.close_code = 1007
                         return
-                    now = trio.current_time()
-                    tokens = min(float(rate), tokens + (now - stamp) * rate) - 1
-                    stamp = now
-                    if tokens < 0:
-                        await trio.sleep(-tokens / rate)
+                    pause = bucket.spend(1, trio.current_time())
+                    if pause:
+                        await trio.sleep(pause)
                 elif isinstance(event, BytesMessage):
                     self.close_code = 1003  # V2 binary pushes are not used here
                     return

@@ -30,6 +30,8 @@ import trio
 
 from pubsub import Mailbox
 
+from ..ratelimit import TokenBucket
+
 if TYPE_CHECKING:
     from ..session import Session
 
@@ -268,8 +270,7 @@ class ByteStreamConnection:
     async def _reader(self) -> None:
         session: Session = self._session  # type: ignore[assignment]
         limits = self.limits
-        rate, burst = limits["bytes_per_second"], limits["burst_bytes"]
-        tokens, stamp = float(burst), trio.current_time()
+        bucket = TokenBucket(limits["bytes_per_second"], limits["burst_bytes"], trio.current_time())
         while True:
             try:
                 data = await self.receive()
@@ -281,8 +282,7 @@ class ByteStreamConnection:
                 return
             now = trio.current_time()
             self.last_input = now
-            tokens = min(burst, tokens + (now - stamp) * rate) - len(data)
-            stamp = now
+            pause = bucket.spend(len(data), now)
             try:
                 session = self._session  # type: ignore[assignment]
                 await session.data_received(data)
@@ -294,8 +294,8 @@ class ByteStreamConnection:
             except ConnectionLost as exc:
                 log.info("%s connection lost: %s", session.id, exc)
                 return
-            if tokens < 0:
-                await trio.sleep(-tokens / rate)  # pause reading; TCP pushes back on the sender
+            if pause:
+                await trio.sleep(pause)  # pause reading; TCP pushes back on the sender
 
     async def _writer(self) -> None:
         mailbox = self.mailbox

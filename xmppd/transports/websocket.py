@@ -25,6 +25,7 @@ from wsproto.utilities import LocalProtocolError
 from pubsub import Mailbox
 
 from ..protocol.websocket import messages
+from ..ratelimit import TokenBucket
 from .connection import ConnectionLost, Sweeper, check_timers
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class WebSocketConnection:
     async def _reader(self) -> None:
         limits = self.limits
         rate = limits["messages_per_second"]
-        tokens, stamp = float(rate), trio.current_time()
+        bucket = TokenBucket(rate, rate, trio.current_time())
         pending: list[str] = []
         size = 0
         while True:
@@ -148,11 +149,9 @@ class WebSocketConnection:
                         return self._refuse(_TOO_BIG, "policy-violation", "message too large")
                     if not await self._deliver(message):
                         return
-                    now = trio.current_time()
-                    tokens = min(float(rate), tokens + (now - stamp) * rate) - 1
-                    stamp = now
-                    if tokens < 0:
-                        await trio.sleep(-tokens / rate)  # over the message rate: stop reading
+                    pause = bucket.spend(1, trio.current_time())
+                    if pause:
+                        await trio.sleep(pause)  # over the message rate: stop reading
                 elif isinstance(event, BytesMessage):
                     return self._refuse(_UNSUPPORTED, "bad-format", "XMPP uses text messages")
                 elif isinstance(event, Ping):
