@@ -126,7 +126,14 @@ class Server:
         if marker.exists():
             return
         host = self.hosts[self.config.server["domain"]]
-        if not await host.auth.list_users():
+        existing = await host.auth.list_users()
+        if existing:
+            print(
+                f"\n  No demo account made: {host.domain} already has {len(existing)}"
+                f" account(s) in {self.config.data_dir} (created before the first start).\n",
+                flush=True,
+            )
+        else:
             self.demo_password = secrets.token_urlsafe(9)
             await host.auth.create_user("demo", self.demo_password)
             banner = (
