@@ -48,7 +48,11 @@ def test_first_command_from_a_fresh_clone(tmp_path: Path) -> None:
     clone, home = tmp_path / "xmppd", tmp_path / "home"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XMPPD_", "XDG_", "VIRTUAL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XMPPD_", "XDG_", "VIRTUAL", "PYTHON"))
+    }
     env["HOME"] = str(home)
     env["PATH"] = os.pathsep.join(  # not the test run's own venv
         p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(ROOT))
