@@ -27,7 +27,7 @@ import logging
 import secrets
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,7 @@ class TokenVerifier:
         self.leeway: float = settings.get("leeway", 0)
         self.iat_leeway: float = settings.get("iat_leeway", 60)
         self.max_lifetime: float = settings.get("max_lifetime", 86400)
+        self.revocations = Revocations()
         self.apps: dict[str, App] = {}
         for name, app in settings.get("apps", {}).items():
             algorithm = app["algorithm"]
@@ -149,8 +150,12 @@ class TokenVerifier:
     def verify(self, token: str, now: float | None = None, peer: str = "") -> Claims:
         """The token's claims, or TokenError (logged, with the client's address if given)."""
         try:
+            now = time.time() if now is None else now
             app, claims = self._open(token.strip())
-            return self._check(app, claims, time.time() if now is None else now)
+            checked = self._check(app, claims, now)
+            if self.revocations.revoked(checked, now):
+                raise TokenError("revoked", "the app revoked this token")
+            return checked
         except TokenError as exc:
             log.warning("refused a host-app token%s: %s", f" from {peer}" if peer else "", exc)
             raise
@@ -318,25 +323,76 @@ def _b64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+# ---- revocation ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Revocations:
+    """Tokens a host app revoked: by id (`jti`), or every token of a user issued before a
+    moment. Each entry has an `until` (epoch seconds) after which the tokens it covers would be
+    refused as expired anyway, so it can be forgotten. Kept durable by xmppd/tokens.py."""
+
+    jtis: dict[str, float] = field(default_factory=dict)  # jti -> until
+    users: dict[str, tuple[float, float]] = field(default_factory=dict)  # JID -> (before, until)
+
+    def revoked(self, claims: Claims, now: float) -> bool:
+        if claims.jti is not None and self.jtis.get(claims.jti, 0.0) > now:
+            return True
+        before, until = self.users.get(claims.jid, (0.0, 0.0))
+        return until > now and claims.issued < before
+
+    def add_jti(self, jti: str, until: float) -> float:
+        until = max(until, self.jtis.get(jti, 0.0))
+        self.jtis[jti] = until
+        return until
+
+    def add_user(self, jid: str, before: float, until: float) -> tuple[float, float]:
+        old_before, old_until = self.users.get(jid, (0.0, 0.0))
+        entry = (max(before, old_before), max(until, old_until))
+        self.users[jid] = entry
+        return entry
+
+    def prune(self, now: float) -> tuple[list[str], list[str]]:
+        """Forget entries past their `until`; the jtis and users forgotten."""
+        jtis = [jti for jti, until in self.jtis.items() if until <= now]
+        users = [jid for jid, (_, until) in self.users.items() if until <= now]
+        for jti in jtis:
+            del self.jtis[jti]
+        for jid in users:
+            del self.users[jid]
+        return jtis, users
+
+
 # ---- short-lived XMPP passwords -------------------------------------------------------------
 
 
 class CredentialStore:
     """One-time XMPP passwords bought with a token (the Converse.js `credentials_url` flow).
 
-    Kept in memory (a restart voids them: they live `lifetime` seconds anyway), hashed, at
-    most `per_user` live at once per account; a password works for one login only."""
+    Kept in memory (a restart voids them: they live `lifetime` seconds anyway, never past their
+    token's `exp`), hashed, at most `per_user` live at once per account; a password works for
+    one login only, and revoking its token (by jti or user) voids it."""
 
     def __init__(self, lifetime: float = 60.0, per_user: int = 5) -> None:
         self.lifetime = lifetime
         self.per_user = per_user
-        self._live: dict[str, list[tuple[bytes, float]]] = {}  # bare JID -> (digest, expiry)
+        # bare JID -> (digest, expiry on the monotonic clock, the token's jti)
+        self._live: dict[str, list[tuple[bytes, float, str | None]]] = {}
 
-    def issue(self, bare: str, now: float | None = None) -> str:
+    def issue(
+        self,
+        bare: str,
+        now: float | None = None,
+        *,
+        ttl: float | None = None,
+        jti: str | None = None,
+    ) -> str:
+        """A new password for `bare`; `ttl` caps its life (the token's remaining seconds)."""
         now = time.monotonic() if now is None else now
         secret = secrets.token_urlsafe(24)
         live = [e for e in self._live.get(bare, []) if e[1] > now][-(self.per_user - 1) :]
-        live.append((_digest(secret), now + self.lifetime))
+        life = self.lifetime if ttl is None else max(0.0, min(self.lifetime, ttl))
+        live.append((_digest(secret), now + life, jti))
         self._live[bare] = live
         return secret
 
@@ -350,6 +406,21 @@ class CredentialStore:
         if live:
             self._live[bare] = live
         return match is not None
+
+    def revoke(self, *, jti: str | None = None, user: str | None = None) -> int:
+        """Void the passwords bought with token `jti`, or all of `user`'s; how many."""
+        count = 0
+        if user is not None:
+            count += len(self._live.pop(user, []))
+        if jti is not None:
+            for bare, live in list(self._live.items()):
+                kept = [e for e in live if e[2] != jti]
+                count += len(live) - len(kept)
+                if kept:
+                    self._live[bare] = kept
+                else:
+                    del self._live[bare]
+        return count
 
 
 def _digest(secret: str) -> bytes:

@@ -192,6 +192,37 @@ def test_one_time_passwords_expire_and_work_once() -> None:
     assert not store.consume("alice@localhost", second, now=61)  # expired
 
 
+def test_revoked_by_jti_or_user(verifier: TokenVerifier) -> None:
+    one, two = signed(claims(jti="t-1")), signed(claims(jti="t-2"))
+    verifier.revocations.add_jti("t-1", until=NOW + 60)
+    assert refused(verifier, one) == "revoked"
+    assert verifier.verify(two, now=NOW).jti == "t-2"
+    assert verifier.verify(one, now=NOW + 60).jti == "t-1"  # the entry is over at its until
+    # every token of the user issued before the moment, with iat or without (then issued counts
+    # as exp - max_lifetime: it may have been); later ones and other users' pass
+    verifier.revocations.add_user("alice@localhost", before=NOW, until=NOW + 3600)
+    assert refused(verifier, signed(claims(iat=NOW - 1))) == "revoked"
+    assert refused(verifier, signed(claims())) == "revoked"
+    assert verifier.verify(signed(claims(iat=NOW)), now=NOW).jid == "alice@localhost"
+    assert verifier.verify(signed(claims(sub="bob")), now=NOW).jid == "bob@localhost"
+    assert verifier.revocations.prune(NOW + 3600) == (["t-1"], ["alice@localhost"])
+    assert verifier.verify(signed(claims(iat=NOW - 1)), now=NOW).jid == "alice@localhost"
+
+
+def test_one_time_passwords_live_no_longer_than_their_token() -> None:
+    store = CredentialStore(lifetime=60)
+    short = store.issue("alice@localhost", now=0, ttl=5, jti="a")
+    assert not store.consume("alice@localhost", short, now=6)
+    first = store.issue("alice@localhost", now=0, jti="a")
+    second = store.issue("alice@localhost", now=0, jti="b")
+    third = store.issue("bob@localhost", now=0, jti="a")
+    assert store.revoke(jti="a") == 2
+    assert not store.consume("alice@localhost", first, now=1)
+    assert not store.consume("bob@localhost", third, now=1)
+    assert store.revoke(user="alice@localhost") == 1
+    assert not store.consume("alice@localhost", second, now=1)
+
+
 # ---- over HTTP, against a real server ---------------------------------------------------------
 
 

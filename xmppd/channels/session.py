@@ -11,12 +11,16 @@ topic (`session:<bare>/web-<random>`), so whatever the server routes to that ful
 * `user:<own bare JID>`: 1:1 chat. Joining makes the session an available resource (tracked
   like an XML session's presence, priority 0) so messages to the bare JID reach it; `new_msg`
   with `to` sends a chat message.
+
+A session lives no longer than its token: the transport ends it at `deadline` (the token's
+`exp`), and `end()` ends it at once (the token was revoked, xmppd/tokens.py).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pubsub import Mailbox, PresenceDiff
@@ -61,6 +65,12 @@ class ChannelSession:
         self._held: dict[str, list[dict]] = {}  # room history arriving before the join reply
         self.user_joined = False
         self.closed = False
+        # Token lifetime: the transport ends the session at `deadline` (trio clock), or when
+        # end() is called: then `on_end` (WebSocket: cancel its scope) or the outbox closes.
+        self.deadline = server.tokens.deadline(claims)
+        self.end_reason: str | None = None
+        self.on_end: Callable[[], None] | None = None
+        server.tokens.sessions.add(self)
         self.server.pubsub.subscribe(session_topic(self.full), self)
         log.info("%s opened for %s (app %s) from %s", self.id, self.full, claims.app, peer)
 
@@ -272,6 +282,17 @@ class ChannelSession:
 
     # ---- output and end ----------------------------------------------------------------------
 
+    def end(self, reason: str) -> None:
+        """The token expired or was revoked: the transport closes the client with `reason`."""
+        if self.end_reason is not None or self.closed:
+            return
+        self.end_reason = reason
+        log.info("%s (%s): %s", self.id, self.full, reason)
+        if self.on_end is not None:
+            self.on_end()
+        else:
+            self.outbox.close()  # long-poll: a held poll wakes up and answers
+
     def flush(self) -> None:
         for text in self.protocol.frames_to_send():
             if not self.outbox.put(text, len(text)):
@@ -282,6 +303,7 @@ class ChannelSession:
         if self.closed:
             return
         self.closed = True
+        self.server.tokens.sessions.discard(self)
         for topic in list(self.rooms):
             try:
                 await self._leave(topic)
