@@ -5,6 +5,8 @@
 // reason}}, {"error": ...}. With NEXT_TOKEN, `params` hands the socket that token once it has
 // closed (the refresh-by-reconnect flow of docs/channels.md), the channel rejoins, and the
 // script exits after the second join; without, it exits after the first close.
+// With REFRESH=tok1,tok2 in the environment, it pushes `refresh_token` with each on the
+// `phoenix` topic once joined, and prints each reply as {"refresh": {status, response}}.
 import { WebSocket as WsWebSocket } from "ws";
 globalThis.WebSocket ??= WsWebSocket; // node < 22 has no global WebSocket
 const { Socket, LongPoll } = await import("phoenix");
@@ -28,11 +30,27 @@ socket.onClose((event) => {
 });
 socket.connect();
 
+const refreshes = (process.env.REFRESH || "").split(",").filter(Boolean);
+const pending = new Set();
+socket.onMessage(({ topic: on, event, payload, ref }) => {
+  if (on === "phoenix" && event === "phx_reply" && pending.delete(ref)) {
+    say({ refresh: payload });
+  }
+});
+const refresh = () => {
+  for (const next of refreshes.splice(0)) {
+    const ref = socket.makeRef();
+    pending.add(ref);
+    socket.push({ topic: "phoenix", event: "refresh_token", payload: { token: next }, ref });
+  }
+};
+
 const channel = socket.channel(topic, {});
 channel.join()
   .receive("ok", () => {
     joins += 1;
     say({ joined: joins });
+    refresh();
     if (joins === 2) {
       socket.disconnect(() => process.exit(0));
     }

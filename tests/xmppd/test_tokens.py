@@ -281,3 +281,37 @@ async def test_revocations_survive_a_restart_until_they_lapse(tmp_path: Path) ->
         assert (await longpoll(server, token("carol")))["status"] == 410
         store = server.db.for_host("localhost").map("token-revocations")  # type: ignore[union-attr]
         assert sorted(await store.get_all("jti")) == ["gone"]  # the lapsed one was dropped
+
+
+# ---- refresh on the open socket ---------------------------------------------------------------
+
+
+async def test_refresh_token_extends_the_open_session(tmp_path: Path, monkeypatch) -> None:
+    async with running(tmp_path / "data") as server:
+        for transport in ("websocket", "longpoll"):
+            first_exp = time.time() + 2
+            second_exp = time.time() + 4
+            refreshes = [
+                token("someone-else", exp=second_exp),  # another user: refused
+                token("ann", exp=time.time() - 1),  # expired: refused
+                token("ann", exp=second_exp),
+            ]
+            monkeypatch.setenv("REFRESH", ",".join(refreshes))
+            short = token("ann", exp=first_exp)
+            node = await Phoenix.start(server, transport, "user:ann@localhost", short)
+            try:
+                assert await node.line() == {"joined": 1}
+                replies = [(await node.until("refresh"))["refresh"] for _ in refreshes]
+                assert [r["status"] for r in replies] == ["error", "error", "ok"]
+                assert "another user" in replies[0]["response"]["reason"]
+                assert "expired" in replies[1]["response"]["reason"]
+                assert replies[2]["response"] == {"exp": second_exp}
+                await trio.sleep(first_exp + 0.5 - time.time())  # the first token is over
+                assert len(server.tokens.sessions) == 1, transport
+                closed = await node.until("close", timeout=5)  # and the second one ends it
+                assert second_exp <= time.time() < second_exp + 1.5
+                code = {"websocket": 4001, "longpoll": 1008}[transport]
+                assert closed["close"]["code"] == code
+                assert await node.exited() == 0
+            finally:
+                node.kill()

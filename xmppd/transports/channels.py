@@ -186,7 +186,7 @@ class WebSocketChannel:
     async def serve(self) -> None:
         try:
             with trio.CancelScope(deadline=self.session.deadline) as lifetime:
-                self.session.on_end = lifetime.cancel  # revoked: end now
+                self.session.lifetime = lifetime  # end() cancels it, a refresh moves it
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer)
                     await self._reader()
