@@ -142,7 +142,7 @@ async def test_phoenix_websocket_closes_at_exp_and_reconnects_with_a_fresh_token
             closed = await node.until("close", timeout=6)
             closed_at = time.time()
             assert closed == {"close": {"code": 4001, "reason": "token expired"}}
-            assert exp <= closed_at < exp + 1.5, closed_at - exp
+            assert exp <= closed_at < exp + 2.5, closed_at - exp
             # phoenix.js reconnects with what `params` returns now: a fresh token
             assert await node.until("joined") == {"joined": 2}
             assert len(server.tokens.sessions) == 1  # the expired one is gone
@@ -162,7 +162,7 @@ async def test_longpoll_session_ends_at_exp(tmp_path: Path) -> None:
         held = await longpoll(server, short, opened["token"])  # waits up to 10 s for frames
         answered_at = time.time()
         assert held == {"http": 200, "status": 403, "reason": "token expired"}
-        assert exp <= answered_at < exp + 1.5, answered_at - exp
+        assert exp <= answered_at < exp + 2.5, answered_at - exp
         again = await longpoll(server, short, opened["token"])  # gone; the app token is dead
         assert again["status"] == 403 and "expired" in again["reason"]
         assert not server.tokens.sessions
@@ -174,7 +174,7 @@ async def test_longpoll_session_ends_at_exp(tmp_path: Path) -> None:
             assert await node.line() == {"joined": 1}
             assert await node.until("error", timeout=6) == {"error": "403"}
             assert await node.line() == {"close": {"code": 1008, "reason": "forbidden"}}
-            assert exp <= time.time() < exp + 1.5
+            assert exp <= time.time() < exp + 2.5
             assert await node.until("joined") == {"joined": 2}
             assert await node.exited() == 0
         finally:
@@ -218,7 +218,7 @@ async def test_revoke_by_jti_ends_the_live_session_and_refuses_the_token(tmp_pat
             assert await server.tokens.revoke(jti="t-1") == 1
             start = trio.current_time()
             closed = await node.until("close", timeout=5)
-            assert trio.current_time() - start < 1
+            assert trio.current_time() - start < 2
             assert closed == {"close": {"code": 4003, "reason": "token revoked"}}
             assert await node.exited() == 0
         finally:
@@ -258,7 +258,7 @@ async def test_revoke_by_user_ends_all_their_sessions(tmp_path: Path) -> None:
         answer = await trio.to_thread.run_sync(xmpp_login, server, "ann", password)
         assert b"<not-authorized" in answer
         # tokens issued after the revocation work; bob was not touched
-        fresh = await longpoll(server, token("ann", iat=issued + 1))
+        fresh = await longpoll(server, token("ann", iat=int(time.time()) + 1))  # next second
         assert fresh["status"] == 410
         assert (await longpoll(server, token("bob"), bob["token"]))["status"] == 204
         answer = await trio.to_thread.run_sync(xmpp_login, server, "bob", bob_password)
@@ -309,7 +309,7 @@ async def test_refresh_token_extends_the_open_session(tmp_path: Path, monkeypatc
                 await trio.sleep(first_exp + 0.5 - time.time())  # the first token is over
                 assert len(server.tokens.sessions) == 1, transport
                 closed = await node.until("close", timeout=5)  # and the second one ends it
-                assert second_exp <= time.time() < second_exp + 1.5
+                assert second_exp <= time.time() < second_exp + 2.5
                 code = {"websocket": 4001, "longpoll": 1008}[transport]
                 assert closed["close"]["code"] == code
                 assert await node.exited() == 0
