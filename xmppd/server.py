@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from auth.internal import InternalAuth
-from auth.tokens import CredentialStore, TokenAuth, TokenVerifier
+from auth.tokens import TokenAuth
 from pubsub import PubSub, Tracker
 
 from . import loader
@@ -23,6 +23,7 @@ from .protocol.sasl import tls_server_end_point
 from .protocol.stanza import Element, copy, error_reply, local_name
 from .protocol.stream import StreamSettings
 from .storage import Database, open_database
+from .tokens import TokenService
 from .transports import http, tcp, tls
 
 log = logging.getLogger("xmppd")
@@ -58,14 +59,15 @@ class Server:
         self._settings: dict[bool, StreamSettings] = {}
         self._rerouting = 0  # reroute() calls in progress (shutdown waits for them)
         tokens = config.auth["tokens"]  # host-app tokens: JSON channels, /credentials
-        self.token_verifier = TokenVerifier(tokens, config.server["domain"])
-        self.credentials = CredentialStore(tokens["credentials_lifetime"])
+        self.tokens = TokenService(tokens, config.server["domain"])  # verify, revoke
+        self.credentials = self.tokens.credentials
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
         self._setup_tls()
         self.db = await open_database(config.data_dir, **config.database_options)
         try:
+            await self.tokens.load(self.db.for_host(config.server["domain"]))
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.pubsub.run)
