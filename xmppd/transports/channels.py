@@ -27,9 +27,8 @@ from urllib.parse import parse_qsl
 
 import h11
 import trio
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
-from wsproto.utilities import LocalProtocolError
 
 from auth.tokens import Claims, TokenError
 
@@ -38,6 +37,7 @@ from ..protocol.channels import FrameError
 from ..protocol.websocket import accept_key, origin_allowed
 from ..ratelimit import TokenBucket
 from .http import HttpError, Request
+from .wswriter import FrameWriter, WriteFailed
 
 if TYPE_CHECKING:
     from .http import HttpConnection, Web
@@ -51,6 +51,8 @@ LONGPOLL_WINDOW = 10.0  # seconds a poll is held, and twice that ends an unpolle
 BEARER_PROTOCOL = "base64url.bearer.phx."
 _SESSION_PREFIX = "lp."
 RECEIVE_SIZE = 16 * 1024
+_ECHOED = frozenset({1002, 1007, 1009})  # wsproto's answers to a broken frame
+_MAX_REASON = 120
 
 
 async def handle(conn: HttpConnection, request: Request) -> tuple[int, list, bytes]:
@@ -174,22 +176,34 @@ def _open(web: Web, claims: Claims, request: Request) -> ChannelSession:
 
 
 class WebSocketChannel:
+    """One reader task and one writer task; every write goes through one `FrameWriter`."""
+
     def __init__(
         self, stream: Any, ws: Connection, session: ChannelSession, limits: dict[str, Any]
     ) -> None:
         self.stream, self.ws, self.session, self.limits = stream, ws, session, limits
+        self.writer = FrameWriter(stream, ws)
         self.close_code = 1000
+        self.close_reason: str | None = None
+        self._closed = False
 
     async def serve(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer)
                 await self._reader()
+                await self._close()  # before queued frames, after the one being sent
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await self.session.close()
                 await self._close()
+                await trio.aclose_forcefully(self.stream)
+
+    def _refuse(self, code: int, reason: str | None) -> None:
+        # a close frame's reason must fit in 123 bytes of UTF-8 (RFC 6455 §5.5)
+        short = (reason or "").encode()[:_MAX_REASON].decode(errors="ignore")
+        self.close_code, self.close_reason = code, short or None
 
     async def _reader(self) -> None:
         limits = self.limits
@@ -212,8 +226,7 @@ class WebSocketChannel:
                 if isinstance(event, TextMessage):
                     pending.append(event.data)
                     if sum(map(len, pending)) > limits["max_message_bytes"]:
-                        self.close_code = 1009
-                        return
+                        return self._refuse(1009, "message too large")
                     if not event.message_finished:
                         continue
                     text = "".join(pending)
@@ -222,17 +235,23 @@ class WebSocketChannel:
                         await self.session.receive(text)
                     except FrameError as exc:
                         log.info("%s: bad frame: %s", self.session.id, exc)
-                        self.close_code = 1007
-                        return
+                        return self._refuse(1007, str(exc))
                     pause = bucket.spend(1, trio.current_time())
                     if pause:
                         await trio.sleep(pause)
                 elif isinstance(event, BytesMessage):
-                    self.close_code = 1003  # V2 binary pushes are not used here
-                    return
+                    return self._refuse(1003, "V2 frames are text messages")
                 elif isinstance(event, Ping):
-                    await self.stream.send_all(self.ws.send(event.response()))
+                    try:
+                        await self.writer.pong(event.payload)
+                    except WriteFailed as exc:
+                        log.info("%s: lost while answering a ping: %s", self.session.id, exc)
+                        return
                 elif isinstance(event, CloseConnection):
+                    # a broken frame (wsproto's 1002, 1007 for bad UTF-8, 1009) is answered
+                    # with its own code; a client's close with a plain 1000
+                    if event.code in _ECHOED:
+                        self._refuse(event.code, event.reason)
                     return
 
     async def _writer(self) -> None:
@@ -242,25 +261,17 @@ class WebSocketChannel:
                     batch = await self.session.outbox.get_batch()
                 except trio.EndOfChannel:
                     break
-                if self.ws.state is not ConnectionState.OPEN:
-                    break
-                data = b"".join(self.ws.send(Message(data=str(text))) for text in batch)
-                await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+                await self.writer.send(Message(data=str(text)) for text in batch)
+        except WriteFailed as exc:
+            log.info("%s: write failed: %s", self.session.id, exc)
         # The outbox closed (overflow) or the socket broke: stop reading too.
         await trio.aclose_forcefully(self.stream)
 
     async def _close(self) -> None:
-        with trio.move_on_after(2):
-            try:
-                if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                    await self.stream.send_all(self.ws.send(CloseConnection(code=self.close_code)))
-            except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            except OSError:
-                pass
-        await trio.aclose_forcefully(self.stream)
+        if self._closed:
+            return
+        self._closed = True
+        await self.writer.close_quietly(self.close_code, self.close_reason)
 
 
 # ---- long-poll and credentials -------------------------------------------------------------------

@@ -4,13 +4,14 @@ The HTTP layer (http.py) answers the upgrade and hands over the byte stream. Fro
 is a `Transport` like a TCP connection: one reader task feeds each complete text message to the
 session (its stream parses it with `FramedParser`), one writer task turns what the session
 writes into one WebSocket message per element (`protocol.websocket.messages`). Every write,
-the reader's pongs and the close frame included, goes through one `FrameWriter` (wswriter.py). Only the framing
-and the writing differ from TCP; binding, routing, stream management and limits are the
-session's. There is no STARTTLS: the stream is as secure as the HTTP listener.
+the reader's pongs and the close frame included, goes through one `FrameWriter` (wswriter.py).
+Only the framing and the writing differ from TCP; binding, routing, stream management and
+limits are the session's. There is no STARTTLS: the stream is as secure as the HTTP listener.
 
 WebSocket close codes (RFC 6455 §7.4.1): 1000 after an XMPP close or stream error (RFC 7395
 §3.6), 1003 for a binary message, 1009 for a message over the size limit, 1002 for a broken
-frame (wsproto's answer); a stream error is sent first where XMPP has one.
+frame and 1007 for a text message that is not UTF-8 (wsproto's answers); a stream error is
+sent first where XMPP has one.
 """
 
 from __future__ import annotations
@@ -201,11 +202,7 @@ class WebSocketConnection:
 
     async def _close(self) -> None:
         """Closing handshake: our close frame, then the TCP connection (RFC 6455 §7.1.1)."""
-        with trio.move_on_after(2):
-            try:
-                await self.writer.close(self.close_code)
-            except WriteFailed:
-                pass
+        await self.writer.close_quietly(self.close_code)
         await trio.aclose_forcefully(self.stream)
 
     # ---- timers (the c2s Sweeper calls this once a second) ------------------------------------

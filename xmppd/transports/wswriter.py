@@ -17,6 +17,7 @@ the connection can only be dropped.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 import trio
@@ -45,7 +46,8 @@ class FrameWriter:
 
     async def send(self, events: Iterable[Message | Ping]) -> None:
         """Data messages (and keepalive pings) in order; nothing once a close is queued or
-        the peer is closing. Frames are made as they are sent, so wsproto's state is current."""
+        the peer is closing. Frames are made chunk by chunk, so a close queued meanwhile stops
+        the rest (wsproto refuses data after its close frame)."""
         ws = self.ws
         async with self._lock:
             await self._flush_control()
@@ -80,7 +82,14 @@ class FrameWriter:
         async with self._lock:
             await self._flush_control()
 
+    async def close_quietly(self, code: int, reason: str | None = None, wait: float = 2) -> None:
+        """The closing handshake's first step when ending: a broken or stalled peer gets none."""
+        with trio.move_on_after(wait), contextlib.suppress(WriteFailed):
+            await self.close(code, reason)
+
     async def _flush_control(self) -> None:
+        if self.broken:  # before wsproto makes a frame (and changes state) for nothing
+            raise WriteFailed("an earlier write was cut off")
         ws = self.ws
         while self._pong is not None:  # a newer ping may come while the pong is being sent
             payload, self._pong = self._pong, None
@@ -90,8 +99,6 @@ class FrameWriter:
             await self._write(ws.send(self._close))
 
     async def _write(self, data: bytes) -> None:
-        if self.broken:
-            raise WriteFailed("an earlier write was cut off")
         finished = False
         try:
             await self.stream.send_all(data)

@@ -16,6 +16,7 @@ from joserfc import jws
 from joserfc.jwk import OctKey
 from support import ServerProcess, connect, run
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from wsflood import connect_slow_reader, flood_then_ping
 
 SECRET = "channels-test-secret-of-32-bytes-or-more"
 MUC = "http://jabber.org/protocol/muc"
@@ -210,6 +211,35 @@ def test_one_to_one_chat_on_the_user_topic(web: ServerProcess) -> None:
         await chan.ws.close()
 
     run(scenario())
+
+
+def test_ping_while_the_writer_is_busy_keeps_the_session(web: ServerProcess) -> None:
+    """Issue 18.1 on the channel socket: 90 pushes of 15 KB (bodies are limited to 16 KB) to
+    our own JID, unread, then a WebSocket ping: the pong comes between whole frames, early,
+    and the socket keeps working."""
+
+    async def scenario() -> None:
+        url = f"ws://127.0.0.1:{web.http_port}/socket/websocket?vsn=2.0.0&token={token('busy')}"
+        chan = Channel(await connect_slow_reader(url, web.http_port))
+        topic = "user:busy@localhost"
+        join_ref, reply = await chan.join(topic)
+        me = reply["response"]["jid"]
+        flood = [
+            json.dumps(
+                [join_ref, None, topic, "new_msg", {"to": me, "body": f"{i:04d}" + "x" * 15_000}]
+            )
+            for i in range(90)
+        ]
+        echoes, before_pong = await flood_then_ping(chan.ws, flood, lambda f: '"new_msg"' in f)
+        assert before_pong < len(flood)  # the pong jumped the queued frames
+        bodies = [json.loads(e)[4]["body"] for e in echoes]  # every frame parses
+        assert [b[:4] for b in bodies] == [f"{i:04d}" for i in range(90)]
+        ref = await chan.send(None, "phoenix", "heartbeat", {})
+        assert (await chan.expect("phoenix", "phx_reply"))[1] == ref  # the session survived
+        await chan.ws.close()
+
+    run(scenario())
+    assert "Traceback" not in web.log_text()
 
 
 def post(web: ServerProcess, query: str, body: str) -> dict:

@@ -275,7 +275,9 @@ def test_ping_while_the_writer_is_busy_keeps_the_session(server: ServerProcess) 
         bodies = [etree.fromstring(e.encode()).findtext("{jabber:client}body") for e in echoes]
         assert [b[:4] for b in bodies] == [f"{i:04d}" for i in range(45)]
         assert all(len(b) == 30_004 for b in bodies)
-        await ws.send("<iq xmlns='jabber:client' type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await ws.send(
+            "<iq xmlns='jabber:client' type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq>"
+        )
         assert (await recv(ws)).get("id") == "after"  # the session survived
         await ws.send(CLOSE)
         assert (await recv(ws)).tag == f"{{{FRAMING}}}close"
