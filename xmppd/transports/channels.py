@@ -309,9 +309,11 @@ class ChannelManager:
             await lp.session.close()
             self.web.release_session(lp.peer)
 
-    def _reply(self, request: Request, body: dict[str, Any]) -> tuple[int, list, bytes]:
+    def _reply(
+        self, request: Request, body: dict[str, Any], status: int = 200
+    ) -> tuple[int, list, bytes]:
         headers = [("Content-Type", "application/json"), *self.web.cors_headers(request)]
-        return 200, headers, json.dumps(body).encode()
+        return status, headers, json.dumps(body).encode()
 
     def _session(self, request: Request) -> LongPollSession | None:
         for key, value in _params(request):
@@ -362,20 +364,29 @@ class ChannelManager:
         return self._reply(request, {"status": 410, "token": lp.token})
 
     async def _post(self, request: Request, lp: LongPollSession) -> tuple[int, list, bytes]:
+        """Client frames, one per line. A bad frame is this request's error (HTTP 400, and
+        the frames after it are not read); the session lives on, as the socket's would not,
+        because a request is the unit of failure here and the client may simply retry."""
         lp.last_seen = trio.current_time()
         try:
             text = request.body.decode()
         except UnicodeDecodeError:
-            return self._reply(request, {"status": 400})
-        try:
-            for line in text.split("\n"):
-                if line.strip():
-                    await lp.session.receive(line)
-        except FrameError as exc:
-            log.info("%s: bad frame: %s", lp.session.id, exc)
-            await self._end(lp.token)
-            return self._reply(request, {"status": 400, "reason": str(exc)})
+            return self._bad_frame(request, lp, "the body is not UTF-8")
+        for number, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                await lp.session.receive(line)
+            except FrameError as exc:
+                return self._bad_frame(request, lp, f"line {number}: {exc}")
         return self._reply(request, {"status": 200, "token": lp.token})
+
+    def _bad_frame(
+        self, request: Request, lp: LongPollSession, reason: str
+    ) -> tuple[int, list, bytes]:
+        log.info("%s: bad frame: %s", lp.session.id, reason)
+        body = {"status": 400, "token": lp.token, "reason": reason}
+        return self._reply(request, body, status=400)
 
     def credentials(self, request: Request) -> tuple[int, list, bytes]:
         """A one-time XMPP password for the token's user (Converse.js `credentials_url`)."""

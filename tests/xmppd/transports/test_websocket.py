@@ -227,6 +227,20 @@ def test_binary_and_oversized_messages_get_their_close_codes(web: ServerProcess)
     run(scenario())
 
 
+def test_a_text_message_that_is_not_utf8_closes_with_1007(web: ServerProcess) -> None:
+    async def scenario() -> None:
+        ws = await open_ws(web)
+        await ws.send(OPEN)
+        await recv(ws), await recv(ws)
+        await ws.send(b"<presence xmlns='jabber:client'>\xff</presence>", text=True)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1007
+
+    run(scenario())
+
+
 def test_handshake_needs_the_xmpp_subprotocol_and_an_allowed_origin(web: ServerProcess) -> None:
     async def scenario() -> None:
         with pytest.raises(InvalidStatus) as caught:
