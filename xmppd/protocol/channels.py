@@ -75,6 +75,7 @@ def decode(text: str | bytes) -> Frame:
         except UnicodeDecodeError:
             raise FrameError("not UTF-8") from None
     check_nesting(text)
+    check_characters(text)
     try:
         data = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # RecursionError: check_nesting stops it
@@ -134,6 +135,28 @@ def check_nesting(text: str) -> None:
             raise FrameError("brackets do not pair up")
         brackets = shorter
     raise FrameError(f"arrays and objects nested deeper than {MAX_DEPTH} levels")
+
+
+# With escaped backslashes masked, every backslash starts an escape, so these are exact: the
+# escapes of characters XML 1.0 cannot carry (§2.2: C0 controls but tab, LF and CR; U+FFFE,
+# U+FFFF) and of lone surrogates, which are no Unicode text at all (RFC 8259 §8.2).
+_NOT_XML_ESCAPE = re.compile(
+    r"\\(?:[bf]|u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F])|u[fF]{3}[eEfF])"
+    r"|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def check_characters(text: str) -> None:
+    """FrameError for a string XMPP cannot carry: every string of a frame may end up in XML
+    (bodies, nicks, JIDs), and lxml refuses such characters with an exception at that point.
+    Raw control characters are JSON errors already; raw U+FFFE/U+FFFF and escapes are not."""
+    if "\ufffe" in text or "\uffff" in text:
+        raise FrameError("a string holds U+FFFE or U+FFFF, which XML cannot carry")
+    if "\\" in text:
+        found = _NOT_XML_ESCAPE.search(text.replace("\\\\", "__"))  # "\\" is no escape
+        if found:
+            raise FrameError(f"a string holds {found.group()}, which XML cannot carry")
 
 
 def encode(frame: Frame) -> str:

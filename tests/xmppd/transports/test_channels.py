@@ -246,12 +246,18 @@ def test_ping_while_the_writer_is_busy_keeps_the_session(web: ServerProcess) -> 
 
 DEEP = '[null,"1","phoenix","heartbeat",{"x":' + "[" * 100_000 + "]" * 100_000 + "}]"
 NAN = '[null,"1","phoenix","heartbeat",{"x":NaN}]'
+CONTROL = '[null,"1","user:x@localhost","new_msg",{"body":"\\u0001"}]'  # lxml refused it
 
 
 @pytest.mark.parametrize(
     "frame, reason",
-    [(DEEP, "nested|arrays and objects"), (NAN, "NaN"), (b'["\xff"]', "")],
-    ids=["deep", "nan", "not-utf8"],
+    [
+        (DEEP, "nested|arrays and objects"),
+        (NAN, "NaN"),
+        (CONTROL, "XML cannot carry"),
+        (b'["\xff"]', ""),
+    ],
+    ids=["deep", "nan", "control", "not-utf8"],
 )
 def test_a_bad_frame_closes_the_socket_with_1007(
     web: ServerProcess, frame: str | bytes, reason: str
@@ -317,10 +323,11 @@ def test_longpoll_session_lifecycle(web: ServerProcess) -> None:
         ("[not json", "not JSON"),
         (DEEP, "nested|arrays and objects"),
         (NAN, "NaN"),
+        (CONTROL, "XML cannot carry"),
         (b"\xff\xfe", "UTF-8"),
         ('[null,"5","phoenix","heartbeat",{}]\n' + NAN, "line 2"),
     ],
-    ids=["not-json", "deep", "nan", "not-utf8", "second-line"],
+    ids=["not-json", "deep", "nan", "control", "not-utf8", "second-line"],
 )
 def test_a_bad_longpoll_frame_is_that_requests_400(
     web: ServerProcess, body: str | bytes, reason: str
