@@ -13,7 +13,7 @@ from xmppd.transports.wswriter import FrameWriter, WriteFailed
 BIG = 100_000  # over CHUNK: every frame is a write of its own
 
 
-def pair() -> tuple[FrameWriter, trio.testing.LockstepReceiveStream]:  # type: ignore[name-defined]
+def pair() -> tuple[FrameWriter, trio.abc.ReceiveStream]:
     send, receive = trio.testing.lockstep_stream_one_way_pair()
     return FrameWriter(send, Connection(ConnectionType.SERVER)), receive
 
