@@ -8,7 +8,8 @@ request `<close/>`. What the stream writes is cut into elements by `websocket.me
 `<stream:error/>` with `condition='remote-stream-error'` (XEP-0206 §7), the rest is payload.
 
 `RidWindow` keeps the request-id rules of XEP-0124 §14: requests are processed in rid order,
-a repeated rid gets the same response again, anything outside the window ends the session.
+a repeated rid gets the same response again (also while the first copy is still held: §14.3),
+anything outside the window ends the session.
 """
 
 from __future__ import annotations
@@ -133,17 +134,26 @@ def error_response(error: BoshError) -> bytes:
 
 
 class RidWindow:
-    """XEP-0124 §14: in-order processing, retransmission, and the window of open requests."""
+    """XEP-0124 §14: in-order processing, retransmission, and the window of open requests.
 
-    __slots__ = ("last", "size", "_answers")
+    A rid is "pending" from `received()` until `answered()` or `failed()`: a copy of it that
+    arrives meanwhile is a retransmission (§14.3: a proxy or browser gave up on the first one
+    before `wait`) and gets the same answer, not a second processing.
+    """
+
+    __slots__ = ("last", "size", "_answers", "_pending")
 
     def __init__(self, first_rid: int, size: int) -> None:
         self.last = first_rid  # highest rid processed
         self.size = size  # requests the client may have open at once
         self._answers: dict[int, bytes] = {}
+        self._pending: set[int] = set()
 
     def classify(self, rid: int) -> str:
-        """ "next", "later" (wait for the ones before it), or "repeat" (answer again)."""
+        """ "next", "later" (wait for the ones before it), "repeat" (answer again), or
+        "pending" (a retransmission: wait for the first copy's answer)."""
+        if rid in self._pending:
+            return "pending"
         if rid <= self.last:
             if rid in self._answers:
                 return "repeat"
@@ -152,13 +162,21 @@ class RidWindow:
             raise BoshError("item-not-found", f"rid {rid} is outside the window")
         return "next" if rid == self.last + 1 else "later"
 
+    def received(self, rid: int) -> None:
+        self._pending.add(rid)
+
     def processed(self, rid: int) -> None:
         self.last = rid
 
     def answered(self, rid: int, body: bytes) -> None:
+        self._pending.discard(rid)
         self._answers[rid] = body
         for old in [r for r in self._answers if r <= self.last - self.size]:
             del self._answers[old]
+
+    def failed(self, rid: int) -> None:
+        """No answer will come (the request was refused): copies get item-not-found."""
+        self._pending.discard(rid)
 
     def answer(self, rid: int) -> bytes | None:
         return self._answers.get(rid)

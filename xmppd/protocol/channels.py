@@ -16,6 +16,7 @@ says goes out through `frames_to_send()`. Nothing here does I/O. Our one extensi
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ ERROR, CLOSE, HEARTBEAT = "phx_error", "phx_close", "heartbeat"
 REFRESH = "refresh_token"  # on the phoenix topic: a new host-app token for the open socket
 _RESERVED = frozenset({JOIN, LEAVE, REPLY, ERROR, CLOSE})
 MAX_TOPIC = 3072  # a room JID (3 x 1023 bytes) plus its kind
+MAX_DEPTH = 32  # arrays/objects within arrays/objects; the frame itself is level 1
+MAX_CONTAINERS = 4096  # arrays and objects in one frame (keeps the depth check cheap)
 
 
 class FrameError(ValueError):
@@ -74,9 +77,16 @@ Event = Join | Leave | Push | Refresh
 
 def decode(text: str | bytes) -> Frame:
     """Parse and validate one V2 frame; FrameError says what is wrong."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode()
+        except UnicodeDecodeError:
+            raise FrameError("not UTF-8") from None
+    check_nesting(text)
+    check_characters(text)
     try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # RecursionError: check_nesting stops it
         raise FrameError(f"not JSON: {exc}") from None
     if not isinstance(data, list) or len(data) != 5:
         raise FrameError("a frame is [join_ref, ref, topic, event, payload]")
@@ -93,6 +103,68 @@ def decode(text: str | bytes) -> Frame:
     if not isinstance(payload, dict):
         raise FrameError("payload must be a JSON object")
     return Frame(join_ref, ref, topic, event, payload)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 §6)")
+
+
+_BRACES = str.maketrans("{}", "[]")
+_NOT_BRACKET = re.compile(r"[^\[\]]+")
+
+
+def check_nesting(text: str) -> None:
+    """FrameError past MAX_DEPTH levels of arrays/objects or MAX_CONTAINERS of them.
+
+    `json` recurses once per level, and a few hundred levels raise RecursionError, so this runs
+    first, at about the cost of `json.loads` itself: escapes out, then (with no escaped quote
+    left) every other piece between quotes is a string; brackets outside strings are counted,
+    and only frames with more than MAX_DEPTH of them are measured: each `replace("[]", "")`
+    removes the innermost level of every nesting, so what is left after MAX_DEPTH rounds is
+    deeper (or unbalanced, which the parser refuses too). A quote or backslash outside a
+    string is a parse error at that point, and the parser never gets past it.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return  # the usual frame: too few brackets to nest that deep
+    if "\\" in text:
+        text = text.replace("\\\\", "").replace('\\"', "")
+    outside = "".join(text.split('"')[::2])
+    containers = outside.count("[") + outside.count("{")
+    if containers <= MAX_DEPTH:
+        return
+    if containers > MAX_CONTAINERS:
+        raise FrameError(f"more than {MAX_CONTAINERS} arrays and objects in one frame")
+    brackets = _NOT_BRACKET.sub("", outside.translate(_BRACES))
+    for _ in range(MAX_DEPTH):
+        shorter = brackets.replace("[]", "")
+        if not shorter:
+            return
+        if len(shorter) == len(brackets):
+            raise FrameError("brackets do not pair up")
+        brackets = shorter
+    raise FrameError(f"arrays and objects nested deeper than {MAX_DEPTH} levels")
+
+
+# With escaped backslashes masked, every backslash starts an escape, so these are exact: the
+# escapes of characters XML 1.0 cannot carry (§2.2: C0 controls but tab, LF and CR; U+FFFE,
+# U+FFFF) and of lone surrogates, which are no Unicode text at all (RFC 8259 §8.2).
+_NOT_XML_ESCAPE = re.compile(
+    r"\\(?:[bf]|u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F])|u[fF]{3}[eEfF])"
+    r"|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def check_characters(text: str) -> None:
+    """FrameError for a string XMPP cannot carry: every string of a frame may end up in XML
+    (bodies, nicks, JIDs), and lxml refuses such characters with an exception at that point.
+    Raw control characters are JSON errors already; raw U+FFFE/U+FFFF and escapes are not."""
+    if "\ufffe" in text or "\uffff" in text:
+        raise FrameError("a string holds U+FFFE or U+FFFF, which XML cannot carry")
+    if "\\" in text:
+        found = _NOT_XML_ESCAPE.search(text.replace("\\\\", "__"))  # "\\" is no escape
+        if found:
+            raise FrameError(f"a string holds {found.group()}, which XML cannot carry")
 
 
 def encode(frame: Frame) -> str:

@@ -4,9 +4,10 @@ Each BOSH session is a `BoshConnection`, the `Transport` of one `Session` (the s
 WebSocket clients use). The session writes into the connection's mailbox; a request is held
 (at most `hold` = 1 of them) until there is output, `wait` seconds pass, or a newer request
 arrives, and is answered with what the mailbox holds. Requests are processed in rid order; a
-repeated rid gets its answer again (XEP-0124 §14). A session with no request for `inactivity`
-seconds has lost its "connection": the session then ends, or hibernates when stream management
-(XEP-0198) made it resumable, exactly as when a TCP connection breaks.
+repeated rid gets its answer again (XEP-0124 §14), also when it repeats a request still held
+(§14.3: a proxy gave up on it early). A session with no request for `inactivity` seconds has
+lost its "connection": the session then ends, or hibernates when stream management (XEP-0198)
+made it resumable, exactly as when a TCP connection breaks.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class BoshConnection:
         "done",
         "session",
         "_held",
+        "_held_rid",
+        "_due",
+        "_copies",
         "_turn",
         "_bucket",
     )
@@ -85,6 +89,9 @@ class BoshConnection:
         self.done = trio.Event()  # the "connection" is over
         self.session: Session | None = None
         self._held: trio.CancelScope | None = None
+        self._held_rid = -1
+        self._due: dict[int, _Due] = {}  # rids received and not yet answered
+        self._copies = 0  # retransmissions waiting for their first copy's answer
         self._turn = trio.Condition()  # wakes requests waiting for their rid
         rate = cfg["messages_per_second"]
         self._bucket = TokenBucket(rate, rate, trio.current_time())
@@ -149,6 +156,10 @@ class BoshConnection:
         kind = "next" if first else self.window.classify(rid)
         if kind == "repeat":
             return self.window.answer(rid)  # type: ignore[return-value]
+        if kind == "pending":
+            return await self._retransmitted(rid)
+        self.window.received(rid)
+        due = self._due[rid] = _Due()
         self.open_requests += 1
         try:
             if self.open_requests > self.hold + 1:
@@ -158,12 +169,39 @@ class BoshConnection:
                 await self._wait_turn(rid)
             self.last_request = trio.current_time()
             items = await self._process(body, rid, first)
-            answer = self._answer(rid, items, first)
+            due.answer = self._answer(rid, items, first)
         finally:
             self.open_requests -= 1
             self.last_request = trio.current_time()
-        self.window.answered(rid, answer)
-        return answer
+            del self._due[rid]
+            if due.answer is None:
+                self.window.failed(rid)
+            else:
+                self.window.answered(rid, due.answer)
+            due.event.set()
+        return due.answer
+
+    async def _retransmitted(self, rid: int) -> bytes:
+        """XEP-0124 §14.3: a copy of a request still in progress (a proxy or browser gave up on
+        the first before `wait`). A held first copy is answered now, with what is queued (often
+        an empty body), as a newer request would make it (§10); both copies get that answer.
+        A copy of a request waiting for its turn waits with it."""
+        if self._copies > self.hold:
+            raise BoshError("policy-violation", "too many retransmissions at once")
+        due = self._due[rid]
+        self._copies += 1
+        self.last_request = trio.current_time()
+        try:
+            if self._held_rid == rid:
+                self._release_held()
+            await due.event.wait()
+        finally:
+            self._copies -= 1
+            self.last_request = trio.current_time()
+        if due.answer is None:
+            raise BoshError("item-not-found", f"rid {rid} was refused")
+        log.info("%s BOSH rid %d retransmitted; answered again", self.sid, rid)
+        return due.answer
 
     async def _pace(self) -> None:
         """`messages_per_second` for requests: faster clients are slowed down, not refused."""
@@ -200,7 +238,7 @@ class BoshConnection:
             await session.data_received(message)
             session = self.session  # <resume/> may have handed us to another session
             assert session is not None
-        return await self._hold(first or bool(self.mailbox.queued_items))
+        return await self._hold(rid, first or bool(self.mailbox.queued_items))
 
     def _check_polling(self) -> None:
         now = trio.current_time()
@@ -208,17 +246,19 @@ class BoshConnection:
             raise BoshError("policy-violation", f"poll at most every {self.polling} seconds")
         self.last_empty = now
 
-    async def _hold(self, ready: bool) -> list[object]:
+    async def _hold(self, rid: int, ready: bool) -> list[object]:
         """Answer at once with what is queued, or wait for output (§10: hold and wait)."""
         self._release_held()  # the older held request answers now: this one takes its place
         if ready or self.aborted or self.hold == 0:
             return self.mailbox.drain()
         scope = self._held = trio.CancelScope(deadline=trio.current_time() + self.wait)
+        self._held_rid = rid
         items: list[object] = []
         with scope:
             items = await self.mailbox.get_batch()
         if self._held is scope:
             self._held = None
+            self._held_rid = -1
         return items + self.mailbox.drain()
 
     def _answer(self, rid: int, items: list[object], first: bool) -> bytes:
@@ -257,6 +297,16 @@ class BoshConnection:
         if self.ack:
             attrs["ack"] = str(rid)
         return attrs
+
+
+class _Due:
+    """The answer to one rid, for its retransmitted copies to wait on."""
+
+    __slots__ = ("event", "answer")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.answer: bytes | None = None
 
 
 class BoshManager:

@@ -27,9 +27,8 @@ from urllib.parse import parse_qsl
 
 import h11
 import trio
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
-from wsproto.utilities import LocalProtocolError
 
 from auth.tokens import Claims, TokenError
 
@@ -39,6 +38,7 @@ from ..protocol.websocket import accept_key, origin_allowed
 from ..ratelimit import TokenBucket
 from ..tokens import EXPIRED, REVOKED
 from .http import HttpError, Request
+from .wswriter import FrameWriter, WriteFailed
 
 if TYPE_CHECKING:
     from .http import HttpConnection, Web
@@ -54,6 +54,8 @@ _SESSION_PREFIX = "lp."
 RECEIVE_SIZE = 16 * 1024
 # Application close codes (RFC 6455 §7.4.2) for a session its token no longer covers.
 TOKEN_CLOSE_CODES = {EXPIRED: 4001, REVOKED: 4003}
+_ECHOED = frozenset({1002, 1007, 1009})  # wsproto's answers to a broken frame
+_MAX_REASON = 120
 
 
 async def handle(conn: HttpConnection, request: Request) -> tuple[int, list, bytes]:
@@ -177,11 +179,16 @@ def _open(web: Web, claims: Claims, request: Request) -> ChannelSession:
 
 
 class WebSocketChannel:
+    """One reader task and one writer task; every write goes through one `FrameWriter`."""
+
     def __init__(
         self, stream: Any, ws: Connection, session: ChannelSession, limits: dict[str, Any]
     ) -> None:
         self.stream, self.ws, self.session, self.limits = stream, ws, session, limits
-        self.close_code, self.close_reason = 1000, ""
+        self.writer = FrameWriter(stream, ws)
+        self.close_code = 1000
+        self.close_reason: str | None = None
+        self._closed = False
 
     async def serve(self) -> None:
         try:
@@ -190,15 +197,22 @@ class WebSocketChannel:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer)
                     await self._reader()
+                    await self._close()  # before queued frames, after the one being sent
                     nursery.cancel_scope.cancel()
             if lifetime.cancelled_caught:
                 self.session.end(EXPIRED)  # unless it was revoked
-                self.close_reason = self.session.end_reason or EXPIRED
-                self.close_code = TOKEN_CLOSE_CODES[self.close_reason]
+                reason = self.session.end_reason or EXPIRED
+                self._refuse(TOKEN_CLOSE_CODES[reason], reason)
         finally:
             with trio.CancelScope(shield=True):
                 await self.session.close()
                 await self._close()
+                await trio.aclose_forcefully(self.stream)
+
+    def _refuse(self, code: int, reason: str | None) -> None:
+        # a close frame's reason must fit in 123 bytes of UTF-8 (RFC 6455 §5.5)
+        short = (reason or "").encode()[:_MAX_REASON].decode(errors="ignore")
+        self.close_code, self.close_reason = code, short or None
 
     async def _reader(self) -> None:
         limits = self.limits
@@ -221,8 +235,7 @@ class WebSocketChannel:
                 if isinstance(event, TextMessage):
                     pending.append(event.data)
                     if sum(map(len, pending)) > limits["max_message_bytes"]:
-                        self.close_code = 1009
-                        return
+                        return self._refuse(1009, "message too large")
                     if not event.message_finished:
                         continue
                     text = "".join(pending)
@@ -231,17 +244,23 @@ class WebSocketChannel:
                         await self.session.receive(text)
                     except FrameError as exc:
                         log.info("%s: bad frame: %s", self.session.id, exc)
-                        self.close_code = 1007
-                        return
+                        return self._refuse(1007, str(exc))
                     pause = bucket.spend(1, trio.current_time())
                     if pause:
                         await trio.sleep(pause)
                 elif isinstance(event, BytesMessage):
-                    self.close_code = 1003  # V2 binary pushes are not used here
-                    return
+                    return self._refuse(1003, "V2 frames are text messages")
                 elif isinstance(event, Ping):
-                    await self.stream.send_all(self.ws.send(event.response()))
+                    try:
+                        await self.writer.pong(event.payload)
+                    except WriteFailed as exc:
+                        log.info("%s: lost while answering a ping: %s", self.session.id, exc)
+                        return
                 elif isinstance(event, CloseConnection):
+                    # a broken frame (wsproto's 1002, 1007 for bad UTF-8, 1009) is answered
+                    # with its own code; a client's close with a plain 1000
+                    if event.code in _ECHOED:
+                        self._refuse(event.code, event.reason)
                     return
 
     async def _writer(self) -> None:
@@ -251,26 +270,17 @@ class WebSocketChannel:
                     batch = await self.session.outbox.get_batch()
                 except trio.EndOfChannel:
                     break
-                if self.ws.state is not ConnectionState.OPEN:
-                    break
-                data = b"".join(self.ws.send(Message(data=str(text))) for text in batch)
-                await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+                await self.writer.send(Message(data=str(text)) for text in batch)
+        except WriteFailed as exc:
+            log.info("%s: write failed: %s", self.session.id, exc)
         # The outbox closed (overflow) or the socket broke: stop reading too.
         await trio.aclose_forcefully(self.stream)
 
     async def _close(self) -> None:
-        with trio.move_on_after(2):
-            try:
-                if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                    close = CloseConnection(code=self.close_code, reason=self.close_reason)
-                    await self.stream.send_all(self.ws.send(close))
-            except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            except OSError:
-                pass
-        await trio.aclose_forcefully(self.stream)
+        if self._closed:
+            return
+        self._closed = True
+        await self.writer.close_quietly(self.close_code, self.close_reason)
 
 
 # ---- long-poll and credentials -------------------------------------------------------------------
@@ -313,9 +323,11 @@ class ChannelManager:
             await lp.session.close()
             self.web.release_session(lp.peer)
 
-    def _reply(self, request: Request, body: dict[str, Any]) -> tuple[int, list, bytes]:
+    def _reply(
+        self, request: Request, body: dict[str, Any], status: int = 200
+    ) -> tuple[int, list, bytes]:
         headers = [("Content-Type", "application/json"), *self.web.cors_headers(request)]
-        return 200, headers, json.dumps(body).encode()
+        return status, headers, json.dumps(body).encode()
 
     def _session(self, request: Request) -> LongPollSession | None:
         for key, value in _params(request):
@@ -376,20 +388,29 @@ class ChannelManager:
         return self._reply(request, {"status": 410, "token": lp.token})
 
     async def _post(self, request: Request, lp: LongPollSession) -> tuple[int, list, bytes]:
+        """Client frames, one per line. A bad frame is this request's error (HTTP 400, and
+        the frames after it are not read); the session lives on, as the socket's would not,
+        because a request is the unit of failure here and the client may simply retry."""
         lp.last_seen = trio.current_time()
         try:
             text = request.body.decode()
         except UnicodeDecodeError:
-            return self._reply(request, {"status": 400})
-        try:
-            for line in text.split("\n"):
-                if line.strip():
-                    await lp.session.receive(line)
-        except FrameError as exc:
-            log.info("%s: bad frame: %s", lp.session.id, exc)
-            await self._end(lp.token)
-            return self._reply(request, {"status": 400, "reason": str(exc)})
+            return self._bad_frame(request, lp, "the body is not UTF-8")
+        for number, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                await lp.session.receive(line)
+            except FrameError as exc:
+                return self._bad_frame(request, lp, f"line {number}: {exc}")
         return self._reply(request, {"status": 200, "token": lp.token})
+
+    def _bad_frame(
+        self, request: Request, lp: LongPollSession, reason: str
+    ) -> tuple[int, list, bytes]:
+        log.info("%s: bad frame: %s", lp.session.id, reason)
+        body = {"status": 400, "token": lp.token, "reason": reason}
+        return self._reply(request, body, status=400)
 
     def credentials(self, request: Request) -> tuple[int, list, bytes]:
         """A one-time XMPP password for the token's user (Converse.js `credentials_url`)."""

@@ -3,30 +3,33 @@
 The HTTP layer (http.py) answers the upgrade and hands over the byte stream. From then on this
 is a `Transport` like a TCP connection: one reader task feeds each complete text message to the
 session (its stream parses it with `FramedParser`), one writer task turns what the session
-writes into one WebSocket message per element (`protocol.websocket.messages`). Only the framing
-and the writing differ from TCP; binding, routing, stream management and limits are the
-session's. There is no STARTTLS: the stream is as secure as the HTTP listener.
+writes into one WebSocket message per element (`protocol.websocket.messages`). Every write,
+the reader's pongs and the close frame included, goes through one `FrameWriter` (wswriter.py).
+Only the framing and the writing differ from TCP; binding, routing, stream management and
+limits are the session's. There is no STARTTLS: the stream is as secure as the HTTP listener.
 
 WebSocket close codes (RFC 6455 §7.4.1): 1000 after an XMPP close or stream error (RFC 7395
 §3.6), 1003 for a binary message, 1009 for a message over the size limit, 1002 for a broken
-frame (wsproto's answer); a stream error is sent first where XMPP has one.
+frame and 1007 for a text message that is not UTF-8 (wsproto's answers); a stream error is
+sent first where XMPP has one.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import trio
-from wsproto.connection import Connection, ConnectionState
+from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
-from wsproto.utilities import LocalProtocolError
 
 from pubsub import Mailbox
 
 from ..protocol.websocket import messages
 from ..ratelimit import TokenBucket
 from .connection import ConnectionLost, Sweeper, check_timers
+from .wswriter import FrameWriter, WriteFailed
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -43,6 +46,7 @@ class WebSocketConnection:
     __slots__ = (
         "stream",
         "ws",
+        "writer",
         "peer",
         "limits",
         "mailbox",
@@ -65,6 +69,7 @@ class WebSocketConnection:
     ) -> None:
         self.stream = stream
         self.ws = ws
+        self.writer = FrameWriter(stream, ws)
         self.peer = peer
         self.limits = limits  # [limits] merged with [http]
         self.opened_at = self.last_input = trio.current_time()
@@ -155,7 +160,11 @@ class WebSocketConnection:
                 elif isinstance(event, BytesMessage):
                     return self._refuse(_UNSUPPORTED, "bad-format", "XMPP uses text messages")
                 elif isinstance(event, Ping):
-                    await self._send(self.ws.send(event.response()))
+                    try:
+                        await self.writer.pong(event.payload)
+                    except WriteFailed as exc:
+                        log.info("%s websocket lost while answering a ping: %s", self._id(), exc)
+                        return
                 elif isinstance(event, CloseConnection):
                     # a broken frame (wsproto's 1002/1007/1009) is answered with its code
                     self.close_code = event.code if event.code in _ECHOED else _NORMAL
@@ -186,40 +195,14 @@ class WebSocketConnection:
                     batch = await self.mailbox.get_batch()
                 except trio.EndOfChannel:
                     break
-                await self._send(self._frames(batch))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.info("%s write failed: %s", self._id(), exc or type(exc).__name__)
+                await self.writer.send(_events(batch))
+        except WriteFailed as exc:
+            log.info("%s write failed: %s", self._id(), exc)
             self._read_scope.cancel()
-
-    def _frames(self, batch: list[object]) -> bytes:
-        out: list[bytes] = []
-        if self.ws.state is not ConnectionState.OPEN:
-            return b""  # the peer is closing: it takes no more messages
-        send = self.ws.send
-        for item in batch:
-            data = item[0] if type(item) is tuple else item  # (bytes, stanza) from deliver
-            if type(data) is not bytes:
-                continue
-            if not data.strip():
-                out.append(send(Ping()))  # whitespace keepalive -> ping (RFC 7395 §3.3.3)
-                continue
-            out.extend(send(Message(data=m.decode())) for m in messages(data))
-        return b"".join(out)
-
-    async def _send(self, data: bytes) -> None:
-        if data:
-            await self.stream.send_all(data)
 
     async def _close(self) -> None:
         """Closing handshake: our close frame, then the TCP connection (RFC 6455 §7.1.1)."""
-        with trio.move_on_after(2):
-            try:
-                if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                    await self._send(self.ws.send(CloseConnection(code=self.close_code)))
-            except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            except OSError:
-                pass
+        await self.writer.close_quietly(self.close_code)
         await trio.aclose_forcefully(self.stream)
 
     # ---- timers (the c2s Sweeper calls this once a second) ------------------------------------
@@ -229,3 +212,16 @@ class WebSocketConnection:
 
     def _id(self) -> str:
         return self._session.id if self._session is not None else self.peer
+
+
+def _events(batch: list[object]) -> Iterator[Message | Ping]:
+    """What the session wrote -> one message per element (RFC 7395 §3.3.3)."""
+    for item in batch:
+        data = item[0] if type(item) is tuple else item  # (bytes, stanza) from deliver
+        if type(data) is not bytes:
+            continue
+        if not data.strip():
+            yield Ping()  # whitespace keepalive -> ping (RFC 7395 §3.3.3)
+            continue
+        for message in messages(data):
+            yield Message(data=message.decode())

@@ -66,6 +66,20 @@ def test_rid_window_order_repeat_and_limits() -> None:
         window.classify(101)
 
 
+def test_a_copy_of_a_request_in_progress_is_pending() -> None:
+    """XEP-0124 §14.3: a rid received and not yet answered is a retransmission, not an error."""
+    window = bosh.RidWindow(100, 2)
+    window.received(101)
+    window.processed(101)  # held: processed, not answered
+    assert window.classify(101) == "pending"
+    window.received(103)  # arrived early, waits for 102
+    assert window.classify(103) == "pending"
+    window.answered(101, b"<body/>")
+    assert window.classify(101) == "repeat"
+    window.failed(103)  # refused (the session ends with it): no longer pending
+    assert window.classify(103) == "later"
+
+
 def test_output_becomes_payload_or_terminate() -> None:
     out = bosh.split_output(
         [

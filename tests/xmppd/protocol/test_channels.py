@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from lxml import etree
 
 from xmppd.protocol.channels import (
+    MAX_CONTAINERS,
+    MAX_DEPTH,
     ChannelProtocol,
     Frame,
     FrameError,
@@ -49,6 +54,92 @@ def test_bad_frames_are_refused(text: str) -> None:
         decode(text)
     with pytest.raises(FrameError):
         ChannelProtocol().receive(text)
+
+
+def nested(levels: int, kind: str) -> str:
+    """A frame with `levels` levels of arrays/objects, the frame and its payload included."""
+    inner = "[" * (levels - 2) + "]" * (levels - 2)
+    if kind == "{":
+        inner = '{"a":' * (levels - 2) + "1" + "}" * (levels - 2)
+    return '[null,"1","t","e",{"x":' + inner + "}]"
+
+
+@pytest.mark.parametrize("kind", ["[", "{"])
+def test_nesting_is_bounded_before_json_recurses(kind: str) -> None:
+    """Issue 18.3: 100,000 levels used to raise RecursionError out of the decoder."""
+    assert decode(nested(MAX_DEPTH, kind)).payload  # the deepest frame allowed
+    for levels in (MAX_DEPTH + 1, 3000, 100_000):
+        with pytest.raises(FrameError, match="nested deeper|arrays and objects"):
+            decode(nested(levels, kind))
+    with pytest.raises(FrameError):
+        decode("[" * 100_000)  # unbalanced and deep: never reaches json
+
+
+def test_brackets_in_strings_do_not_count() -> None:
+    body = '[[[{{"\\' * 1000 + "]]]}}" * 1000  # brackets, quotes and backslashes
+    frame = decode(json.dumps([None, "1", "t", "e", {"body": body, "l": [[1], [2]] * 100}]))
+    assert frame.payload["body"] == body
+    tricky = '\\"' + "[" * 40  # an escaped backslash, then an escaped quote
+    assert decode(json.dumps([None, "1", "t", "e", {"a": tricky}])).payload["a"] == tricky
+    with pytest.raises(FrameError, match=f"more than {MAX_CONTAINERS}"):
+        decode(json.dumps([None, "1", "t", "e", {"l": [[]] * MAX_CONTAINERS}]))
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_not_json(constant: str) -> None:
+    with pytest.raises(FrameError, match=constant):
+        decode('[null,"1","t","e",{"x":' + constant + "}]")
+
+
+def test_invalid_utf8_is_a_frame_error() -> None:
+    with pytest.raises(FrameError, match="UTF-8"):
+        decode(b'[null,"1","t","e",{"x":"\xff"}]')
+
+
+@pytest.mark.parametrize(
+    "string",
+    ["\x01", "\b", "\x0c", "\x1f", "\ufffe", "\uffff", "\ud800", "\udc00", "a\\\ud83d"],
+)
+def test_strings_xml_cannot_carry_are_frame_errors(string: str) -> None:
+    """A body with U+0001 or a lone surrogate used to end the session with a traceback where
+    lxml (or UTF-8 encoding) refused it; now the frame is refused like any bad frame."""
+    for ascii_only in (True, False):
+        text = json.dumps([None, "1", "t", "e", {"body": string}], ensure_ascii=ascii_only)
+        if not ascii_only and any("\ud800" <= c <= "\udfff" for c in string):
+            continue  # a str decoded from UTF-8 (the wire) never holds a raw surrogate
+        with pytest.raises(FrameError, match="XML cannot carry"):
+            decode(text)
+
+
+def _xml_can_carry(string: str) -> bool:
+    try:
+        element = etree.Element("body")
+        element.text = string
+        etree.tostring(element, encoding="utf-8")
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return True
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.characters(exclude_categories=()),
+            st.sampled_from(["\\", "\\u", "\ud83d", "\ude00", "\\ud800", "u"]),
+        ),
+        max_size=12,
+    ).map("".join),
+    st.booleans(),
+)
+def test_the_character_check_agrees_with_lxml(string: str, ascii_only: bool) -> None:
+    if not ascii_only:
+        assume(not any("\ud800" <= c <= "\udfff" for c in string))
+    text = json.dumps([None, "1", "t", "e", {"body": string}], ensure_ascii=ascii_only)
+    try:
+        accepted = decode(text).payload["body"] == string
+    except FrameError:
+        accepted = False
+    assert accepted == _xml_can_carry(string)
 
 
 def test_heartbeat_is_answered_on_the_phoenix_topic() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
+import socket
 import ssl
 from collections.abc import Iterator
 
@@ -205,6 +206,64 @@ def test_inactive_session_ends(web: ServerProcess) -> None:
         finally:
             await bob.close()
         assert f"BOSH session {client.sid} inactive" in web.log_text()
+
+    run(scenario())
+
+
+PING = "<iq xmlns='jabber:client' type='get' id='{0}'><ping xmlns='urn:xmpp:ping'/></iq>"
+
+
+def chat(to: str, text: str) -> str:
+    return f"<message xmlns='jabber:client' to='{to}' type='chat'><body>{text}</body></message>"
+
+
+def test_a_retransmitted_held_request_gets_the_held_answer(web: ServerProcess) -> None:
+    """Issue 18.2 (XEP-0124 §14.3): a copy of a request still held is answered like it, is
+    not processed again, and the session lives on (it used to end with item-not-found)."""
+
+    async def scenario() -> None:
+        client = Bosh(web, rid=4000)
+        await client.login("bshalice")
+        bob = await connect(web, "bshbob", password=USERS["bshbob"])
+        try:
+            held = client.body(chat("bshbob@localhost", "once"))  # no output for us: held
+            first = asyncio.ensure_future(asyncio.to_thread(client.post, held))
+            assert (await bob.next_message())["body"] == "once"
+            await asyncio.sleep(0.3)
+            assert not first.done()
+            again, raw = await asyncio.to_thread(client.post, held)  # the browser gave up
+            assert again.get("type") is None
+            _original, raw_first = await asyncio.wait_for(first, 5)
+            assert raw_first == raw  # one answer for one rid
+            reply = await client.send(chat("bshbob@localhost", "twice?") + PING.format("p1"))
+            assert reply[0].get("id") == "p1"  # the session lives on
+            assert (await bob.next_message())["body"] == "twice?"  # "once" came once
+        finally:
+            await bob.close()
+
+    run(scenario())
+
+
+def test_a_retransmission_after_the_first_connection_dropped(web: ServerProcess) -> None:
+    """The first copy's connection is gone (a proxy timed out): its answer goes to the copy at
+    once, without waiting for output or `wait`."""
+
+    async def scenario() -> None:
+        client = Bosh(web, rid=3000)
+        await client.login("bshalice")
+        held = client.body()
+        context = ssl.create_default_context(cafile=web.ca_file)
+        context.check_hostname = False
+        raw = socket.create_connection(("127.0.0.1", web.https_port))
+        tls = context.wrap_socket(raw)
+        head = f"POST /http-bind HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(held)}"
+        tls.sendall(head.encode() + b"\r\n\r\n" + held)
+        await asyncio.sleep(0.3)  # now held
+        tls.close()
+        again, _ = await asyncio.wait_for(asyncio.to_thread(client.post, held), 5)  # wait=10
+        assert again.get("type") is None and len(again) == 0
+        reply = await client.send(PING.format("p2"))
+        assert reply[0].get("id") == "p2"
 
     run(scenario())
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -16,6 +18,7 @@ from joserfc import jws
 from joserfc.jwk import OctKey
 from support import ServerProcess, connect, run
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from wsflood import connect_slow_reader, flood_then_ping
 
 SECRET = "channels-test-secret-of-32-bytes-or-more"
 MUC = "http://jabber.org/protocol/muc"
@@ -212,12 +215,84 @@ def test_one_to_one_chat_on_the_user_topic(web: ServerProcess) -> None:
     run(scenario())
 
 
+def test_ping_while_the_writer_is_busy_keeps_the_session(web: ServerProcess) -> None:
+    """Issue 18.1 on the channel socket: 90 pushes of 15 KB (bodies are limited to 16 KB) to
+    our own JID, unread, then a WebSocket ping: the pong comes between whole frames, early,
+    and the socket keeps working."""
+
+    async def scenario() -> None:
+        url = f"ws://127.0.0.1:{web.http_port}/socket/websocket?vsn=2.0.0&token={token('busy')}"
+        chan = Channel(await connect_slow_reader(url, web.http_port))
+        topic = "user:busy@localhost"
+        join_ref, reply = await chan.join(topic)
+        me = reply["response"]["jid"]
+        flood = [
+            json.dumps(
+                [join_ref, None, topic, "new_msg", {"to": me, "body": f"{i:04d}" + "x" * 15_000}]
+            )
+            for i in range(90)
+        ]
+        echoes, before_pong = await flood_then_ping(chan.ws, flood, lambda f: '"new_msg"' in f)
+        assert before_pong < len(flood)  # the pong jumped the queued frames
+        bodies = [json.loads(e)[4]["body"] for e in echoes]  # every frame parses
+        assert [b[:4] for b in bodies] == [f"{i:04d}" for i in range(90)]
+        ref = await chan.send(None, "phoenix", "heartbeat", {})
+        assert (await chan.expect("phoenix", "phx_reply"))[1] == ref  # the session survived
+        await chan.ws.close()
+
+    run(scenario())
+    assert "Traceback" not in web.log_text()
+
+
+DEEP = '[null,"1","phoenix","heartbeat",{"x":' + "[" * 100_000 + "]" * 100_000 + "}]"
+NAN = '[null,"1","phoenix","heartbeat",{"x":NaN}]'
+CONTROL = '[null,"1","user:x@localhost","new_msg",{"body":"\\u0001"}]'  # lxml refused it
+
+
+@pytest.mark.parametrize(
+    "frame, reason",
+    [
+        (DEEP, "nested|arrays and objects"),
+        (NAN, "NaN"),
+        (CONTROL, "XML cannot carry"),
+        (b'["\xff"]', ""),
+    ],
+    ids=["deep", "nan", "control", "not-utf8"],
+)
+def test_a_bad_frame_closes_the_socket_with_1007(
+    web: ServerProcess, frame: str | bytes, reason: str
+) -> None:
+    """Issue 18.3: deep JSON used to close with 1000 after a traceback, NaN was accepted,
+    and a text message that is not UTF-8 closed with 1000."""
+
+    async def scenario() -> None:
+        chan = await open_channel(web, token("hostile"), max_size=None)
+        await chan.ws.send(frame, text=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(chan.ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+        assert re.search(reason, closed.value.rcvd.reason)
+
+    run(scenario())
+    assert "Traceback" not in web.log_text()
+
+
 def post(web: ServerProcess, query: str, body: str) -> dict:
+    status, answer = post_status(web, query, body)
+    assert status == 200
+    return answer
+
+
+def post_status(web: ServerProcess, query: str, body: str | bytes) -> tuple[int, dict]:
     url = f"http://127.0.0.1:{web.http_port}/socket/longpoll?{query}"
-    request = urllib.request.Request(url, data=body.encode(), method="POST")
+    data = body.encode() if isinstance(body, str) else body
+    request = urllib.request.Request(url, data=data, method="POST")
     request.add_header("Content-Type", "application/x-ndjson")
-    with urllib.request.urlopen(request, timeout=15) as answer:
-        return json.loads(answer.read())
+    try:
+        with urllib.request.urlopen(request, timeout=15) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def get(web: ServerProcess, query: str) -> dict:
@@ -240,6 +315,30 @@ def test_longpoll_session_lifecycle(web: ServerProcess) -> None:
     replies = [json.loads(m) for m in answer["messages"]]
     assert [r[1] for r in replies] == ["1", "2"]
     assert post(web, "token=lp.unknown&vsn=2.0.0", frames[1]) == {"status": 410}
-    bad = post(web, session, "[not json")
-    assert bad["status"] == 400
-    assert post(web, session, frames[1]) == {"status": 410}  # a bad frame ended the session
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ("[not json", "not JSON"),
+        (DEEP, "nested|arrays and objects"),
+        (NAN, "NaN"),
+        (CONTROL, "XML cannot carry"),
+        (b"\xff\xfe", "UTF-8"),
+        ('[null,"5","phoenix","heartbeat",{}]\n' + NAN, "line 2"),
+    ],
+    ids=["not-json", "deep", "nan", "control", "not-utf8", "second-line"],
+)
+def test_a_bad_longpoll_frame_is_that_requests_400(
+    web: ServerProcess, body: str | bytes, reason: str
+) -> None:
+    """Issue 18.3: deep JSON used to drop the TCP connection with no answer. A bad frame is an
+    HTTP 400 with the reason; the frames before it count and the session lives on."""
+    opened = get(web, f"token={token('lpbad')}&vsn=2.0.0")
+    session = f"token={token('lpbad')}&vsn=2.0.0&token={opened['token']}"
+    status, answer = post_status(web, session, body)
+    assert status == 400 and answer["status"] == 400 and re.search(reason, answer["reason"])
+    assert post(web, session, '[null,"9","phoenix","heartbeat",{}]')["status"] == 200
+    replies = [json.loads(m)[1] for m in get(web, session)["messages"]]
+    assert replies == (["5", "9"] if "line 2" in reason else ["9"])
+    assert "Traceback" not in web.log_text()

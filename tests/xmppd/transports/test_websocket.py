@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 import websockets
 from lxml import etree
-from support import ServerProcess, connect, run
+from support import PASSWORDS, ServerProcess, connect, run
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from wsflood import connect_slow_reader, flood_then_ping
 
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 OPEN = f"<open xmlns='{FRAMING}' to='localhost' version='1.0'/>"
@@ -56,10 +57,14 @@ async def recv(ws: websockets.ClientConnection) -> etree._Element:
 
 
 async def login(
-    server: ServerProcess, user: str, resource: str = "ws"
+    server: ServerProcess,
+    user: str,
+    resource: str = "ws",
+    ws: websockets.ClientConnection | None = None,
+    password: str | None = None,
 ) -> websockets.ClientConnection:
-    """PLAIN over wss, restart, bind: what a browser client does."""
-    ws = await open_ws(server)
+    """PLAIN over wss (or over `ws`), restart, bind: what a browser client does."""
+    ws = ws or await open_ws(server)
     assert ws.subprotocol == "xmpp"
     await ws.send(OPEN)
     opened = await recv(ws)
@@ -68,7 +73,8 @@ async def login(
     assert features.tag == "{http://etherx.jabber.org/streams}features"
     mechanisms = [m.text for m in features.iter("{*}mechanism")]
     assert "PLAIN" in mechanisms and features.find("{*}starttls") is None  # TLS is HTTPS's
-    token = base64.b64encode(f"\0{user}\0{USERS[user]}".encode()).decode()
+    secret = password or USERS[user]
+    token = base64.b64encode(f"\0{user}\0{secret}".encode()).decode()
     await ws.send(
         f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
     )
@@ -221,6 +227,20 @@ def test_binary_and_oversized_messages_get_their_close_codes(web: ServerProcess)
     run(scenario())
 
 
+def test_a_text_message_that_is_not_utf8_closes_with_1007(web: ServerProcess) -> None:
+    async def scenario() -> None:
+        ws = await open_ws(web)
+        await ws.send(OPEN)
+        await recv(ws), await recv(ws)
+        await ws.send(b"<presence xmlns='jabber:client'>\xff</presence>", text=True)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1007
+
+    run(scenario())
+
+
 def test_handshake_needs_the_xmpp_subprotocol_and_an_allowed_origin(web: ServerProcess) -> None:
     async def scenario() -> None:
         with pytest.raises(InvalidStatus) as caught:
@@ -248,6 +268,37 @@ def test_plain_listener_on_loopback(web: ServerProcess) -> None:
             assert "PLAIN" in [m.text for m in features.iter("{*}mechanism")]
 
     run(scenario())
+
+
+def test_ping_while_the_writer_is_busy_keeps_the_session(server: ServerProcess) -> None:
+    """Issue 18.1: the pong waits for the frame being sent, jumps the queued ones, and the
+    session lives on (it used to die of trio's BusyResourceError with a spliced close frame)."""
+
+    async def scenario() -> None:
+        url = f"ws://127.0.0.1:{server.http_port}/xmpp-websocket"
+        ws = await connect_slow_reader(url, server.http_port, subprotocols=["xmpp"])
+        await login(server, "alice", "busy", ws=ws, password=PASSWORDS["alice"])
+        me = "alice@localhost/busy"
+        flood = [
+            f"<message xmlns='jabber:client' to='{me}' type='chat' id='f{i}'>"
+            f"<body>{i:04d}{'x' * 30_000}</body></message>"
+            for i in range(45)
+        ]
+        echoes, before_pong = await flood_then_ping(ws, flood, lambda f: f.startswith("<message"))
+        assert before_pong < len(flood)  # the pong jumped the queued messages
+        bodies = [etree.fromstring(e.encode()).findtext("{jabber:client}body") for e in echoes]
+        assert [b[:4] for b in bodies] == [f"{i:04d}" for i in range(45)]
+        assert all(len(b) == 30_004 for b in bodies)
+        await ws.send(
+            "<iq xmlns='jabber:client' type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq>"
+        )
+        assert (await recv(ws)).get("id") == "after"  # the session survived
+        await ws.send(CLOSE)
+        assert (await recv(ws)).tag == f"{{{FRAMING}}}close"
+        await ws.close()
+
+    run(scenario())
+    assert "Traceback" not in server.log_text()
 
 
 def test_server_survives(web: ServerProcess) -> None:
