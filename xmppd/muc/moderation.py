@@ -87,8 +87,7 @@ async def moderate(room: Room, moderator: Occupant | None, request: Element) -> 
     if get_child(request, ns.RETRACT, "retract") is None:
         raise MucError("feature-not-implemented", "retraction is the only moderation action")
     item, original = await find(room, request.get("id"))
-    if not room.service.allow_message(moderator):  # the announcement goes to everyone
-        raise MucError("resource-constraint", "too many messages; slow down", "wait")
+    room.service.check_rate(moderator)  # the announcement goes to everyone
     reason = (child_text(request, ns.MODERATE, "reason") or "").strip()
     by = room.occupant_jid(moderator)
     stanza_id = str(uuid.uuid4())

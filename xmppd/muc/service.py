@@ -212,6 +212,13 @@ class MucService:
         self.rooms[local] = room
         return room
 
+    def check_rate(self, occupant: Occupant) -> None:
+        """Refuse past the occupant's rate with resource-constraint, type wait (RFC 6120
+        §8.3.3.18), naming the limit so the sender knows how fast it may go."""
+        if not self.allow_message(occupant):
+            limit = f"{self.message_burst} messages in a burst or {self.message_rate:g} per second"
+            raise MucError("resource-constraint", f"more than {limit}; slow down", "wait")
+
     def allow_message(self, occupant: Occupant) -> bool:
         """Token bucket per occupant: `message_rate` per second, bursts of `message_burst`."""
         now = time.monotonic()
