@@ -35,7 +35,9 @@ from joserfc import jwe, jws
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey, OKPKey, RSAKey
 
+from auth.base import AuthError
 from auth.scram import ScramCredentials
+from xmppd.storage import StorageError
 
 log = logging.getLogger("xmppd.tokens")
 SIGNING = ("HS256", "RS256", "EdDSA")
@@ -429,23 +431,72 @@ def _digest(secret: str) -> bytes:
 
 class TokenAuth:
     """An auth backend wrapper: a live one-time password logs in (SASL PLAIN), anything else is
-    the wrapped backend's business. SCRAM keeps working for real passwords."""
+    the wrapped backend's business. SCRAM keeps working for real passwords.
 
-    def __init__(self, inner: Any, store: CredentialStore, domain: str) -> None:
+    Token users have no account in the wrapped backend, yet they are users: the host app
+    vouched for them. `vouch` records each one durably (the `vouched` keyval store, one small
+    document per user) when a token opens a channel or a token-issued password logs in, and
+    `user_exists` answers true for them from then on (room history stays shown after they go
+    offline; messages to them are kept like anyone's). `delete_user` forgets them."""
+
+    def __init__(
+        self, inner: Any, store: CredentialStore, domain: str, vouched: Any | None = None
+    ) -> None:
         self.inner = inner
         self.store = store
         self.domain = domain
+        self.vouched = vouched  # a KeyValueStore: username -> {"since": epoch seconds}
+        self._known: set[str] = set()  # vouched-for usernames seen since start
         self.name = f"{inner.name}+tokens"
         self.supports_scram = inner.supports_scram
 
     async def check_password(self, username: str, password: str) -> bool:
         if self.store.consume(f"{username}@{self.domain}", password):
             log.info("%s@%s logged in with a token-issued password", username, self.domain)
+            await self.vouch(username)
             return True
         return await self.inner.check_password(username, password)
+
+    async def vouch(self, username: str) -> None:
+        """A valid host-app token named this user: remember it (durably) as existing."""
+        if username in self._known or self.vouched is None:
+            return
+        if await self._load(username) is None:
+            await self._store(username, {"since": int(time.time())})
+        self._known.add(username)
+
+    async def user_exists(self, username: str) -> bool:
+        if username in self._known or await self.inner.user_exists(username):
+            return True
+        return self.vouched is not None and await self._load(username) is not None
+
+    async def delete_user(self, username: str) -> None:
+        """Forget a token user (its app deleted it) and delete an account of that name;
+        NoSuchUser when there is neither."""
+        vouched = self.vouched is not None and await self._load(username) is not None
+        if vouched:
+            await self._store(username, None)
+            self._known.discard(username)
+        if not vouched or await self.inner.user_exists(username):
+            await self.inner.delete_user(username)
+
+    async def _load(self, username: str) -> dict | None:
+        try:
+            doc = await self.vouched.get(username)
+        except StorageError as exc:
+            raise AuthError(f"token user store unavailable: {exc}") from exc
+        if doc is not None:
+            self._known.add(username)
+        return doc
+
+    async def _store(self, username: str, doc: dict | None) -> None:
+        try:
+            await self.vouched.set(username, doc)
+        except StorageError as exc:
+            raise AuthError(f"token user store unavailable: {exc}") from exc
 
     async def get_scram_credentials(self, username: str, hash_name: str) -> ScramCredentials | None:
         return await self.inner.get_scram_credentials(username, hash_name)
 
-    def __getattr__(self, name: str) -> Any:  # user_exists, create_user, ... unchanged
+    def __getattr__(self, name: str) -> Any:  # create_user, set_password, ... unchanged
         return getattr(self.inner, name)

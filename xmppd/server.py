@@ -116,8 +116,8 @@ class Server:
             from auth.ldap import ChainAuth, LdapAuth
 
             backend = ChainAuth(backend, LdapAuth(self.config.auth["ldap"]))
-        if self.config.auth["tokens"]["apps"]:  # one-time passwords from /credentials
-            return TokenAuth(backend, self.credentials, domain)
+        if self.config.auth["tokens"]["apps"]:  # one-time passwords, users the apps vouch for
+            return TokenAuth(backend, self.credentials, domain, storage.keyval("token_users"))
         return backend
 
     async def _ensure_demo_account(self) -> None:

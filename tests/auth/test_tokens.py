@@ -15,7 +15,10 @@ from joserfc import jwe, jws
 from joserfc.jwk import OctKey, OKPKey, RSAKey
 from support import ServerProcess, connect, run
 
-from auth.tokens import CredentialStore, TokenError, TokenVerifier
+from auth.base import NoSuchUser
+from auth.internal import InternalAuth
+from auth.tokens import CredentialStore, TokenAuth, TokenError, TokenVerifier
+from xmppd.storage import open_database
 
 SECRET = "the-webmail-shares-this-32-byte-secret"
 AES = "fedcba9876543210"
@@ -221,6 +224,38 @@ def test_one_time_passwords_live_no_longer_than_their_token() -> None:
     assert not store.consume("bob@localhost", third, now=1)
     assert store.revoke(user="alice@localhost") == 1
     assert not store.consume("alice@localhost", second, now=1)
+
+
+async def test_users_the_apps_vouch_for_exist_until_deleted(tmp_path) -> None:
+    db = await open_database(tmp_path)
+    storage = db.for_host("localhost")
+    inner = InternalAuth(storage.keyval("accounts"), iterations=4096)
+
+    def token_auth() -> TokenAuth:  # a fresh one: as after a restart
+        return TokenAuth(inner, CredentialStore(), "localhost", storage.keyval("token_users"))
+
+    try:
+        auth = token_auth()
+        assert not await auth.user_exists("tom")
+        await auth.vouch("tom")
+        assert await auth.user_exists("tom")
+        auth = token_auth()
+        assert await auth.user_exists("tom")  # durable
+        await auth.delete_user("tom")
+        assert not await auth.user_exists("tom") and not await token_auth().user_exists("tom")
+        with pytest.raises(NoSuchUser):
+            await auth.delete_user("tom")
+        # A token-issued password logging in vouches for its user too.
+        secret = auth.store.issue("ann@localhost")
+        assert await auth.check_password("ann", secret)
+        assert await token_auth().user_exists("ann")
+        # An account of a vouched-for name goes with it.
+        await inner.create_user("bea", "a-password")
+        await auth.vouch("bea")
+        await auth.delete_user("bea")
+        assert not await token_auth().user_exists("bea")
+    finally:
+        await db.close()
 
 
 # ---- over HTTP, against a real server ---------------------------------------------------------

@@ -137,12 +137,24 @@ class ChannelSession:
         kind, _, ident = join.topic.partition(":")
         if not self.claims.allows(join.topic):
             raise ChannelError("this token does not open that topic")
+        await self._vouch()
         if kind == "room":
             await self._join_room(join, ident)
         elif kind == "user" and ident == self.bare:
             self._join_user(join)
         else:
             raise ChannelError("unmatched topic")
+
+    async def _vouch(self) -> None:
+        """The app vouches for its user: a user like any account from now on (TokenAuth)."""
+        from auth.base import AuthError
+
+        vouch = getattr(self.host.auth, "vouch", None)
+        try:
+            if vouch is not None:
+                await vouch(JID.parse(self.bare).local or "")
+        except AuthError as exc:
+            raise ChannelError("the server cannot record this user now; try again") from exc
 
     async def _join_room(self, join: Join, ident: str) -> None:
         from ..muc.room import MucError

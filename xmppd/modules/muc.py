@@ -66,7 +66,10 @@ spec = ModuleSpec(
             float, 2.0, "messages per second an occupant may send on average", min=0.01
         ),
         "message_burst": Option(
-            int, 10, "messages an occupant may send at once before the rate applies", min=1
+            int,
+            30,
+            "messages an occupant may send at once before the rate applies (a pasted paragraph)",
+            min=1,
         ),
         "archive_page_size": Option(
             int, 50, "room archive results per query page when unasked (XEP-0313)", min=1

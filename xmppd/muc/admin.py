@@ -12,6 +12,7 @@ from ..protocol import namespaces as ns
 from ..protocol.forms import FormError, parse_submission
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, element, get_child, local_name, namespace_of, reply, sub
+from ..storage.base import StorageError
 from . import archive, disco, moderation
 from .config import apply_submission, form
 from .room import AFF_RANK, ROLE_RANK, MucError, Occupant, Room
@@ -247,15 +248,19 @@ async def _config_took_effect(room: Room, old: object, was_locked: bool) -> None
 
 
 async def destroy_room(room: Room, destroy: Element) -> None:
-    """§10.9: every occupant leaves with the <destroy/> (alternate venue, reason)."""
-    notice = element(ns.MUC_USER, "destroy")
-    if destroy.get("jid"):
-        notice.set("jid", destroy.get("jid") or "")
-    for child in destroy:
-        if isinstance(child.tag, str) and local_name(child) in ("reason", "password"):
-            sub(notice, ns.MUC_USER, local_name(child), child.text or "")
-    room.config.persistent = False
-    room.affiliations.clear()  # everyone leaves with affiliation none
-    await room.service.forget(room)
-    for occupant in list(room.occupants.values()):
-        await room.remove(occupant, [], [notice])
+    """§10.9: the owner's <destroy/> (alternate venue, reason, password) to the service."""
+    texts = {
+        local_name(child): child.text or ""
+        for child in destroy
+        if isinstance(child.tag, str) and local_name(child) in ("reason", "password")
+    }
+    try:
+        await room.service.destroy_room(
+            room,
+            reason=texts.get("reason"),
+            venue=destroy.get("jid"),
+            password=texts.get("password"),
+        )
+    except StorageError as exc:
+        room.service.log.error("destroying %s: %s", room.jid, exc)
+        raise MucError("internal-server-error", "the room could not be deleted", "wait") from None

@@ -59,7 +59,7 @@ async def query(room: Room, sender: JID, stanza: Element, request: Element) -> E
     service = room.service
     try:
         q = parse_query(request, default_limit=service.page_size, max_limit=service.max_page_size)
-        page = await run_query(service.archive, room.jid, q)
+        page = await run_query(service.archive, room.archive_owner, q)
     except QueryError as exc:
         raise MucError(exc.condition, exc.text) from None
     items = [(item, _author(item)) for item in page.items]

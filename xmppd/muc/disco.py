@@ -38,11 +38,11 @@ def service_info(service: MucService, stanza: Element) -> Element:
 
 
 def service_items(service: MucService, stanza: Element) -> Element:
-    """§6.3: the public rooms (hidden and unconfigured rooms are left out)."""
+    """§6.3: the public rooms (hidden, unconfigured and vanishing rooms are left out)."""
     answer, query = _query(stanza, ns.DISCO_ITEMS)
     for local in sorted(service.rooms):
         room = service.rooms[local]
-        if room.config.public and not room.locked:
+        if room.config.public and not room.locked and not room.destroyed:
             item = sub(query, ns.DISCO_ITEMS, "item", jid=room.jid)
             item.set("name", room.config.name or local)
     return answer

@@ -69,8 +69,7 @@ async def _keep(room: Room, occupant: Occupant, real: str, out: Element) -> None
 
 def check_rate(room: Room, occupant: Occupant) -> None:
     """The per-occupant message rate covers everything an occupant makes the room send."""
-    if not room.service.allow_message(occupant):
-        raise MucError("resource-constraint", "too many messages; slow down", "wait")
+    room.service.check_rate(occupant)
 
 
 async def send(room: Room, real: str, body: str) -> None:

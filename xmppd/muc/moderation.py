@@ -32,7 +32,9 @@ async def find(room: Room, stanza_id: str | None) -> tuple[ArchiveItem, Element]
     if not stanza_id:
         raise MucError("bad-request", "say which message by its stanza-id")
     try:
-        page = await run_query(room.service.archive, room.jid, Query(ids=[stanza_id], limit=1))
+        page = await run_query(
+            room.service.archive, room.archive_owner, Query(ids=[stanza_id], limit=1)
+        )
     except QueryError as exc:
         raise MucError(exc.condition, exc.text) from None
     for item in page.items:
@@ -67,9 +69,9 @@ async def tombstone(room: Room, item: ArchiveItem, original: Element, retracted:
     original.append(retracted)
     xml = etree.tostring(original, encoding="unicode")
     archive = room.service.archive
-    await archive.delete(room.jid, item.id)
+    await archive.delete(room.archive_owner, item.id)
     await archive.append(
-        room.jid,
+        room.archive_owner,
         with_jid=item.with_jid,
         stanza_xml=xml,
         stanza_id=item.id,
@@ -85,8 +87,7 @@ async def moderate(room: Room, moderator: Occupant | None, request: Element) -> 
     if get_child(request, ns.RETRACT, "retract") is None:
         raise MucError("feature-not-implemented", "retraction is the only moderation action")
     item, original = await find(room, request.get("id"))
-    if not room.service.allow_message(moderator):  # the announcement goes to everyone
-        raise MucError("resource-constraint", "too many messages; slow down", "wait")
+    room.service.check_rate(moderator)  # the announcement goes to everyone
     reason = (child_text(request, ns.MODERATE, "reason") or "").strip()
     by = room.occupant_jid(moderator)
     stanza_id = str(uuid.uuid4())

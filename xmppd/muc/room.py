@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import trio
+
 from pubsub.topics import room_topic
 
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID
-from ..protocol.stanza import Element, copy, local_name, make, namespace_of, sub
+from ..protocol.stanza import Element, copy, element, local_name, make, namespace_of, sub
 from .config import RoomConfig
 from .history import History, Request
 
@@ -73,7 +75,9 @@ class Occupant:
 
 
 class Room:
-    def __init__(self, service: MucService, jid: str, config: RoomConfig, creator: str) -> None:
+    def __init__(
+        self, service: MucService, jid: str, config: RoomConfig, creator: str, creation: str = ""
+    ) -> None:
         self.service = service
         self.jid = jid
         self.local = jid.partition("@")[0]
@@ -87,6 +91,19 @@ class Room:
         self.subject_from = ""  # nick of who set it
         self.locked = False  # created, not configured yet (§10.1.1)
         self.history = History(jid, config.history_length)
+        # Which creation of this name: archive rows are kept under it, so a later room of the
+        # same name never serves them ("": a room stored before creations were recorded).
+        self.creation = creation
+        self.gone: trio.Event | None = None  # set while being destroyed; fired when done
+
+    @property
+    def archive_owner(self) -> str:
+        """The owner of this creation's archive rows (a bare JID never holds a '/')."""
+        return f"{self.jid}/{self.creation}" if self.creation else self.jid
+
+    @property
+    def destroyed(self) -> bool:
+        return self.gone is not None
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -377,6 +394,19 @@ class Room:
         for code in codes:
             sub(x, ns.MUC_USER, "status", code=code)
         self.service.pubsub.broadcast(self.topic, RoomMessage(out))
+
+
+def destroy_notice(
+    reason: str | None = None, venue: str | None = None, password: str | None = None
+) -> Element:
+    """The `<destroy/>` occupants of a destroyed room leave with (§10.9)."""
+    notice = element(ns.MUC_USER, "destroy")
+    if venue:
+        notice.set("jid", venue)
+    for name, text in (("reason", reason), ("password", password)):
+        if text is not None:
+            sub(notice, ns.MUC_USER, name, text)
+    return notice
 
 
 def _clean(presence: Element) -> Element:

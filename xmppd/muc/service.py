@@ -3,10 +3,15 @@
 
 Persistent rooms are stored in the "muc_rooms" keyval store (key: the room's local part) and
 loaded on the first stanza after start; their recent history comes back from the "muc" archive.
+Each creation of a room has an id of its own, and its archive rows are kept under it
+(`Room.archive_owner`): a room destroyed (`destroy_room`) takes its stored document and archive
+with it, and whatever a crash left behind belongs to no live room, is never served, and is
+deleted at the next start.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +34,13 @@ from ..protocol.stanza import (
 )
 from ..ratelimit import TokenBucket
 from ..router import DELIVERY, StanzaEvent
+from ..storage.base import StorageError
 from . import admin, archive, disco, messages, voice
 from .component import Component
 from .config import RoomConfig
 from .forward import IqForwarder
 from .history import parse_request
-from .room import MucError, Occupant, Room
+from .room import MucError, Occupant, Room, destroy_notice
 
 if TYPE_CHECKING:
     from ..module import Module
@@ -80,40 +86,112 @@ class MucService:
                     doc = await self.store.get(local)
                     if doc is not None:
                         await self._restore(local, doc)
+                await self._purge_orphans()
             finally:
                 self._loaded.set()
         await self._loaded.wait()
 
     async def _restore(self, local: str, doc: dict) -> None:
         config = RoomConfig.from_doc(doc.get("config", {}))
-        room = Room(self, f"{local}@{self.domain}", config, doc.get("creator", ""))
+        jid = f"{local}@{self.domain}"
+        room = Room(self, jid, config, doc.get("creator", ""), doc.get("creation", ""))
         room.affiliations = dict(doc.get("affiliations", {}))
         room.subject, room.subject_from = doc.get("subject", ""), doc.get("subject_from", "")
         if config.history_length:
-            page = await self.archive.query(room.jid, limit=config.history_length, backward=True)
+            page = await self.archive.query(
+                room.archive_owner, limit=config.history_length, backward=True
+            )
             room.history.load([(i.timestamp, i.stanza_xml) for i in page.items])
         self.rooms[local] = room
 
+    async def _purge_orphans(self) -> None:
+        """Delete archives no live room owns: temporary rooms the last run ended with, and
+        destructions a crash or a storage failure left unfinished. (Rooms live in one
+        process; a cluster-wide room registry must keep this in step.)"""
+        live = {room.archive_owner for room in self.rooms.values()}
+        try:
+            orphans = [owner for owner in await self.archive.owners() if owner not in live]
+            for owner in orphans:
+                await self.archive.delete_owner(owner)
+        except StorageError as exc:
+            self.log.error("could not delete the archives of vanished rooms: %s", exc)
+            return
+        if orphans:
+            self.log.info("deleted the archives of %d vanished rooms", len(orphans))
+
     async def save(self, room: Room) -> None:
-        if room.config.persistent and self.rooms.get(room.local) is room:
+        if room.config.persistent and self.rooms.get(room.local) is room and not room.destroyed:
             doc = {
                 "config": room.config.to_doc(),
                 "affiliations": room.affiliations,
                 "subject": room.subject,
                 "subject_from": room.subject_from,
                 "creator": room.creator,
+                "creation": room.creation,
             }
             await self.store.set(room.local, doc)
 
-    async def forget(self, room: Room) -> None:
-        if self.rooms.get(room.local) is room:
-            del self.rooms[room.local]
-        await self.store.set(room.local, None)
+    def room(self, local: str) -> Room | None:
+        """The room of that name, unless it is being destroyed."""
+        room = self.rooms.get(local)
+        return None if room is None or room.destroyed else room
+
+    async def settled_room(self, local: str) -> Room | None:
+        """The room of that name, once a destruction of it in progress has finished."""
+        room = self.rooms.get(local)
+        while room is not None and room.gone is not None:
+            await room.gone.wait()
+            room = self.rooms.get(local)
+        return room
+
+    async def destroy_room(
+        self,
+        room: Room | str,
+        *,
+        reason: str | None = None,
+        venue: str | None = None,
+        password: str | None = None,
+    ) -> bool:
+        """Destroy a room (its owner, an admin, or the last occupant of a temporary room
+        leaving): occupants leave with a §10.9 `<destroy/>` (alternate `venue`, `reason`), and
+        its stored config, affiliations, subject, history and archive are deleted durably
+        before a room of that name can be created again (a join for the name waits).
+        `room` may be a room JID or local part; False when there is no such room.
+        StorageError: the room stays when its document could not be deleted."""
+        if isinstance(room, str):
+            found = self.room(room.partition("@")[0] if "@" in room else room)
+            if found is None:
+                return False
+            room = found
+        if room.gone is not None:  # a destruction is under way: wait for its end
+            await room.gone.wait()
+            return True
+        gone = room.gone = trio.Event()  # no more saves nor archiving from here on
+        try:
+            await self.store.set(room.local, None)  # first: once durable, it cannot come back
+        except BaseException:
+            room.gone = None
+            gone.set()
+            raise
+        try:
+            notice = destroy_notice(reason, venue, password)
+            room.affiliations.clear()  # everyone leaves with affiliation none (§10.9)
+            for occupant in list(room.occupants.values()):
+                await room.remove(occupant, [], [notice])
+            room.history.resize(0)
+            await self.archive.delete_owner(room.archive_owner)
+        finally:  # on a storage failure the rows stay unserved until the next start purges them
+            if self.rooms.get(room.local) is room:
+                del self.rooms[room.local]
+            gone.set()
+        return True
 
     async def room_emptied(self, room: Room) -> None:
         """Temporary rooms (and rooms never configured) vanish with their last occupant."""
-        if not room.occupants and (not room.config.persistent or room.locked):
-            await self.forget(room)
+        if room.destroyed or room.occupants:
+            return
+        if not room.config.persistent or room.locked:
+            await self.destroy_room(room)
 
     def may_create(self, bare: JID) -> None:
         """Creation policy and the rooms-per-user limit; MucError when refused."""
@@ -127,11 +205,19 @@ class MucService:
     def create(self, local: str, creator: JID) -> Room:
         self.may_create(creator.bare)
         config = RoomConfig(history_length=min(20, self.max_history))
-        room = Room(self, f"{local}@{self.domain}", config, str(creator.bare))
+        jid, creation = f"{local}@{self.domain}", secrets.token_hex(8)
+        room = Room(self, jid, config, str(creator.bare), creation)
         room.affiliations[str(creator.bare)] = "owner"
         room.locked = self.lock_new_rooms
         self.rooms[local] = room
         return room
+
+    def check_rate(self, occupant: Occupant) -> None:
+        """Refuse past the occupant's rate with resource-constraint, type wait (RFC 6120
+        §8.3.3.18), naming the limit so the sender knows how fast it may go."""
+        if not self.allow_message(occupant):
+            limit = f"{self.message_burst} messages in a burst or {self.message_rate:g} per second"
+            raise MucError("resource-constraint", f"more than {limit}; slow down", "wait")
 
     def allow_message(self, occupant: Occupant) -> bool:
         """Token bucket per occupant: `message_rate` per second, bursts of `message_burst`."""
@@ -145,9 +231,14 @@ class MucService:
         return await archive.hidden_authors(self, authors)
 
     async def archive_message(self, room: Room, stanza: Element, stanza_id: str) -> None:
+        if room.destroyed:  # its archive is being deleted
+            raise MucError("item-not-found", "the room is being destroyed")
         xml = etree.tostring(stanza, encoding="unicode")
         await self.archive.append(
-            room.jid, with_jid=stanza.get("from") or room.jid, stanza_xml=xml, stanza_id=stanza_id
+            room.archive_owner,
+            with_jid=stanza.get("from") or room.jid,
+            stanza_xml=xml,
+            stanza_id=stanza_id,
         )
 
     # ---- sending ---------------------------------------------------------------------------
@@ -193,12 +284,14 @@ class MucService:
 
     async def _available(self, room: Room | None, to: JID, real: JID, stanza: Element) -> None:
         nick = to.resource or ""
+        if room is None or room.destroyed:
+            room = await self.settled_room(to.local or "")
         if room is None:
             room = self.create(to.local or "", real)
             try:
                 await room.join(real, nick, stanza, created=True)
             except MucError:
-                await self.forget(room)
+                await self.destroy_room(room)
                 raise
             return
         occupant = room.occupant_of(str(real))
@@ -223,7 +316,7 @@ class MucService:
         await self.ready()
         assert event.to is not None
         stanza, type_ = event.stanza, event.stanza.get("type", "normal")
-        room = self.rooms.get(event.to.local or "")
+        room = self.room(event.to.local or "")
         if type_ == "error" or event.sender is None:
             return True
         try:
@@ -247,7 +340,7 @@ class MucService:
         await self.ready()
         assert event.to is not None
         stanza = event.stanza
-        room = self.rooms.get(event.to.local or "")
+        room = self.room(event.to.local or "")
         if stanza.get("type") == "error" or event.sender is None:
             return True
         try:
@@ -282,7 +375,7 @@ class MucService:
         child = _request(event)
         if child is None or event.to is None or event.sender is None:
             return True
-        room = self.rooms.get(event.to.local or "")
+        room = self.room(event.to.local or "")
         if room is None:
             return await event.reply_error("item-not-found", "no such room")
         try:
@@ -304,7 +397,7 @@ class MucService:
         child = _request(event)
         if child is None:
             return True
-        room = self.rooms.get(to.local or "")
+        room = self.room(to.local or "")
         occupant = room.occupant_of(str(sender)) if room is not None else None
         if namespace_key(child) == (ns.PING, "ping") and (
             occupant is None or occupant.nick == to.resource
@@ -330,7 +423,7 @@ class MucService:
         """Enter (or create) a room without XML transport; MucError on refusal."""
         await self.ready()
         local = JID.parse(room_jid).local or ""
-        room = self.rooms.get(local)
+        room = await self.settled_room(local)
         to = JID.parse(f"{local}@{self.domain}/{nick}")
         presence = make("presence")
         if room is None:

@@ -43,8 +43,7 @@ async def _request(room: Room, sender: Occupant, real: str, values: dict[str, li
         raise MucError("bad-request", "a voice request asks for the participant role")
     if sender.role != "visitor":
         raise MucError("not-acceptable", "you have voice already")
-    if not room.service.allow_message(sender):  # every moderator gets each request
-        raise MucError("resource-constraint", "too many requests; slow down", "wait")
+    room.service.check_rate(sender)  # every moderator gets each request
     fields = [
         Field("muc#role", "list-single", "Requested role", ["participant"]),
         Field("muc#jid", "jid-single", "User ID", [real]),

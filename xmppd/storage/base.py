@@ -93,6 +93,9 @@ class ArchiveStore(Protocol):
 
     async def delete_owner(self, owner: str) -> int: ...
 
+    async def owners(self) -> list[str]:
+        """Every owner with at least one record in this store (sorted)."""
+
 
 class Storage(Protocol):
     """One per virtual host; created by the driver factory from config."""

@@ -239,3 +239,8 @@ class SQLArchiveStore:
         sql = "DELETE FROM archive WHERE host = ? AND store = ? AND owner = ?"
         args = (*self._scope, owner)
         return await self._db.run("archive delete_owner", lambda tx: tx.write(sql, args))
+
+    async def owners(self) -> list[str]:
+        sql = "SELECT DISTINCT owner FROM archive WHERE host = ? AND store = ? ORDER BY owner"
+        rows = await self._db.run("archive owners", lambda tx: tx.rows(sql, self._scope))
+        return [row[0] for row in rows]

@@ -209,6 +209,17 @@ async def test_delete_and_delete_owner(archive):
     assert ids(await archive.query("romeo")) == others
 
 
+async def test_owners_of_one_store(db, archive):
+    assert await archive.owners() == []
+    await fill(archive, "romeo", count=2)
+    await fill(archive, "juliet", count=3)
+    await fill(db.for_host("example.org").archive("muc"), "tybalt", count=1)
+    await fill(db.for_host("other.example").archive("mam"), "mercutio", count=1)
+    assert await archive.owners() == ["juliet", "romeo"]
+    await archive.delete_owner("romeo")
+    assert await archive.owners() == ["juliet"]
+
+
 async def test_expire_for_retention(db, archive):
     juliet = await fill(archive, "juliet", count=5)
     romeo = await fill(archive, "romeo", count=5)
