@@ -286,6 +286,10 @@ require_encryption = {require_tls}
 
 [limits]
 connections_per_ip = {max_conn}
+
+[http]
+port = 0      # no web listener: the default ports would clash with other servers
+tls_port = 0
 """
 
 # xmppd's MUC (on by default) limits occupants per room and messages per occupant: raised far
