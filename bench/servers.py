@@ -287,6 +287,12 @@ require_encryption = {require_tls}
 [limits]
 connections_per_ip = {max_conn}
 """
+# No web listener unless a benchmark configures one: the default ports would clash.
+XMPPD_NO_WEB = """
+[http]
+port = 0
+tls_port = 0
+"""
 
 # xmppd's MUC (on by default) limits occupants per room and messages per occupant: raised far
 # above what a benchmark sends, so that only the fan-out is measured.
@@ -300,6 +306,7 @@ message_burst = 100000
 
 class Xmppd(Server):
     name = "xmppd"
+    web_config = XMPPD_NO_WEB
 
     def prepare(self) -> None:
         cfg = XMPPD_CFG.format(
@@ -308,6 +315,7 @@ class Xmppd(Server):
         )  # fmt: skip
         if self.muc:
             cfg += XMPPD_MUC_CFG.format(max_occupants=self.accounts.count + 10)
+        cfg += self.web_config
         (self.dir / "xmppd.toml").write_text(cfg)
         (self.dir / "data").mkdir()
         self.write_accounts()

@@ -97,6 +97,7 @@ class WebProsody(Prosody):
 
 class WebXmppd(Xmppd):
     name = "xmppd"
+    web_config = ""  # XMPPD_WEB below has the [http] table
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from xmppd.storage.base import StorageError
+from xmppd.storage.batch import GroupCommit, Job, fail_all
 from xmppd.storage.migrations import LATEST_VERSION, Executor, upgrade
 from xmppd.storage.sql import SQLStorage
 
@@ -79,13 +80,14 @@ def _configure(conn: psycopg.Connection) -> None:
 class PostgresDatabase:
     """An open PostgreSQL database; `for_host` gives the per-host `Storage`."""
 
-    __slots__ = ("where", "migrated_from", "_pool", "_limiter")
+    __slots__ = ("where", "migrated_from", "_pool", "_limiter", "group")
 
     def __init__(self, where: str, pool: ConnectionPool, pool_size: int, migrated_from: int):
         self.where = where
         self.migrated_from = migrated_from  # the schema version found at open
         self._pool: ConnectionPool | None = pool
         self._limiter = trio.CapacityLimiter(pool_size)
+        self.group = GroupCommit(self._run_batch, self._limiter, parallel=pool_size)
 
     @classmethod
     async def open(
@@ -116,23 +118,51 @@ class PostgresDatabase:
             await trio.to_thread.run_sync(pool.close)
 
     async def run(self, what: str, fn: Callable[[Executor], T]) -> T:
-        """Run `fn(executor)` in one transaction in a worker thread; errors -> StorageError."""
+        """Run `fn(executor)` in a worker thread, group-committed (`batch.py`) with the calls
+        made meanwhile; errors -> StorageError."""
+        return await self.group.submit(Job(what, fn))
 
-        def call() -> T:
-            pool = self._pool
-            if pool is None:
-                raise StorageError(f"database {self.where} is closed")
-            try:
-                conn = _borrow(pool)
-                try:
-                    with conn:  # commits, or rolls back on an exception
-                        return fn(PostgresExecutor(conn))
-                finally:
-                    pool.putconn(conn)  # a broken connection is replaced by the pool
-            except psycopg.Error as exc:  # includes the pool's timeouts
-                raise StorageError(f"database {self.where}: {what} failed: {_cause(exc)}") from exc
+    def _run_batch(self, jobs: list[Job[object]]) -> None:
+        """In a worker thread: one transaction on one pooled connection, a savepoint per job
+        when there are several, one COMMIT (one WAL flush) for all."""
+        pool = self._pool
+        if pool is None:
+            fail_all(jobs, StorageError(f"database {self.where} is closed"))
+            return
+        try:
+            conn = _borrow(pool)  # includes the pool's timeouts
+        except psycopg.Error as exc:
+            fail_all(jobs, self._error(jobs[0].what, exc))
+            return
+        try:
+            with conn.transaction():  # commits, or rolls back on an exception
+                if len(jobs) == 1:
+                    jobs[0].result = jobs[0].fn(PostgresExecutor(conn))
+                else:
+                    for job in jobs:
+                        self._run_in_savepoint(conn, job)
+        except psycopg.Error as exc:
+            fail_all(jobs, self._error(jobs[0].what if len(jobs) == 1 else "commit", exc))
+        except Exception as exc:  # the lone job's own error, rolled back
+            jobs[0].error = exc
+        finally:
+            pool.putconn(conn)  # a broken connection is replaced by the pool
 
-        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+    def _run_in_savepoint(self, conn: psycopg.Connection, job: Job[object]) -> None:
+        try:
+            with conn.transaction():
+                job.result = job.fn(PostgresExecutor(conn))
+        except psycopg.Error as exc:
+            job.error = self._error(job.what, exc)
+            if conn.broken:
+                raise
+        except Exception as exc:
+            job.error = exc
+
+    def _error(self, what: str, exc: psycopg.Error) -> StorageError:
+        error = StorageError(f"database {self.where}: {what} failed: {_cause(exc)}")
+        error.__cause__ = exc
+        return error
 
 
 def _borrow(pool: ConnectionPool) -> psycopg.Connection:

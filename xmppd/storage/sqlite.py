@@ -3,8 +3,10 @@
 Theory of operation: the database owns one `sqlite3` connection and a `CapacityLimiter(1)`.
 Every sqlite3 call goes through `run`, i.e. `trio.to_thread.run_sync` under that limiter, so
 the trio loop never blocks on disk and the connection is never used by two threads at once.
-The connection is in autocommit mode (`isolation_level=None`): each write is one statement,
-hence one transaction, committed (and fsynced, see `_configure`) before `set` returns.
+Calls are group-committed (`batch.py`): those arriving while a commit is in flight run
+together in the next transaction, each in a savepoint, with one commit (and one fsync, see
+`_configure`) for all; each returns only after that commit. A lone call runs in autocommit
+mode (`isolation_level=None`), as one transaction of its own.
 The stores themselves are shared with the PostgreSQL driver (`sql.py`).
 """
 
@@ -19,6 +21,7 @@ from typing import TypeVar
 import trio
 
 from xmppd.storage.base import StorageError
+from xmppd.storage.batch import GroupCommit, Job, fail_all
 from xmppd.storage.migrations import LATEST_VERSION, Executor, upgrade
 from xmppd.storage.sql import SQLStorage
 
@@ -45,13 +48,14 @@ class SQLiteExecutor:
 class SQLiteDatabase:
     """An open SQLite database; `for_host` gives the per-host `Storage`."""
 
-    __slots__ = ("path", "migrated_from", "_conn", "_limiter")
+    __slots__ = ("path", "migrated_from", "_conn", "_limiter", "group")
 
     def __init__(self, path: Path, conn: sqlite3.Connection, limiter: trio.CapacityLimiter):
         self.path = path
         self.migrated_from = LATEST_VERSION  # the schema version found at open
         self._conn: sqlite3.Connection | None = conn
         self._limiter = limiter
+        self.group = GroupCommit(self._run_batch, limiter)
 
     @property
     def where(self) -> str:
@@ -85,8 +89,62 @@ class SQLiteDatabase:
             await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
     async def run(self, what: str, fn: Callable[[Executor], T]) -> T:
-        """Run `fn(executor)` in the database's worker thread; sqlite errors -> StorageError."""
-        return await self._run(what, lambda conn: fn(SQLiteExecutor(conn)))
+        """Run `fn(executor)` in the database's worker thread, group-committed with the calls
+        made meanwhile; sqlite errors -> StorageError."""
+        return await self.group.submit(Job(what, fn))
+
+    def _run_batch(self, jobs: list[Job[object]]) -> None:
+        """In the worker thread: one transaction for all jobs, a savepoint each."""
+        conn = self._conn
+        if conn is None:
+            for job in jobs:
+                job.error = StorageError(f"database {self.path} is closed")
+            return
+        executor = SQLiteExecutor(conn)
+        if len(jobs) == 1:
+            self._run_alone(jobs[0], executor)
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            for job in jobs:
+                self._run_alone(job, executor)
+            return
+        try:
+            for job in jobs:
+                if not self._run_in_savepoint(conn, job, executor):
+                    return fail_all(jobs, job.error)  # the transaction is gone with its jobs
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            fail_all(jobs, self._error("commit", exc))
+
+    def _run_alone(self, job: Job[object], executor: SQLiteExecutor) -> None:
+        try:
+            job.result = job.fn(executor)
+        except sqlite3.Error as exc:
+            job.error = self._error(job.what, exc)
+        except Exception as exc:
+            job.error = exc
+
+    def _run_in_savepoint(self, conn: sqlite3.Connection, job: Job[object], ex: Executor) -> bool:
+        """Run one job of a batch; False when its failure took the whole transaction."""
+        conn.execute("SAVEPOINT job")
+        try:
+            job.result = job.fn(ex)
+        except Exception as exc:
+            job.error = self._error(job.what, exc) if isinstance(exc, sqlite3.Error) else exc
+            if not conn.in_transaction:  # SQLite rolled it all back (disk full, I/O error)
+                return False
+            conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        return True
+
+    def _error(self, what: str, exc: sqlite3.Error) -> StorageError:
+        error = StorageError(f"database {self.path}: {what} failed: {exc}")
+        error.__cause__ = exc
+        return error
 
     async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`run` with the raw connection (also for tests and maintenance)."""
