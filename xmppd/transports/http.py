@@ -293,7 +293,13 @@ async def _accept_loop(
 
 
 async def _connection(web: Web, stream: trio.abc.Stream, gate: HandshakeGate | None) -> None:
-    peer = stream.socket.getpeername()[0]  # type: ignore[attr-defined]
+    try:
+        peer = stream.socket.getpeername()[0]  # type: ignore[attr-defined]
+    except OSError:  # reset before we got to it
+        if gate is not None:
+            gate.release()
+        await trio.aclose_forcefully(stream)
+        return
     try:
         with web.pending.waiting(peer) as pending:  # the TLS handshake is part of the head
             if gate is not None:

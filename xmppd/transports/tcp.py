@@ -69,7 +69,9 @@ async def serve_c2s(
             gate = HandshakeGate(server.config.limits["tls_handshakes"])
             for listener in sockets:
                 handler = partial(_handle, server, cap, sweeper, direct, gate)
-                nursery.start_soon(_accept_loop, listener, handler, nursery, direct and gate)
+                nursery.start_soon(
+                    _accept_loop, listener, handler, nursery, gate if direct else None
+                )
             log.info(
                 "listening for %s on %s port %d", name, ", ".join(c2s["interfaces"]), bound[name]
             )
@@ -150,22 +152,24 @@ async def _serve(
     sweeper: Sweeper,
     gate: HandshakeGate,
 ) -> None:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    limits = server.config.limits
-    connection = ByteStreamConnection(
-        sock, address, limits, server.ssl_context, server.cb_data, sweeper, gate
-    )
-    if direct_tls:
-        try:
-            await connection.handshake()  # the accept loop took this handshake's gate slot
-        except (ConnectionLost, OSError) as exc:
-            log.info("direct TLS from %s: %s; closing", address, exc or type(exc).__name__)
-            drop_frames(exc)
-            sock.close()
-            return
-        finally:
-            gate.release()
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        limits = server.config.limits
+        connection = ByteStreamConnection(
+            sock, address, limits, server.ssl_context, server.cb_data, sweeper, gate
+        )
+        if direct_tls:
+            try:
+                await connection.handshake()
+            except (ConnectionLost, OSError) as exc:
+                log.info("direct TLS from %s: %s; closing", address, exc or type(exc).__name__)
+                drop_frames(exc)
+                sock.close()
+                return
+    finally:
+        if direct_tls:
+            gate.release()  # the slot the accept loop took for this handshake
     session = Session(server, connection, server.stream_settings(direct_tls=direct_tls))
     if direct_tls:
         session.stream.set_channel_binding(server.cb_data)
