@@ -89,15 +89,30 @@ def test_a_real_client_connects_once_stalled_handshakes_time_out(server: ServerP
             sock.close()
 
 
+def stalled_starttls(server: ServerProcess) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(HEADER.encode() + b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    reply = b""
+    while not (b"<proceed" in reply and reply.endswith(b"/>")):
+        byte = sock.recv(1)  # byte by byte: nothing after <proceed/> may be read here
+        assert byte, reply
+        reply += byte
+    sock.sendall(client_hello())
+    return sock
+
+
+def test_starttls_handshakes_wait_for_the_cap_too(server: ServerProcess) -> None:
+    socks = [stalled_starttls(server) for _ in range(CAP + 2)]
+    try:
+        assert answered(socks, wait=1.0) == CAP
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def test_a_stalled_handshake_is_logged_in_words(server: ServerProcess) -> None:
     direct = stalled(server.tls_port, 1)[0]
-    starttls = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    starttls.sendall(HEADER.encode())
-    starttls.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-    reply = b""
-    while b"<proceed" not in reply:
-        reply += starttls.recv(4096)
-    starttls.sendall(client_hello())
+    starttls = stalled_starttls(server)
     for sock in (direct, starttls):
         sock.settimeout(10)
         with contextlib.suppress(OSError):
