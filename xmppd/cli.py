@@ -320,9 +320,15 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     else:
         print(f"certificate: self-signed, kept in {config.data_dir / 'certs'}")
     problems += _check_data_dir(config.data_dir)
-    for name, port in (("c2s", config.c2s["port"]), ("direct TLS", config.c2s["direct_tls_port"])):
+    http = config.http
+    for name, port, interfaces in (
+        ("c2s", config.c2s["port"], config.c2s["interfaces"]),
+        ("direct TLS", config.c2s["direct_tls_port"], config.c2s["interfaces"]),
+        ("https", http["tls_port"], http["interfaces"]),
+        ("http", http["port"], http["plain_interfaces"]),
+    ):
         if port:
-            problems += _check_port(name, port, config.c2s["interfaces"])
+            problems += _check_port(name, port, interfaces)
     for problem in problems:
         print(f"problem: {problem}")
     print("all checks passed" if not problems else f"{len(problems)} problem(s) found")

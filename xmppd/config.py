@@ -72,6 +72,9 @@ LIMITS: Schema = {
     "idle_timeout": Option(float, 600.0, "seconds of silence before a stream is closed", min=1),
     "keepalive_interval": Option(float, 120.0, "whitespace keepalive when idle", min=1),
     "tls_handshake_timeout": Option(float, 10.0, "seconds for a TLS handshake", min=1),
+    "tls_handshakes": Option(
+        int, 256, "concurrent TLS handshakes per listener; more wait in the backlog", min=1
+    ),
     "resources_per_account": Option(int, 20, "concurrent sessions per account", min=1),
 }
 AUTH: Schema = {
@@ -101,7 +104,16 @@ HTTP: Schema = {
         float, 50.0, "WebSocket messages / BOSH requests per second; more are paused", min=1
     ),
     "sessions_per_ip": Option(int, 20, "WebSocket and BOSH sessions per client address", min=1),
-    "request_timeout": Option(float, 10.0, "seconds to send a whole HTTP request", min=1),
+    "request_timeout": Option(float, 10.0, "seconds to send an HTTP request's body", min=1),
+    "header_timeout": Option(
+        float, 5.0, "seconds to send a request line and headers (and between requests)", min=1
+    ),
+    "pending_per_ip": Option(
+        int, 16, "connections per address before their request head; oldest dropped", min=1
+    ),
+    "trusted_proxies": Option(
+        list, [], "proxy addresses/networks whose X-Forwarded-For / Forwarded is believed"
+    ),
     "bosh_max_wait": Option(float, 60.0, "longest a BOSH request is held (XEP-0124 wait)", min=1),
     "bosh_max_inactivity": Option(
         float, 60.0, "BOSH session ends after this many seconds without a request", min=5

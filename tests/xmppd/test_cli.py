@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support import RawClient, ServerProcess
 
 import xmppd
@@ -73,6 +74,23 @@ def test_check_reports_a_busy_port(tmp_path: Path) -> None:
         result = xmppd_cli("check", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1 port {port}" in result.stdout
+
+
+@pytest.mark.parametrize("key", ["tls_port", "port"])
+def test_check_reports_a_busy_http_port(tmp_path: Path, key: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "x.toml"
+        config.write_text(
+            f"[server]\ndata_dir = '{tmp_path}/d'\n[c2s]\nport = 0\ndirect_tls_port = 0\n"
+            f"[http]\ninterfaces = ['127.0.0.1']\nplain_interfaces = ['127.0.0.1']\n{key} = {port}\n"
+        )
+        result = xmppd_cli("check", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    name = "https" if key == "tls_port" else "http"
+    assert f"{name}: cannot listen on 127.0.0.1 port {port}" in result.stdout
 
 
 def test_first_start_prints_the_demo_account_once(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from . import namespaces as ns
@@ -170,15 +171,11 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-def check_upgrade(
-    method: str, headers: dict[str, str], origins: list[str], scheme: str
-) -> Refusal | list[tuple[str, str]]:
+def check_upgrade(method: str, headers: dict[str, str]) -> Refusal | list[tuple[str, str]]:
     """Check an upgrade request; returns the 101 response headers or why not.
 
-    `headers` has lowercase names. `origins` is the allow-list: "*" allows any origin; without
-    it only listed origins and the server's own (Origin matching Host) may connect. Requests
-    without Origin come from non-browser clients, which RFC 6455 §10.2 leaves to the server.
-    """
+    `headers` has lowercase names. The Origin is checked by the caller (`origin_allowed`),
+    against origins it knows from its configuration."""
     if method != "GET":
         return Refusal(405, "a WebSocket handshake is a GET", [("Allow", "GET")])
     if "websocket" not in _tokens(headers.get("upgrade", "")):
@@ -196,9 +193,6 @@ def check_upgrade(
         return Refusal(400, "Sec-WebSocket-Key is not a base64 16-byte nonce")
     if SUBPROTOCOL not in _tokens(headers.get("sec-websocket-protocol", ""), lower=False):
         return Refusal(400, "the 'xmpp' WebSocket subprotocol (RFC 7395) is required")
-    origin = headers.get("origin")
-    if origin is not None and not origin_allowed(origin, origins, headers.get("host", ""), scheme):
-        return Refusal(403, f"origin {origin} is not allowed")
     return [
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
@@ -210,11 +204,30 @@ def check_upgrade(
 _UPGRADE_HINT = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
 
 
-def origin_allowed(origin: str, allowed: list[str], host: str, scheme: str) -> bool:
-    origin = origin.strip().rstrip("/").lower()
-    if "*" in allowed or origin in (a.rstrip("/").lower() for a in allowed):
+_DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+_ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://(\[[0-9a-f:.]+\]|[^/:@\[\]]+)(?::([0-9]{1,5}))?/?")
+
+
+def normalize_origin(origin: str) -> str | None:
+    """`scheme://host[:port]` lowercased, default port dropped; None if it is not an origin
+    (RFC 6454 §6.1 serialization; `null` and paths are not)."""
+    match = _ORIGIN.fullmatch(origin.strip().lower())
+    if match is None:
+        return None
+    scheme, host, port = match.groups()
+    if port is None or _DEFAULT_PORTS.get(scheme) == port.lstrip("0"):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{int(port)}"
+
+
+def origin_allowed(origin: str, allowed: Collection[str]) -> bool:
+    """`allowed` holds normalized origins (`normalize_origin`) and maybe "*". The server's own
+    origins must be among them: never derive them from the request (its Host header is the
+    attacker's under DNS rebinding)."""
+    if "*" in allowed:
         return True
-    return bool(host) and origin == f"{scheme}://{host.strip().lower()}"
+    normalized = normalize_origin(origin)
+    return normalized is not None and normalized in allowed
 
 
 def _tokens(value: str, *, lower: bool = True) -> set[str]:

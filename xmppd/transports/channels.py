@@ -34,7 +34,7 @@ from auth.tokens import Claims, TokenError
 
 from ..channels.session import ChannelError, ChannelSession
 from ..protocol.channels import FrameError
-from ..protocol.websocket import accept_key, origin_allowed
+from ..protocol.websocket import accept_key
 from ..ratelimit import TokenBucket
 from ..tokens import EXPIRED, REVOKED
 from .http import HttpError, Request
@@ -142,12 +142,7 @@ def _upgrade_headers(web: Web, request: Request) -> list[tuple[str, str]]:
         valid = False
     if not valid:
         raise HttpError(400, "Sec-WebSocket-Key is not a base64 16-byte nonce")
-    origin = headers.get("origin")
-    host = headers.get("host", "")
-    if origin is not None and not origin_allowed(
-        origin, web.config["origins"], host, request.scheme
-    ):
-        raise HttpError(403, f"origin {origin} is not allowed")
+    web.check_origin(request)
     out = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
     out.append(("Sec-WebSocket-Accept", accept_key(key)))
     if "phoenix" in [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]:

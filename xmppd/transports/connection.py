@@ -24,6 +24,7 @@ import errno
 import logging
 import socket
 import ssl
+import traceback
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -34,6 +35,7 @@ from ..ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from ..session import Session
+    from .tls import HandshakeGate
 
 log = logging.getLogger("xmppd.c2s")
 RECEIVE_SIZE = 16 * 1024
@@ -65,6 +67,7 @@ class ByteStreamConnection:
         "_writing",
         "_sweeper",
         "_drained",
+        "_tls_gate",
     )
 
     def __init__(
@@ -75,6 +78,7 @@ class ByteStreamConnection:
         ssl_context: ssl.SSLContext | None,
         cb_data: bytes | None,
         sweeper: Sweeper,
+        tls_gate: HandshakeGate | None = None,
     ) -> None:
         sock.setblocking(False)
         self.sock = sock
@@ -93,6 +97,7 @@ class ByteStreamConnection:
         self._writing = False
         self._sweeper = sweeper
         self._drained = False
+        self._tls_gate = tls_gate  # the listener's cap on concurrent STARTTLS handshakes
         self.mailbox = Mailbox(
             max_items=limits["queued_stanzas"],
             max_bytes=limits["queued_bytes"],
@@ -116,18 +121,39 @@ class ByteStreamConnection:
             raise ConnectionLost("TLS is not configured")
         self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self._tls = self._ssl_context.wrap_bio(self._tls_in, self._tls_out, server_side=True)
-        with trio.fail_after(self.limits["tls_handshake_timeout"]):
-            while True:
-                try:
-                    self._tls.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    await self._send_raw(self._tls_out.read())
-                    await self._fill_tls_input()
-                except ssl.SSLError as exc:
-                    await self._send_raw(self._tls_out.read())  # the alert, if any
-                    raise ConnectionLost(f"TLS handshake failed: {exc.reason or exc}") from exc
-            await self._send_raw(self._tls_out.read())
+        timeout = self.limits["tls_handshake_timeout"]
+        try:
+            with trio.fail_after(timeout):
+                await self._handshake_steps()
+        except trio.TooSlowError:
+            self.drop_tls()
+            raise ConnectionLost(
+                f"TLS handshake not finished within {timeout:g} s (limits.tls_handshake_timeout)"
+            ) from None
+        except BaseException:
+            self.drop_tls()
+            raise
+
+    def drop_tls(self) -> None:
+        """Free the OpenSSL state now. The connection is in a reference cycle (its mailbox's
+        overflow callback), so without this the state lives until a full garbage collection:
+        thousands of failed handshakes held hundreds of MB (bench/tls_stall_bench.py)."""
+        self._tls = self._tls_in = self._tls_out = None
+
+    async def _handshake_steps(self) -> None:
+        tls, tls_out = self._tls, self._tls_out
+        assert tls is not None and tls_out is not None
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._send_raw(tls_out.read())
+                await self._fill_tls_input()
+            except ssl.SSLError as exc:
+                await self._send_raw(tls_out.read())  # the alert, if any
+                raise ConnectionLost(f"TLS handshake failed: {exc.reason or exc}") from exc
+        await self._send_raw(tls_out.read())
 
     async def start_tls(self) -> bytes | None:
         """The session's Transport API: <proceed/> goes out in the clear, then TLS."""
@@ -136,11 +162,17 @@ class ByteStreamConnection:
         marker = _Flushed()
         self.mailbox.put(marker, 0)
         await marker.written.wait()
+        gate = self._tls_gate
         async with self.lock:
+            if gate is not None:
+                await gate.acquire()
             try:
                 await self.handshake()
-            except (ConnectionLost, trio.TooSlowError, OSError) as exc:
+            except OSError as exc:
                 raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+            finally:
+                if gate is not None:
+                    gate.release()
         return self._cb_data
 
     # ---- reading --------------------------------------------------------------------------------
@@ -266,6 +298,7 @@ class ByteStreamConnection:
             with trio.CancelScope(shield=True):
                 await session.closed_by_transport()  # type: ignore[union-attr]
             self.sock.close()
+            self.drop_tls()
 
     async def _reader(self) -> None:
         session: Session = self._session  # type: ignore[assignment]
@@ -329,6 +362,11 @@ def check_timers(connection: Any, now: float) -> None:
     limits = connection.limits
     if not session.established:
         if now - connection.opened_at > limits["login_timeout"]:
+            log.info(
+                "%s login not finished within %g s (limits.login_timeout); closing",
+                session.id,
+                limits["login_timeout"],
+            )
             session.kill("connection-timeout", "login took too long")
         return
     idle = now - connection.last_input
@@ -378,6 +416,18 @@ class _Raw:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
+
+
+def drop_frames(exc: BaseException | None) -> None:
+    """Clear the locals of the finished frames a caught exception holds. A frame that caught one
+    exception and raised another (`raise X from exc`) refers to the first through its local,
+    whose traceback refers back to the frame: a cycle that keeps every object of those frames
+    (a TLS stream and its OpenSSL state) alive until a full garbage collection."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
 
 
 def is_transient_accept_error(exc: OSError) -> bool:

@@ -13,9 +13,13 @@ default, meant for a TLS-terminating proxy on the same machine). Streams over HT
 encrypted; streams over the plain port count as encrypted when `plain_is_encrypted` is true,
 otherwise `c2s.require_encryption` refuses them with 403 (no STARTTLS exists over HTTP).
 
-Limits: header and body size, the time to send a request, HTTP connections per address
-(`limits.connections_per_ip`) and XMPP sessions per address (`http.sessions_per_ip`, WebSocket
-and BOSH together). Bad requests get an HTTP status with a plain-text reason.
+Limits: header and body size; connections still in their TLS handshake or request head per
+address (`http.pending_per_ip`, the oldest dropped for a newcomer, `http.header_timeout`);
+requests and sessions past their head per client address (`limits.connections_per_ip`); XMPP
+sessions per client address (`http.sessions_per_ip`, WebSocket and BOSH together); concurrent
+TLS handshakes per listener (`limits.tls_handshakes`). Behind `http.trusted_proxies` the
+client address comes from `Forwarded`/`X-Forwarded-For` (transports/httpguard.py). Bad
+requests get an HTTP status with its reason phrase and a plain-text reason.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import logging
 import re
 from collections import Counter
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -32,10 +37,18 @@ import trio
 from wsproto.connection import Connection, ConnectionType
 
 from ..protocol.stream import StreamSettings
-from ..protocol.websocket import FramedParser, Refusal, check_upgrade
+from ..protocol.websocket import (
+    FramedParser,
+    Refusal,
+    check_upgrade,
+    normalize_origin,
+    origin_allowed,
+)
 from ..session import Session
-from .connection import Sweeper
+from .connection import Sweeper, drop_frames
+from .httpguard import Pending, client_address, framing_problem, own_origins, parse_networks
 from .tcp import PerAddressCap
+from .tls import HandshakeGate
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -50,7 +63,26 @@ HOST_META_JSON = "/.well-known/host-meta.json"
 XRD_NS = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 WEBSOCKET_REL = "urn:xmpp:alt-connections:websocket"
 BOSH_REL = "urn:xmpp:alt-connections:xbosh"
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _HOST_HEADER = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+INDEX_PAGE = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>xmppd</title></head>
+<body><h1>xmppd</h1>
+<p>This port serves XMPP to web clients; there is no web client here yet.</p>
+<ul>
+<li><code>{WEBSOCKET_PATH}</code>: XMPP over WebSocket (RFC 7395, subprotocol
+<code>xmpp</code>)</li>
+<li><code>{BOSH_PATH}</code>: BOSH (XEP-0124, XEP-0206)</li>
+<li><code>/socket/websocket</code>, <code>/socket/longpoll</code>: JSON channels (Phoenix V2)</li>
+<li><a href="{HOST_META}">{HOST_META}</a>, <a href="{HOST_META_JSON}">host-meta.json</a>:
+discovery (XEP-0156)</li>
+</ul>
+<p>XMPP apps (Gajim, Conversations, ...) connect to the server's domain directly.</p>
+</body></html>
+""".encode()
 
 
 class HttpError(Exception):
@@ -82,7 +114,15 @@ class Web:
         self.config = server.config.http
         self.limits = {**server.config.limits, **server.config.http}
         self.sweeper = Sweeper()
+        self.trusted = parse_networks(self.config["trusted_proxies"])
+        # Requests and sessions past their head, per client address; heads have their own budget.
         self.connections = PerAddressCap(server.config.limits["connections_per_ip"])
+        self.pending = Pending(self.config["pending_per_ip"], self.trusted)
+        origins = self.config["origins"]
+        self.allowed_origins = own_origins(server.config) | {
+            "*" if o == "*" else normalize_origin(o) or o for o in origins
+        }
+        self._refused_origins: set[str] = set()
         self.sessions: Counter[str] = Counter()
         self.bosh = BoshManager(self)
         self.channels = ChannelManager(self)
@@ -109,6 +149,21 @@ class Web:
         self.sessions[peer] -= 1
         if self.sessions[peer] <= 0:
             del self.sessions[peer]
+
+    def check_origin(self, request: Request) -> None:
+        """Browser WebSockets (XMPP, JSON channels): the page's Origin is ours or listed."""
+        origin = request.headers.get("origin")
+        if origin is None or origin_allowed(origin, self.allowed_origins):
+            return
+        if origin not in self._refused_origins and len(self._refused_origins) < 1000:
+            self._refused_origins.add(origin)  # once per origin: a page retries in a loop
+            log.warning(
+                "refused a WebSocket from a page at %s (client %s): to allow it, add it to "
+                "http.origins",
+                origin,
+                request.peer,
+            )
+        raise HttpError(403, f"origin {origin} is not allowed (server option http.origins)")
 
     def check_encryption(self, request: Request) -> None:
         if not request.secure and self.server.config.c2s["require_encryption"]:
@@ -166,6 +221,12 @@ class Web:
         return 200, [("Content-Type", kind), *self.cors_headers(request)], body
 
 
+def _head_only(raw: bytes) -> bytes:
+    """The request line and headers of `raw` (what follows the blank line is body)."""
+    match = _BLANK_LINE.search(raw)
+    return raw[: match.start()] if match else raw
+
+
 def _attr(value: str) -> str:
     return value.replace("&", "&amp;").replace("'", "&apos;").replace("<", "&lt;")
 
@@ -202,8 +263,9 @@ async def serve_http(
                     ) from exc
                 port = port or listeners[0].socket.getsockname()[1]
             bound[name] = port
+            gate = HandshakeGate(web.limits["tls_handshakes"]) if name == "https" else None
             for listener in listeners:
-                nursery.start_soon(_accept_loop, web, listener, name == "https", nursery)
+                nursery.start_soon(_accept_loop, web, listener, gate, nursery)
             log.info(
                 "listening for %s (WebSocket, BOSH) on %s port %d",
                 name,
@@ -214,38 +276,74 @@ async def serve_http(
 
 
 async def _accept_loop(
-    web: Web, listener: trio.SocketListener, tls: bool, nursery: trio.Nursery
+    web: Web, listener: trio.SocketListener, gate: HandshakeGate | None, nursery: trio.Nursery
 ) -> None:
     while True:
+        if gate is not None:
+            await gate.acquire()  # past the cap, new connections wait in the accept backlog
         try:
             stream = await listener.accept()
         except OSError as exc:
+            if gate is not None:
+                gate.release()
             log.error("accept failed (%s); pausing for 100 ms", exc)
             await trio.sleep(0.1)
             continue
-        nursery.start_soon(_connection, web, stream, tls)
+        nursery.start_soon(_connection, web, stream, gate)
 
 
-async def _connection(web: Web, stream: trio.SocketStream, tls: bool) -> None:
-    peer = stream.socket.getpeername()[0]
-    if not web.connections.acquire(peer):
-        log.warning("refused an HTTP connection from %s: too many open", peer)
+async def _connection(web: Web, stream: trio.abc.Stream, gate: HandshakeGate | None) -> None:
+    try:
+        peer = stream.socket.getpeername()[0]  # type: ignore[attr-defined]
+    except OSError:  # reset before we got to it
+        if gate is not None:
+            gate.release()
         await trio.aclose_forcefully(stream)
         return
     try:
-        if tls:
-            assert web.server.ssl_context is not None
-            stream = trio.SSLStream(stream, web.server.ssl_context, server_side=True)
-            with trio.fail_after(web.limits["tls_handshake_timeout"]):
-                await stream.do_handshake()
-        await HttpConnection(web, stream, peer, tls).run()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as exc:
+        with web.pending.waiting(peer) as pending:  # the TLS handshake is part of the head
+            if gate is not None:
+                assert web.server.ssl_context is not None
+                stream = trio.SSLStream(stream, web.server.ssl_context, server_side=True)
+                await _handshake(web, stream, gate)
+        if pending.cancelled_caught:
+            log.debug("dropped a TLS handshake from %s: that address opened newer ones", peer)
+            return
+        await HttpConnection(web, stream, peer, gate is not None).run()
+    except trio.TooSlowError as exc:
+        timeout = web.limits["tls_handshake_timeout"]
+        log.debug(
+            "TLS handshake from %s not finished within %g s (limits.tls_handshake_timeout); "
+            "closing",
+            peer,
+            timeout,
+        )
+        drop_frames(exc)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         log.debug("HTTP connection from %s ended: %s", peer, exc or type(exc).__name__)
+        drop_frames(exc)
     except Exception:
         log.exception("HTTP connection from %s failed", peer)
     finally:
-        web.connections.release(peer)
         await trio.aclose_forcefully(stream)
+        _break_ssl_cycle(stream)
+
+
+async def _handshake(web: Web, stream: trio.SSLStream, gate: HandshakeGate) -> None:
+    try:
+        with trio.fail_after(web.limits["tls_handshake_timeout"]):
+            await stream.do_handshake()
+    finally:
+        gate.release()
+
+
+def _break_ssl_cycle(stream: trio.abc.Stream) -> None:
+    """trio's SSLStream holds a bound method of itself (`_handshook = _Once(self._do_handshake)`):
+    every stream is a reference cycle, and its OpenSSL state (tens of KiB) waited for a full
+    garbage collection; 3,000 stalled handshakes a round grew the process by ~130 MB a round
+    (bench/tls_stall_bench.py). Dropping that attribute of a closed stream frees it at once."""
+    if isinstance(stream, trio.SSLStream) and "_handshook" in vars(stream):
+        del stream._handshook
 
 
 class HttpConnection:
@@ -259,39 +357,75 @@ class HttpConnection:
         self.h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=web.config["max_header_bytes"]
         )
+        self._head: bytearray | None = None  # raw bytes of the request head being read
 
     async def run(self) -> None:
+        web = self.web
         while True:
-            try:
-                with trio.fail_after(self.web.config["request_timeout"]):
-                    request = await self._read_request()
-            except HttpError as exc:
-                await self._respond(exc.status, exc.headers, exc.text.encode(), text=True)
-                return
-            except trio.TooSlowError:
-                if self.h11.their_state is h11.SEND_BODY:
-                    await self._respond(408, [], b"request took too long", text=True)
-                return
-            if request is None:
-                return
-            try:
-                status, headers, body = await self._dispatch(request)
-            except HttpError as exc:
-                status, headers, body = exc.status, exc.headers, exc.text.encode()
-                headers = headers + self.web.cors_headers(request)
-                await self._respond(status, headers, body, text=True)
-                if self.h11.our_state is not h11.DONE:
+            with web.pending.waiting(self.peer) as pending:
+                try:
+                    with trio.fail_after(web.config["header_timeout"]):
+                        head = await self._read_head()
+                except HttpError as exc:
+                    await self._respond(exc.status, exc.headers, exc.text.encode(), text=True)
                     return
-            else:
-                if status == 101:
-                    return  # the WebSocket took the connection over and is finished with it
-                await self._respond(status, headers, body)
-            if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+                except trio.TooSlowError:
+                    return  # no request, or half a head: nothing to answer
+            if pending.cancelled_caught:
+                log.debug(
+                    "dropped a slow HTTP request head from %s: it opened newer ones", self.peer
+                )
                 return
+            if head is None:
+                return
+            client = client_address(self.peer, head[1], web.trusted)
+            if not web.connections.acquire(client):
+                log.warning("refused an HTTP request from %s: too many open", client)
+                text = b"too many connections from your address"
+                await self._respond(429, [], text, text=True)
+                return
+            try:
+                if not await self._serve_request(*head, client):
+                    return
+            finally:
+                web.connections.release(client)
             self.h11.start_next_cycle()
 
-    async def _read_request(self) -> Request | None:
-        event = await self._next_event()
+    async def _serve_request(
+        self, event: h11.Request, headers: dict[str, str], client: str
+    ) -> bool:
+        """One request after its head; True when the connection may carry the next one."""
+        try:
+            with trio.fail_after(self.web.config["request_timeout"]):
+                request = await self._read_body(event, headers, client)
+        except HttpError as exc:
+            await self._respond(exc.status, exc.headers, exc.text.encode(), text=True)
+            return False
+        except trio.TooSlowError:
+            await self._respond(408, [], b"request took too long", text=True)
+            return False
+        if request is None:
+            return False
+        try:
+            status, response_headers, body = await self._dispatch(request)
+        except HttpError as exc:
+            status, response_headers, body = exc.status, exc.headers, exc.text.encode()
+            response_headers = response_headers + self.web.cors_headers(request)
+            await self._respond(status, response_headers, body, text=True)
+            if self.h11.our_state is not h11.DONE:
+                return False
+        else:
+            if status == 101:
+                return False  # the WebSocket took the connection over and is finished with it
+            await self._respond(status, response_headers, body)
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+
+    async def _read_head(self) -> tuple[h11.Request, dict[str, str]] | None:
+        self._head = bytearray(self.h11.trailing_data[0])  # a pipelined request's first bytes
+        try:
+            event = await self._next_event()
+        finally:
+            raw, self._head = bytes(self._head), None
         if isinstance(event, h11.ConnectionClosed):
             return None
         assert isinstance(event, h11.Request)
@@ -299,6 +433,9 @@ class HttpConnection:
         size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
         if size > limit:  # h11 only limits headers that arrive in pieces
             raise HttpError(431, f"the request line and headers are limited to {limit} bytes")
+        problem = framing_problem(_head_only(raw), list(event.headers))
+        if problem is not None:
+            raise HttpError(400, problem)  # answered with Connection: close (RFC 9112 §6.1)
         headers: dict[str, str] = {}
         for name, value in event.headers:
             key = name.decode("latin-1")
@@ -307,6 +444,12 @@ class HttpConnection:
         limit = self.web.config["max_body_bytes"]
         if int(headers.get("content-length", "0") or 0) > limit:
             raise HttpError(413, f"the body is limited to {limit} bytes")
+        return event, headers
+
+    async def _read_body(
+        self, event: h11.Request, headers: dict[str, str], client: str
+    ) -> Request | None:
+        limit = self.web.config["max_body_bytes"]
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -328,7 +471,7 @@ class HttpConnection:
             query=query,
             headers=headers,
             body=b"".join(chunks),
-            peer=self.peer,
+            peer=client,
             secure=secure,
             scheme="https" if self.tls else "http",
         )
@@ -341,7 +484,10 @@ class HttpConnection:
                 status = exc.error_status_hint
                 raise HttpError(status, f"bad request: {exc}") from None
             if event is h11.NEED_DATA:
-                self.h11.receive_data(await self.stream.receive_some(RECEIVE_SIZE))
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+                if self._head is not None and len(self._head) < 2 * RECEIVE_SIZE:
+                    self._head += data
+                self.h11.receive_data(data)
                 continue
             if event is h11.PAUSED:
                 return h11.ConnectionClosed()
@@ -366,17 +512,18 @@ class HttpConnection:
             if method != "POST":
                 raise HttpError(405, "BOSH requests are POSTs", [("Allow", "POST, OPTIONS")])
             return await web.bosh.handle(request)
+        if path == "/" and method in ("GET", "HEAD"):
+            return 200, [("Content-Type", "text/html; charset=utf-8")], INDEX_PAGE
         raise HttpError(404, "not found")
 
     async def _websocket(self, request: Request) -> None:
         from .websocket import WebSocketConnection
 
         web = self.web
-        result = check_upgrade(
-            request.method, request.headers, web.config["origins"], request.scheme
-        )
+        result = check_upgrade(request.method, request.headers)
         if isinstance(result, Refusal):
             raise HttpError(result.status, result.text, result.headers)
+        web.check_origin(request)
         web.check_encryption(request)
         web.acquire_session(request.peer)
         try:
@@ -410,6 +557,9 @@ class HttpConnection:
             pass
 
     async def _send(self, event: Any) -> None:
+        if isinstance(event, h11.Response | h11.InformationalResponse) and not event.reason:
+            reason = _REASONS.get(event.status_code, b"")
+            event = type(event)(status_code=event.status_code, headers=event.headers, reason=reason)
         data = self.h11.send(event)
         if data:
             await self.stream.send_all(data)

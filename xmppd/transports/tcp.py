@@ -14,7 +14,14 @@ import trio
 
 from ..protocol.stream import ServerStream
 from ..session import Session
-from .connection import ByteStreamConnection, ConnectionLost, Sweeper, is_transient_accept_error
+from .connection import (
+    ByteStreamConnection,
+    ConnectionLost,
+    Sweeper,
+    drop_frames,
+    is_transient_accept_error,
+)
+from .tls import HandshakeGate
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -59,9 +66,12 @@ async def serve_c2s(
                 continue
             sockets = await _open_listeners(port, c2s["interfaces"], name)
             bound[name] = sockets[0].getsockname()[1]
+            gate = HandshakeGate(server.config.limits["tls_handshakes"])
             for listener in sockets:
-                handler = partial(_handle, server, cap, sweeper, direct)
-                nursery.start_soon(_accept_loop, listener, handler, nursery)
+                handler = partial(_handle, server, cap, sweeper, direct, gate)
+                nursery.start_soon(
+                    _accept_loop, listener, handler, nursery, gate if direct else None
+                )
             log.info(
                 "listening for %s on %s port %d", name, ", ".join(c2s["interfaces"]), bound[name]
             )
@@ -86,12 +96,21 @@ async def _open_listeners(
 
 
 async def _accept_loop(
-    listener: trio.socket.SocketType, handler: Callable[..., Awaitable[None]], nursery: trio.Nursery
+    listener: trio.socket.SocketType,
+    handler: Callable[..., Awaitable[None]],
+    nursery: trio.Nursery,
+    gate: HandshakeGate | None,
 ) -> None:
+    """With a gate (direct TLS), a connection is accepted only when its handshake may start;
+    until then it waits in the kernel's accept backlog."""
     while True:
+        if gate:
+            await gate.acquire()
         try:
             trio_sock, address = await listener.accept()
         except OSError as exc:
+            if gate:
+                gate.release()
             if not is_transient_accept_error(exc):
                 raise
             log.error("accept failed (%s); pausing for 100 ms", exc.strerror)
@@ -107,14 +126,17 @@ async def _handle(
     cap: PerAddressCap,
     sweeper: Sweeper,
     direct_tls: bool,
+    gate: HandshakeGate,
     sock: socket.socket,
     address: str,
 ) -> None:
     if not cap.acquire(address):
+        if direct_tls:
+            gate.release()
         await _refuse(server, sock, address)
         return
     try:
-        await _serve(server, sock, address, direct_tls, sweeper)
+        await _serve(server, sock, address, direct_tls, sweeper, gate)
     except Exception:
         # A bug in one connection must not take the listener (and everyone else) down.
         log.exception("connection from %s failed", address)
@@ -123,20 +145,31 @@ async def _handle(
 
 
 async def _serve(
-    server: Server, sock: socket.socket, address: str, direct_tls: bool, sweeper: Sweeper
+    server: Server,
+    sock: socket.socket,
+    address: str,
+    direct_tls: bool,
+    sweeper: Sweeper,
+    gate: HandshakeGate,
 ) -> None:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    connection = ByteStreamConnection(
-        sock, address, server.config.limits, server.ssl_context, server.cb_data, sweeper
-    )
-    if direct_tls:
-        try:
-            await connection.handshake()
-        except (ConnectionLost, trio.TooSlowError, OSError) as exc:
-            log.info("direct TLS handshake from %s failed: %s", address, exc or type(exc).__name__)
-            sock.close()
-            return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        limits = server.config.limits
+        connection = ByteStreamConnection(
+            sock, address, limits, server.ssl_context, server.cb_data, sweeper, gate
+        )
+        if direct_tls:
+            try:
+                await connection.handshake()
+            except (ConnectionLost, OSError) as exc:
+                log.info("direct TLS from %s: %s; closing", address, exc or type(exc).__name__)
+                drop_frames(exc)
+                sock.close()
+                return
+    finally:
+        if direct_tls:
+            gate.release()  # the slot the accept loop took for this handshake
     session = Session(server, connection, server.stream_settings(direct_tls=direct_tls))
     if direct_tls:
         session.stream.set_channel_binding(server.cb_data)

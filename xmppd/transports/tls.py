@@ -8,6 +8,7 @@ import logging
 import ssl
 from pathlib import Path
 
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,8 +33,12 @@ def ensure_certificate(
     )
     if not (cert_path.exists() and key_path.exists()):
         make_self_signed(cert_path, key_path, domains)
-        log.warning(
-            "generated a self-signed certificate for %s at %s", ", ".join(domains), cert_path
+        # A normal first start, not a problem: INFO (tls.certificate names a real one).
+        log.info(
+            "generated a self-signed certificate for %s at %s (set tls.certificate and tls.key "
+            "to use your own)",
+            ", ".join(domains),
+            cert_path,
         )
     return cert_path, key_path
 
@@ -92,3 +97,29 @@ def leaf_certificate_der(cert_path: Path) -> bytes:
     """DER of the first certificate in the chain: the input of tls-server-end-point."""
     pem = cert_path.read_bytes()
     return x509.load_pem_x509_certificates(pem)[0].public_bytes(serialization.Encoding.DER)
+
+
+class HandshakeGate:
+    """At most `limit` TLS handshakes at once on one listener.
+
+    A stalled handshake holds OpenSSL state (tens of KiB) until its timeout; thousands at once
+    grew the heap by hundreds of MB that glibc kept after they ended (bench/tls_stall_bench.py).
+    Past the cap, a listener stops accepting (connections wait in the kernel's accept backlog)
+    and a STARTTLS waits for its turn.
+    """
+
+    __slots__ = ("limit", "_semaphore")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphore = trio.Semaphore(limit)
+
+    async def acquire(self) -> None:
+        await self._semaphore.acquire()
+
+    def release(self) -> None:
+        self._semaphore.release()
+
+    @property
+    def in_progress(self) -> int:
+        return self.limit - self._semaphore.value

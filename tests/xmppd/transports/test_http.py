@@ -163,3 +163,63 @@ def test_sessions_per_address(web: ServerProcess) -> None:
 
 def test_server_survives(web: ServerProcess) -> None:
     assert web.alive() and "Traceback" not in web.log_text()
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5) -> bytes:
+    """Send `data` on a fresh plain connection; everything the server sends until it closes."""
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        try:
+            while chunk := sock.recv(65536):
+                reply += chunk
+        except TimeoutError:
+            reply += b"<still open>"
+    return reply
+
+
+SMUGGLED = b"GET /.well-known/host-meta.json HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        # RFC 9112 §6.1: both headers is the request-smuggling shape; refused, not read chunked.
+        f"Content-Length: {5 + len(SMUGGLED)}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        "Content-Length: 5\r\nContent-Length: 5\r\n\r\n<b/>\n",
+        "Content-Length: 5, 5\r\n\r\n<b/>\n",
+        "Content-Length: 5\r\nContent-Length: 7\r\n\r\n<b/>\n",
+        "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    ],
+)
+def test_ambiguous_framing_is_refused_and_the_hidden_request_never_answered(
+    web: ServerProcess, framing: str
+) -> None:
+    head = b"POST /http-bind HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+    reply = raw_exchange(web.http_port, head + framing.encode() + SMUGGLED)
+    assert reply.split(b" ", 2)[1] in (b"400", b"501"), reply[:200]
+    assert reply.count(b"HTTP/1.1 ") == 1, reply  # nothing answered the smuggled GET
+    assert b"Connection: close" in reply and not reply.endswith(b"<still open>")
+
+
+def test_responses_carry_reason_phrases(web: ServerProcess) -> None:
+    reply = raw_exchange(web.http_port, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
+    assert reply.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    reply = raw_exchange(
+        web.http_port, b"GET /.well-known/host-meta HTTP/1.1\r\nHost: x\r\n\r\n", 3
+    )
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_root_says_what_the_port_serves_on_both_ports(web: ServerProcess) -> None:
+    status, headers, body = request(web, "GET", "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    for path in (b"/xmpp-websocket", b"/http-bind", b"/socket/websocket", b"host-meta"):
+        assert path in body
+    conn = http.client.HTTPConnection("127.0.0.1", web.http_port, timeout=5)
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    assert response.status == 200 and response.reason == "OK"
+    assert b"/xmpp-websocket" in response.read()
+    conn.close()

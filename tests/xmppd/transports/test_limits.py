@@ -43,6 +43,8 @@ def test_login_timeout(tight: ServerProcess) -> None:
     client.close()
     assert b"<connection-timeout" in reply
     assert 1.5 < time.monotonic() - started < 6
+    # The log says what happened and which option sets it, in words.
+    assert "login not finished within 2 s (limits.login_timeout); closing" in tight.log_text()
 
 
 def test_keepalives_then_idle_timeout(tight: ServerProcess) -> None:
