@@ -69,11 +69,15 @@ SCHEMA: Schema = {
     ),
     "group_name_attribute": Option(str, "cn", "attribute naming a group"),
     "admin_group": Option(str, "", "DN of a group whose members get admin rights"),
-    "max_group_size": Option(int, 500, "larger groups are not shown as roster groups", min=1),
+    "max_group_size": Option(
+        int, 0, "0: groups of any size are roster groups; else bigger ones are left out", min=0
+    ),
     "refresh_interval": Option(float, 300.0, "seconds between directory refreshes", min=5),
     "pool_size": Option(int, 4, "service connections (and worker threads) at most", min=1),
     "cache_ttl": Option(float, 300.0, "seconds a user lookup is reused (0: never)", min=0),
-    "negative_cache_ttl": Option(float, 30.0, "seconds an unknown user is remembered", min=0),
+    "negative_cache_ttl": Option(
+        float, 10.0, "seconds an unknown user is remembered (a new user waits that long)", min=0
+    ),
     "password_cache_ttl": Option(
         float, 0.0, "seconds a verified password is remembered as a salted hash (0: never)", min=0
     ),
@@ -244,11 +248,25 @@ class Directory:
         return conn
 
     def with_service(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn` on a pooled service connection; a broken one is dropped, not reused."""
+        """Run `fn` on a pooled service connection; a broken one is dropped, not reused.
+
+        A pooled connection may have died while idle (the directory restarted, a firewall
+        forgot it): when one fails for another reason than a refused search, the idle ones are
+        dropped too and `fn` runs once more on a fresh connection."""
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
-            conn = self.service_connection()
+            return self._run(self.service_connection(), fn)
+        try:
+            return self._run(conn, fn)
+        except LDAPSearchError:
+            raise  # the directory answered: a new connection would get the same answer
+        except Exception as exc:
+            log.info("pooled LDAP connection failed (%s): retrying on a fresh one", exc)
+            self.close()
+            return self._run(self.service_connection(), fn)
+
+    def _run(self, conn: Connection, fn: Callable[[Connection], T]) -> T:
         try:
             result = fn(conn)
         except BaseException:

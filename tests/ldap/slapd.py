@@ -135,6 +135,15 @@ class Slapd:
         conn.unbind()
         assert ok, conn.result
 
+    def ldapadd(self, ldif: str) -> None:
+        """Add entries with OpenLDAP's own `ldapadd`, as an admin would."""
+        result = subprocess.run(
+            [shutil.which("ldapadd") or "ldapadd", "-x", "-H", self.url, "-D", ROOT_DN,
+             "-w", ROOT_PW],
+            input=ldif, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
     def delete(self, dn: str) -> None:
         conn = self.admin()
         ok = conn.delete(dn)
