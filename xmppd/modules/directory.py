@@ -37,7 +37,7 @@ import trio
 from ..module import Implements, Module, ModuleSpec
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
-from ..protocol.stanza import Element, first_child, qname, reply, sub
+from ..protocol.stanza import Element, copy, first_child, make, qname, reply, sub
 from ..ratelimit import TokenBucket
 from ..router import StanzaEvent
 from ..storage import StorageError
@@ -299,13 +299,14 @@ class Directory:
         for user in self.online_users():
             local = user[: -len(self.suffix)]
             contacts = self.changed_for(local, old, new, changed)
-            if len(contacts) > PUSH_LIMIT:
-                continue  # the version changed: the next roster fetch brings the full list
+            # Past the limit no pushes: the version changed, the next fetch brings everything.
+            push = len(contacts) <= PUSH_LIMIT
             for contact in sorted(contacts):
-                try:
-                    await rosters.push_shared(user, contact + self.suffix)
-                except StorageError:
-                    self.module.log.exception("cannot push a directory change to %s", user)
+                if push:
+                    try:
+                        await rosters.push_shared(user, contact + self.suffix)
+                    except StorageError:
+                        self.module.log.exception("cannot push a directory change to %s", user)
                 if presence is not None:
                     await self.exchange(presence, user, contact, old, new)
 
@@ -333,11 +334,13 @@ class Directory:
         self, presence: Any, user: str, contact: str, old: Snapshot, new: Snapshot
     ) -> None:
         """A new directory contact's presence shows at once; a removed one's goes dark."""
+        bare = contact + self.suffix
+        if not presence.available(bare):
+            return  # offline: nothing to show or to hide
         local = user[: -len(self.suffix)]
         was, now = old.item(local, contact), new.item(local, contact)
         if (was is None) == (now is None):
             return
-        bare = contact + self.suffix
         if now is not None:
             await presence.send_current(bare, user)
         else:
@@ -459,14 +462,25 @@ def load(module: Module) -> None:
                 )
         return False
 
-    async def unsubscribe(event: StanzaEvent) -> bool:
-        """Ending the subscription with a directory contact would silently break the shared
-        group for both; refused like a roster change."""
-        session, to = event.origin, event.to
-        if event.stanza.get("type") not in ("unsubscribe", "unsubscribed"):
+    async def subscription(event: StanzaEvent) -> bool:
+        """Directory contacts are subscribed both ways already: a request is approved at once
+        (RFC 6121 §3.1.3, as for an existing subscription) and an approval needs nothing;
+        ending the subscription would silently break the group for both, so it is refused."""
+        session, to, type_ = event.origin, event.to, event.stanza.get("type")
+        if type_ not in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
             return False
         if session is None or to is None or not directory.is_managed(session.bare, str(to.bare)):
             return False
+        if type_ == "subscribe":
+            # Straight to the user's resources: the user's own server has no pending request
+            # stored (none is needed) and would drop a routed answer.
+            answer = make("presence", {"type": "subscribed", "from": str(to.bare)})
+            for full in list(host.resources_of(session.bare)):
+                answer.set("to", f"{session.bare}/{full}")
+                host.deliver_to_full(answer.get("to"), copy(answer))
+            return True
+        if type_ == "subscribed":
+            return True
         return await event.reply_error("not-allowed", "this contact comes from the directory")
 
     async def vcard_get(event: StanzaEvent) -> bool:
@@ -493,7 +507,7 @@ def load(module: Module) -> None:
     module.hook(f"iq-get/self/{ns.ROSTER}:query", wait_ready, 1)
     module.hook("pre-presence/self", wait_ready, 1)
     module.hook(f"iq-set/self/{ns.ROSTER}:query", roster_set, 1)
-    module.hook("pre-presence/bare", unsubscribe, 1)
+    module.hook("pre-presence/bare", subscription, 1)
     for scope in ("self", "bare"):
         module.hook(f"iq-get/{scope}/{ns.VCARD}:vCard", vcard_get, 1)
     module.hook(f"iq-set/self/{ns.VCARD}:vCard", vcard_set, 1)

@@ -53,15 +53,6 @@ class Presence:
         sessions = self.host.resources_of(bare).values()
         return [s for s in sessions if s.available and s.presence is not None]
 
-    async def contacts(self, user: str, subscriptions: tuple[str, ...]) -> list[str]:
-        """Stored contacts with one of `subscriptions`, then the online shared contacts."""
-        contacts = await self.rosters.contacts(user, subscriptions)
-        shared = self.rosters.shared
-        if shared is not None:
-            stored = set(contacts)
-            contacts += [c for c in shared.online_contacts(user) if c not in stored]
-        return contacts
-
     # ---- the service API ------------------------------------------------------------------
 
     async def send_current(self, user: str, to: str) -> None:
@@ -86,7 +77,7 @@ class Presence:
 
         Returns the bare JIDs it was routed to.
         """
-        contacts = await self.contacts(session.bare, SEES_US)
+        contacts = await self.rosters.presence_contacts(session.bare, SEES_US)
         for contact in contacts:
             out = copy(stanza)
             out.set("to", contact)
@@ -110,7 +101,7 @@ class Presence:
 
     async def initial(self, session: Session) -> None:
         """RFC 6121 §4.2.2: probe the contacts we see; show the account's other resources."""
-        for contact in await self.contacts(session.bare, WE_SEE):
+        for contact in await self.rosters.presence_contacts(session.bare, WE_SEE):
             probe = make("presence", {"type": "probe", "from": session.full, "to": contact})
             await self.host.route(None, probe)
         for other in self.available(session.bare):

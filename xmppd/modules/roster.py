@@ -194,6 +194,15 @@ class Rosters:
         roster = await self.load(user)
         return [jid for jid, d in roster.listed().items() if d["sub"] in subscriptions]
 
+    async def presence_contacts(self, user: str, subscriptions: tuple[str, ...]) -> list[str]:
+        """`contacts`, then the shared contacts that are online: whom presence (and PEP events)
+        go to, without walking every member of a big shared group."""
+        contacts = await self.contacts(user, subscriptions)
+        if self.shared is not None:
+            stored = set(contacts)
+            contacts += [c for c in self.shared.online_contacts(user) if c not in stored]
+        return contacts
+
     async def peek(self, user: str, contact: str) -> Doc | None:
         """One document, listed or not: from the cache, else one keyed read that caches nothing
         (a probe to an offline account costs a lookup, not a read of its whole roster)."""

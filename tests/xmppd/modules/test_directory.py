@@ -177,6 +177,13 @@ def test_directory_items_read_only_personal_items_beside(xmppd) -> None:
             pass
         assert refused["from"] == "bob@localhost"
         assert refused["error"]["condition"] == "not-allowed"
+        # Asking for a subscription that the directory already gives is approved at once.
+        carol.send_presence(pto="bob@localhost", ptype="subscribe")
+        while (approved := await asyncio.wait_for(carol.presences.get(), 10))[
+            "type"
+        ] != "subscribed":
+            pass
+        assert approved["from"] == "bob@localhost"
         add = carol.make_iq_set()
         add["roster"]["items"] = {"friend@example.net": {"name": "Friend", "groups": ["Mine"]}}
         await add.send(timeout=10)
