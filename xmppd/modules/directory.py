@@ -27,9 +27,7 @@ directory (or removes them) once, after the first read.
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -41,6 +39,7 @@ from ..protocol.stanza import Element, copy, first_child, make, qname, reply, su
 from ..ratelimit import TokenBucket
 from ..router import StanzaEvent
 from ..storage import StorageError
+from .directory_groups import Snapshot
 from .roster import Doc, RosterError, blank
 
 if TYPE_CHECKING:
@@ -52,58 +51,6 @@ OLD_STORE = "directory_roster"  # per-pair items of earlier versions, migrated a
 READY_WAIT = 10.0  # seconds a first roster request waits for the first directory read
 PUSH_LIMIT = 200  # changed items pushed to one online user per refresh; beyond: next fetch
 ON_DEMAND_GAP = 10.0  # seconds between refreshes asked for on demand
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """One read of the directory: each group's members once, and each user's groups."""
-
-    names: dict[str, str] = field(default_factory=dict)  # username -> display name
-    groups: dict[str, frozenset[str]] = field(default_factory=dict)  # group -> usernames
-    member_of: dict[str, tuple[str, ...]] = field(default_factory=dict)  # username -> groups
-    digests: dict[str, str] = field(default_factory=dict)  # group -> hash of members and names
-    admins: set[str] = field(default_factory=set)
-    sizes: dict[str, int] = field(default_factory=dict)  # every group read, by name
-    tags: dict[str, str] = field(default_factory=dict)  # username -> version tag (lazy)
-
-    @classmethod
-    def build(
-        cls, names: dict[str, str], groups: dict[str, set[str]], admins: set[str]
-    ) -> Snapshot:
-        snap = cls(names=names, admins=admins)
-        member_of: dict[str, list[str]] = {}
-        for group in sorted(groups):
-            members = frozenset(groups[group])
-            snap.groups[group] = members
-            text = "\n".join(f"{m}\t{names.get(m, '')}" for m in sorted(members))
-            snap.digests[group] = hashlib.sha256(f"{group}\n{text}".encode()).hexdigest()
-            for member in members:
-                member_of.setdefault(member, []).append(group)
-        snap.member_of = {m: tuple(g) for m, g in member_of.items()}
-        return snap
-
-    def tag(self, user: str) -> str:
-        """Changes when a group of the user gains or loses members or a member's name."""
-        groups = self.member_of.get(user)
-        if not groups:
-            return ""
-        tag = self.tags.get(user)
-        if tag is None:
-            text = "\n".join(self.digests[g] for g in groups)
-            tag = self.tags[user] = hashlib.sha256(text.encode()).hexdigest()[:12]
-        return tag
-
-    def item(self, user: str, contact: str) -> tuple[str | None, list[str]] | None:
-        if user == contact:
-            return None
-        groups = [g for g in self.member_of.get(user, ()) if contact in self.groups[g]]
-        return (self.names.get(contact) or None, groups) if groups else None
-
-    def members_seen_by(self, user: str) -> frozenset[str] | set[str]:
-        groups = self.member_of.get(user, ())
-        if len(groups) == 1:
-            return self.groups[groups[0]]
-        return set().union(*(self.groups[g] for g in groups))
 
 
 def ldap_of(auth: Any) -> LdapAuth | None:
@@ -181,6 +128,13 @@ class Directory:
             item = snap.item(local, member)
             if item is not None:
                 yield member + self.suffix, item[0], item[1]
+
+    def render(self, user: str, skip: set[str]) -> bytes:
+        snap, local = self.snapshot, self._local(user)
+        if snap is None or local is None:
+            return b""
+        locals_ = {c[: -len(self.suffix)] for c in skip if c.endswith(self.suffix)}
+        return snap.render(local, locals_, self.suffix)
 
     def item(self, user: str, contact: str) -> tuple[str | None, list[str]] | None:
         snap, local, other = self.snapshot, self._local(user), self._local(contact)
@@ -281,6 +235,7 @@ class Directory:
             return
         old, self.snapshot = self.snapshot, snapshot
         if old is not None:
+            snapshot.keep_rendered(old)
             await self.announce(old, snapshot)
 
     async def announce(self, old: Snapshot, new: Snapshot) -> None:

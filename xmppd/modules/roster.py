@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
+from lxml import etree
 
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
@@ -89,6 +90,11 @@ class Shared(Protocol):
         ...
 
     def item(self, user: str, contact: str) -> SharedItem | None: ...
+
+    def render(self, user: str, skip: set[str]) -> bytes:
+        """`items` as serialized <item/> elements (roster namespace inherited), but those of
+        the contacts in `skip`: a big group's roster without building each element."""
+        ...
 
     def online_contacts(self, user: str) -> list[str]:
         """Bare JIDs of shared contacts with an available resource (for presence)."""
@@ -225,6 +231,21 @@ class Rosters:
             for contact, name, groups in self.shared.items(user):
                 items[contact] = merge(items.get(contact), (name, groups))  # type: ignore[assignment]
         return items
+
+    def full_query(self, user: str, roster: Roster, version: str | None) -> Element:
+        """The <query/> of a full roster result: shared items come pre-serialized; the stored
+        listed items (merged with their shared part) are added as elements."""
+        personal = roster.listed()
+        if self.shared is None:
+            query = element(ns.ROSTER, "query")
+        else:
+            inner = self.shared.render(user, set(personal))
+            query = etree.fromstring(b"<query xmlns='%s'>%s</query>" % (ns.ROSTER.encode(), inner))
+        if version is not None:
+            query.set("ver", version)
+        for jid, doc in sorted(personal.items()):
+            item_element(query, jid, self.view(user, jid, doc) or doc)
+        return query
 
     def version_of(self, roster: Roster) -> str:
         tag = self.shared.tag(roster.bare) if self.shared is not None else ""
@@ -447,11 +468,8 @@ def load(module: Module) -> None:
                 rosters.push_to(session, jid, roster.items[jid], version)
             return True
         result = reply(event.stanza)
-        query = sub(result, ns.ROSTER, "query")
-        if opts["versioning"]:
-            query.set("ver", rosters.version_of(roster))
-        for jid, doc in sorted(rosters.listed(session.bare, roster).items()):
-            item_element(query, jid, doc)
+        version = rosters.version_of(roster) if opts["versioning"] else None
+        result.append(rosters.full_query(session.bare, roster, version))
         return await event.reply(result)
 
     async def roster_set(event: StanzaEvent) -> bool:
