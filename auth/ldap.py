@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import trio
-from ldap3 import BASE, NONE, SAFE_SYNC, SUBTREE, Connection, Server, Tls
+from ldap3 import BASE, NONE, SAFE_SYNC, SUBTREE, SYNC, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
@@ -200,7 +200,9 @@ class Directory:
             get_info=NONE,  # ldap3 would read the whole schema on every bind
         )
 
-    def connect(self, user: str | None = None, password: str | None = None) -> Connection:
+    def connect(
+        self, user: str | None = None, password: str | None = None, strategy: str = SAFE_SYNC
+    ) -> Connection:
         """An open connection (after StartTLS if configured), not yet bound.
 
         Servers are tried in order, starting with the last one that answered (failover).
@@ -214,7 +216,7 @@ class Directory:
                 server,
                 user=user,
                 password=password,
-                client_strategy=SAFE_SYNC,
+                client_strategy=strategy,
                 receive_timeout=max(1, round(self.s["timeout"])),  # ldap3 packs it as an int
                 read_only=True,
                 raise_exceptions=False,
@@ -237,7 +239,10 @@ class Directory:
         raise DirectoryUnavailable("; ".join(errors))
 
     def service_connection(self) -> Connection:
-        conn = self.connect(self.s["bind_dn"] or None, self._password or None)
+        """A bound service connection. SYNC, not SAFE_SYNC: the pool hands it to one thread at
+        a time, and SAFE_SYNC deep-copies every answer (half the time of reading 20,000
+        users)."""
+        conn = self.connect(self.s["bind_dn"] or None, self._password or None, SYNC)
         if self.s["bind_dn"] and not _ok(conn.bind()):
             result = conn.result or {}
             conn.unbind()
@@ -291,9 +296,13 @@ class Directory:
         """Entries (dn, raw attributes with lowercased names), all pages."""
         cookie: bytes | None = None
         while True:
-            _status, result, response, _ = conn.search(
+            out = conn.search(
                 base, filter_, scope, attributes=attrs, paged_size=500, paged_cookie=cookie
             )
+            if isinstance(out, tuple):  # SAFE_SYNC answers with copies
+                _status, result, response, _ = out
+            else:
+                result, response = conn.result, conn.response
             code = result["result"]
             if code not in (0, 4):  # success, or a size limit (partial answer)
                 if conn.closed or code in (3, 51, 52, 80):  # time limit, busy, unavailable

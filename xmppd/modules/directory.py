@@ -236,7 +236,8 @@ class Directory:
         old, self.snapshot = self.snapshot, snapshot
         if old is not None:
             snapshot.keep_rendered(old)
-            await self.announce(old, snapshot)
+        # The first read too: users whose roster or presence did not wait for it get it now.
+        await self.announce(old or Snapshot(), snapshot)
 
     async def announce(self, old: Snapshot, new: Snapshot) -> None:
         """Push what changed to the online members concerned, and exchange presence."""
@@ -251,11 +252,18 @@ class Directory:
             return
         rosters = self.host.services["roster"]
         presence = self.host.services.get("presence")
-        for user in self.online_users():
+        online = self.online_users()
+        if not online:
+            return
+        online_locals = {b[: -len(self.suffix)] for b in online}
+        for user in online:
             local = user[: -len(self.suffix)]
             contacts = self.changed_for(local, old, new, changed)
-            # Past the limit no pushes: the version changed, the next fetch brings everything.
+            # Past the limit no pushes: the version changed, the next fetch brings everything;
+            # presence is still exchanged with the online ones.
             push = len(contacts) <= PUSH_LIMIT
+            if not push:
+                contacts = online_locals & contacts
             for contact in sorted(contacts):
                 if push:
                     try:
