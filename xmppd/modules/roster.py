@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from ..session import Session
 
 Doc = dict[str, Any]
+# For shared items the server rendered itself (no DTD, no entities): never the network.
+_ITEMS_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 # What a client sees of an item; a change to any of these is pushed and versioned.
 VISIBLE = ("listed", "name", "groups", "sub", "ask", "approved")
 _push_ids = itertools.count(1)
@@ -240,7 +242,8 @@ class Rosters:
             query = element(ns.ROSTER, "query")
         else:
             inner = self.shared.render(user, set(personal))
-            query = etree.fromstring(b"<query xmlns='%s'>%s</query>" % (ns.ROSTER.encode(), inner))
+            text = b"<query xmlns='%s'>%s</query>" % (ns.ROSTER.encode(), inner)
+            query = etree.fromstring(text, _ITEMS_PARSER)
         if version is not None:
             query.set("ver", version)
         for jid, doc in sorted(personal.items()):
