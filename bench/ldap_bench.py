@@ -1,8 +1,14 @@
-"""Login cost with the LDAP backend, against a real slapd (the test fixture's directory).
+"""LDAP costs against a real slapd (the test fixture's directory): logins, and all-staff groups.
 
-    python bench/ldap_bench.py [--logins 300] [--concurrency 32]
+    python bench/ldap_bench.py [logins] [--logins 300] [--concurrency 32]
+    python bench/ldap_bench.py groups [--sizes 5000 20000] [--online 200] [--rounds 10]
 
-Measures `LdapAuth.check_password` — what a SASL PLAIN login costs the server — in three modes:
+`groups` (bench/ldap_groups.py) runs xmppd against a directory with one group of every user and
+measures roster fetch time and server memory for a member, and the presence fan-out when one
+member comes online while `--online` others are.
+
+`logins` measures `LdapAuth.check_password` — what a SASL PLAIN login costs the server — in
+three modes:
   uncached     every login searches the user (service connection) and binds as the user
   lookup cache the DN comes from the cache (cache_ttl): one bind per login
   password cache a recent login is verified from a salted in-memory MAC (password_cache_ttl)
@@ -83,6 +89,13 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["groups"]:
+        import ldap_groups
+
+        ldap_groups.cli(sys.argv[2:])
+        sys.exit(0)
+    if sys.argv[1:2] == ["logins"]:
+        del sys.argv[1]
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--logins", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=32)

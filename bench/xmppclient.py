@@ -203,14 +203,19 @@ class Session(asyncio.Protocol):
             self.buf = b""
             self.send(header)
             await self.expect(FEATURES_END)
-        scram = ScramClient(mechanism.removeprefix("SCRAM-"), username, password)
-        first = base64.b64encode(scram.first()).decode()
-        self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>{first}</auth>")
-        challenge = await self.expect(CHALLENGE)
-        final = scram.final(base64.b64decode(challenge.group(1)))
-        self.send(f"<response xmlns='{NS_SASL}'>{base64.b64encode(final).decode()}</response>")
-        success = await self.expect(SUCCESS)
-        scram.check_success(base64.b64decode(success.group(1) or b""))
+        if mechanism == "PLAIN":  # directory (LDAP) accounts: the server binds as the user
+            plain = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+            self.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{plain}</auth>")
+            await self.expect(SUCCESS)
+        else:
+            scram = ScramClient(mechanism.removeprefix("SCRAM-"), username, password)
+            first = base64.b64encode(scram.first()).decode()
+            self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>{first}</auth>")
+            challenge = await self.expect(CHALLENGE)
+            final = scram.final(base64.b64decode(challenge.group(1)))
+            self.send(f"<response xmlns='{NS_SASL}'>{base64.b64encode(final).decode()}</response>")
+            success = await self.expect(SUCCESS)
+            scram.check_success(base64.b64decode(success.group(1) or b""))
         self.send(header)
         await self.expect(FEATURES_END)
         self.send(

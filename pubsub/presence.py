@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, KeysView
 from dataclasses import dataclass
 
 import trio
@@ -144,6 +144,10 @@ class Tracker:
 
     def get_by_key(self, topic: str, key: str) -> list[dict]:
         return self._state.get_by_key(topic, key)
+
+    def keys(self, topic: str) -> KeysView[str]:
+        """Keys online in ``topic``, a live view (cheap to test membership or count)."""
+        return self._state.keys(topic)
 
     def listen(self, callback: Listener) -> None:
         """Call ``callback(diff)`` synchronously on every change (must not block)."""

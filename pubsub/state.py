@@ -29,7 +29,7 @@ with ``replica_up`` (joins) or is purged with ``remove_down_replicas``.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, KeysView
 from dataclasses import dataclass, field
 
 __all__ = ["Delta", "Entry", "State", "Tag"]
@@ -116,6 +116,11 @@ class State:
             if metas:
                 out[key] = metas
         return out
+
+    def keys(self, topic: str) -> KeysView[str]:
+        """Keys in ``topic`` without copying (may include entries of down replicas: check
+        with ``get_by_key``)."""
+        return self._topics.get(topic, {}).keys()
 
     def get_by_key(self, topic: str, key: str) -> list[dict]:
         tags = self._topics.get(topic, {}).get(key)

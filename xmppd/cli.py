@@ -406,7 +406,8 @@ def cmd_check_ldap(config: Config) -> int:
             raise _Stop
         groups = _check_step("groups", lambda: directory.list_groups(conn, users or []), s)
         if groups is not None:
-            shown = [g for g in groups if len(g.members) <= s["max_group_size"]]
+            limit = s["max_group_size"]
+            shown = [g for g in groups if not limit or len(g.members) <= limit]
             sample = ", ".join(f"{g.name} ({len(g.members)} members)" for g in groups[:5])
             print(f"groups: {len(groups)} found, {len(shown)} shown as roster groups; "
                   f"sample: {sample or 'none'}")  # fmt: skip

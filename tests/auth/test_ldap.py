@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,16 @@ async def test_pool_is_bounded_and_concurrent(directory) -> None:
     assert auth.directory._idle.qsize() <= 2
 
 
+async def test_pooled_connection_dead_after_a_restart_is_replaced(directory) -> None:
+    auth = LdapAuth(settings(directory, cache_ttl=0.0))
+    assert await auth.check_password("heidi", "heidi-secret")
+    assert auth.directory._idle.qsize() == 1  # a service connection waits in the pool
+    directory.stop()
+    directory.start()
+    # The pooled connection died with the old slapd: the first login after it still works.
+    assert await auth.check_password("ivan", "ivan-secret")
+
+
 # ---- through xmppd ---------------------------------------------------------------------------
 
 
@@ -259,6 +270,42 @@ def test_directory_outage(xmppd, directory) -> None:
     log = xmppd.log_text()
     assert log.count("LDAP directory unavailable") == 1  # once per outage, not per attempt
     assert "LDAP directory reachable again" in log
+
+
+def test_first_login_after_a_directory_restart(xmppd, directory) -> None:
+    async def scenario() -> None:
+        client, _ = await login(xmppd, "mallory", "mallory-secret")
+        assert client is not None  # the service connection is pooled now
+        await client.close()
+        directory.stop()
+        directory.start()
+        client, failures = await login(xmppd, "niaj", "niaj-secret")
+        assert client is not None, failures
+        await client.close()
+
+    run(scenario())
+
+
+def test_user_added_after_a_failed_login_logs_in_within_10_s(xmppd, directory) -> None:
+    async def scenario() -> None:
+        client, failures = await login(xmppd, "yara", "yara-secret")
+        failed_at = time.monotonic()  # the lookup that found nobody is behind us
+        assert client is None and failures == ["not-authorized"]  # unknown: remembered as such
+        directory.ldapadd(
+            "dn: uid=yara,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\n"
+            "uid: yara\ncn: Yara Flor\nsn: Flor\nuserPassword: yara-secret\n"
+        )
+        try:
+            # One more attempt, 10 s after the failed one (not a stream of failures that a
+            # guessing limit might slow down).
+            await asyncio.sleep(max(0.0, failed_at + 10.2 - time.monotonic()))
+            client, failures = await login(xmppd, "yara", "yara-secret")
+            assert client is not None, f"still refused 10 s after the failed login: {failures}"
+            await client.close()
+        finally:
+            directory.delete("uid=yara,ou=people,dc=example,dc=org")
+
+    run(scenario())
 
 
 # ---- xmppd check ldap ------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def free_port() -> int:
 
 
 class Slapd:
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, bulk_users: int = BULK_USERS) -> None:
         from xmppd.transports.tls import make_self_signed
 
         self.dir = base_dir
@@ -79,7 +79,7 @@ class Slapd:
             CONF.format(includes=includes, dir=self.dir, base=BASE, root=ROOT_DN, rootpw=ROOT_PW)
         )
         ldif = self.dir / "data.ldif"
-        ldif.write_text((HERE / "directory.ldif").read_text() + "\n" + bulk(BULK_USERS, NAMED))
+        ldif.write_text((HERE / "directory.ldif").read_text() + "\n" + bulk(bulk_users, NAMED))
         subprocess.run(
             [tool("slapadd"), "-q", "-f", str(self.conf), "-l", str(ldif)],
             check=True,
@@ -134,6 +134,15 @@ class Slapd:
         )  # fmt: skip
         conn.unbind()
         assert ok, conn.result
+
+    def ldapadd(self, ldif: str) -> None:
+        """Add entries with OpenLDAP's own `ldapadd`, as an admin would."""
+        result = subprocess.run(
+            [shutil.which("ldapadd") or "ldapadd", "-x", "-H", self.url, "-D", ROOT_DN,
+             "-w", ROOT_PW],
+            input=ldif, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
 
     def delete(self, dn: str) -> None:
         conn = self.admin()

@@ -6,6 +6,10 @@ presence (subscription from/both) as one routed copy per contact bare JID, so `p
 filters (blocking) see each copy, and straight to the account's own available resources.
 `host.services["presence"]` sends a user's current or unavailable presence to one JID (used by
 subscription handling, RFC 6121 §3.1.5 and §3.2.2).
+
+Shared roster items (directory groups, `Rosters.shared`) count as subscription "both" without a
+stored subscription: broadcasts and probes go to the shared contacts that are online (found
+through the Tracker), never to every member of a big group.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ class Presence:
 
         Returns the bare JIDs it was routed to.
         """
-        contacts = await self.rosters.contacts(session.bare, SEES_US)
+        contacts = await self.rosters.presence_contacts(session.bare, SEES_US)
         for contact in contacts:
             out = copy(stanza)
             out.set("to", contact)
@@ -97,7 +101,7 @@ class Presence:
 
     async def initial(self, session: Session) -> None:
         """RFC 6121 §4.2.2: probe the contacts we see; show the account's other resources."""
-        for contact in await self.rosters.contacts(session.bare, WE_SEE):
+        for contact in await self.rosters.presence_contacts(session.bare, WE_SEE):
             probe = make("presence", {"type": "probe", "from": session.full, "to": contact})
             await self.host.route(None, probe)
         for other in self.available(session.bare):

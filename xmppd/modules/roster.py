@@ -12,18 +12,24 @@ random `epoch`, part of every version string, so a wiped roster never matches a 
 A roster is cached in memory while its account has sessions (and while a change is under way);
 every change is written to storage first and only then becomes visible in memory, pushed or
 answered. `host.services["roster"]` is the `Rosters` object below (see its public methods).
+
+Shared items (directory groups) are not stored: `Rosters.shared`, when a module sets it, computes
+them per account, and every view of a roster (results, pushes, `get_item`, `items`, `peek`) shows
+them merged with the stored item by `merge()`. Their tag joins the version string
+(`epoch-number~tag`), so a change of shared membership changes the version.
 """
 
 from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
+from lxml import etree
 
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
@@ -38,6 +44,8 @@ if TYPE_CHECKING:
     from ..session import Session
 
 Doc = dict[str, Any]
+# For shared items the server rendered itself (no DTD, no entities): never the network.
+_ITEMS_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 # What a client sees of an item; a change to any of these is pushed and versioned.
 VISIBLE = ("listed", "name", "groups", "sub", "ask", "approved")
 _push_ids = itertools.count(1)
@@ -67,6 +75,46 @@ def public(contact: str, doc: Doc) -> dict[str, Any]:
         "ask": doc["ask"],
         "approved": doc["approved"],
     }
+
+
+SharedItem = tuple[str | None, list[str]]  # (name, groups) of a computed item
+
+
+class Shared(Protocol):
+    """Items computed per account instead of stored (the directory's groups)."""
+
+    def tag(self, user: str) -> str:
+        """Changes whenever the user's shared items change ("" when there are none)."""
+        ...
+
+    def items(self, user: str) -> Iterable[tuple[str, str | None, list[str]]]:
+        """(contact bare JID, name, groups) of every shared item of `user`."""
+        ...
+
+    def item(self, user: str, contact: str) -> SharedItem | None: ...
+
+    def render(self, user: str, skip: set[str]) -> bytes:
+        """`items` as serialized <item/> elements (roster namespace inherited), but those of
+        the contacts in `skip`: a big group's roster without building each element."""
+        ...
+
+    def online_contacts(self, user: str) -> list[str]:
+        """Bare JIDs of shared contacts with an available resource (for presence)."""
+        ...
+
+
+def merge(doc: Doc | None, shared: SharedItem | None) -> Doc | None:
+    """The item a client sees. A shared item is subscription "both" (presence flows without a
+    stored subscription); a listed personal item for the same contact keeps its name (else the
+    shared name) and adds its groups in front of the shared ones."""
+    if shared is None:
+        return doc
+    base = doc if doc is not None else blank()
+    name, groups = shared
+    if base["listed"]:
+        name = base["name"] or name
+        groups = list(dict.fromkeys([*base["groups"], *groups]))
+    return {**base, "listed": True, "name": name, "groups": groups, "sub": "both", "ask": False}
 
 
 class RosterError(Exception):
@@ -136,30 +184,92 @@ class Rosters:
         self.max_items: int = module.options["max_items"]
         self.max_pending: int = module.options["max_pending"]
         self.cache: dict[str, Roster] = {}
+        self.shared: Shared | None = None  # set by a module computing items (directory)
 
     # ---- the service API ------------------------------------------------------------------
 
     async def get_item(self, user: str, contact: str) -> dict[str, Any] | None:
         """The item for `contact` in `user`'s roster (bare JIDs), or None."""
-        doc = (await self.load(user)).items.get(contact)
+        doc = self.view(user, contact, (await self.load(user)).items.get(contact))
         return public(contact, doc) if doc is not None and doc["listed"] else None
 
     async def items(self, user: str) -> list[dict[str, Any]]:
-        return [public(jid, d) for jid, d in (await self.load(user)).listed().items()]
+        return [public(jid, d) for jid, d in self.listed(user, await self.load(user)).items()]
 
     async def contacts(self, user: str, subscriptions: tuple[str, ...]) -> list[str]:
-        """Bare JIDs of listed contacts whose subscription is one of `subscriptions`."""
+        """Bare JIDs of stored listed contacts whose subscription is one of `subscriptions`
+        (shared contacts are not listed here: presence reaches the online ones its own way)."""
         roster = await self.load(user)
         return [jid for jid, d in roster.listed().items() if d["sub"] in subscriptions]
+
+    async def presence_contacts(self, user: str, subscriptions: tuple[str, ...]) -> list[str]:
+        """`contacts`, then the shared contacts that are online: whom presence (and PEP events)
+        go to, without walking every member of a big shared group."""
+        contacts = await self.contacts(user, subscriptions)
+        if self.shared is not None:
+            stored = set(contacts)
+            contacts += [c for c in self.shared.online_contacts(user) if c not in stored]
+        return contacts
 
     async def peek(self, user: str, contact: str) -> Doc | None:
         """One document, listed or not: from the cache, else one keyed read that caches nothing
         (a probe to an offline account costs a lookup, not a read of its whole roster)."""
         roster = self.cache.get(user)
         if roster is not None and roster.loaded:
-            return roster.items.get(contact)
+            return self.view(user, contact, roster.items.get(contact))
         doc = await self.store.get(_local(user), contact)
-        return {**blank(), **doc} if doc is not None else None
+        return self.view(user, contact, {**blank(), **doc} if doc is not None else None)
+
+    def view(self, user: str, contact: str, doc: Doc | None) -> Doc | None:
+        """The stored document merged with the shared item, as clients see it."""
+        if self.shared is None:
+            return doc
+        return merge(doc, self.shared.item(user, contact))
+
+    def listed(self, user: str, roster: Roster) -> dict[str, Doc]:
+        """Every item the client sees: stored listed ones merged with the shared ones."""
+        items = roster.listed()
+        if self.shared is not None:
+            for contact, name, groups in self.shared.items(user):
+                items[contact] = merge(items.get(contact), (name, groups))  # type: ignore[assignment]
+        return items
+
+    def full_query(self, user: str, roster: Roster, version: str | None) -> Element:
+        """The <query/> of a full roster result: shared items come pre-serialized; the stored
+        listed items (merged with their shared part) are added as elements."""
+        personal = roster.listed()
+        if self.shared is None:
+            query = element(ns.ROSTER, "query")
+        else:
+            inner = self.shared.render(user, set(personal))
+            text = b"<query xmlns='%s'>%s</query>" % (ns.ROSTER.encode(), inner)
+            query = etree.fromstring(text, _ITEMS_PARSER)
+        if version is not None:
+            query.set("ver", version)
+        for jid, doc in sorted(personal.items()):
+            item_element(query, jid, self.view(user, jid, doc) or doc)
+        return query
+
+    def version_of(self, roster: Roster) -> str:
+        tag = self.shared.tag(roster.bare) if self.shared is not None else ""
+        return f"{roster.version}~{tag}" if tag else roster.version
+
+    def known_number(self, roster: Roster, ver: str) -> int | None:
+        """Like `Roster.known_number`, and only while the shared tag is still the same."""
+        ver, _, tag = ver.partition("~")
+        mine = self.shared.tag(roster.bare) if self.shared is not None else ""
+        return roster.known_number(ver) if tag == mine else None
+
+    async def push_shared(self, user: str, contact: str) -> None:
+        """A shared item changed: push what the user now sees of `contact` (a removal when
+        nothing is left)."""
+        if not any(s.interested for s in self.host.resources_of(user).values()):
+            return
+        roster = await self.load(user)
+        doc = self.view(user, contact, roster.items.get(contact)) or blank()
+        for session in list(self.host.resources_of(user).values()):
+            if session.interested:
+                self.push_to(session, contact, doc, self.version_of(roster), merged=True)
 
     async def load(self, user: str) -> Roster:
         """The account's roster; read-only for callers (use `update` to change it)."""
@@ -179,7 +289,7 @@ class Rosters:
         async with self._use(user) as roster:
             old = roster.items.get(contact) or blank()
             new = change({**old, "groups": list(old["groups"])})
-            result = Change(contact, old, new, roster.version)
+            result = Change(contact, old, new, self.version_of(roster))
             if new == old:
                 return result
             self._check_limits(roster, old, new)
@@ -195,7 +305,7 @@ class Rosters:
                 roster.items[contact] = new
             if old["listed"] and not new["listed"]:
                 await self._prune(roster)
-            result.version = roster.version
+            result.version = self.version_of(roster)
             return result
 
     async def apply(self, user: str, contact: str, change: Callable[[Doc], Doc]) -> Change:
@@ -211,7 +321,11 @@ class Rosters:
                 if session.interested:
                     self.push_to(session, change.contact, change.new, change.version)
 
-    def push_to(self, session: Session, contact: str, doc: Doc, version: str) -> None:
+    def push_to(
+        self, session: Session, contact: str, doc: Doc, version: str, merged: bool = False
+    ) -> None:
+        if not merged:
+            doc = self.view(session.bare, contact, doc) or doc
         iq = make("iq", {"type": "set", "id": f"push{next(_push_ids)}", "to": session.full})
         query = sub(iq, ns.ROSTER, "query", ver=version)
         item_element(query, contact, doc)
@@ -344,22 +458,21 @@ def load(module: Module) -> None:
             module.log.exception("cannot read the roster of %s", session.bare)
             return await event.reply_error("internal-server-error", "the roster is unavailable")
         ver = first_child(event.stanza).get("ver")
-        known = roster.known_number(ver) if ver is not None and opts["versioning"] else None
+        versioned = ver is not None and opts["versioning"]
+        known = rosters.known_number(roster, ver) if versioned else None
         session.interested = True
         if known is not None:
             # RFC 6121 §2.6.3: an empty result, then a push per change since `ver`, in order.
             await event.reply(reply(event.stanza))
             changed = sorted((d["ver"], jid) for jid, d in roster.items.items() if d["ver"] > known)
+            tag = ver.partition("~")[2]
             for number, jid in changed:
-                version = f"{roster.epoch or '0'}-{number}"
+                version = f"{roster.epoch or '0'}-{number}" + (f"~{tag}" if tag else "")
                 rosters.push_to(session, jid, roster.items[jid], version)
             return True
         result = reply(event.stanza)
-        query = sub(result, ns.ROSTER, "query")
-        if opts["versioning"]:
-            query.set("ver", roster.version)
-        for jid, doc in sorted(roster.listed().items()):
-            item_element(query, jid, doc)
+        version = rosters.version_of(roster) if opts["versioning"] else None
+        result.append(rosters.full_query(session.bare, roster, version))
         return await event.reply(result)
 
     async def roster_set(event: StanzaEvent) -> bool:

@@ -252,7 +252,7 @@ class Pep:
             for member in config.get("members", ()):
                 sessions += self.sessions_of(member)
         else:
-            for contact in await self.roster.contacts(owner, SEES_US):
+            for contact in await self.roster.presence_contacts(owner, SEES_US):
                 sessions += self.sessions_of(contact)
         return sessions
 
@@ -275,7 +275,7 @@ class Pep:
         wanted = {f.removesuffix(suffix) for f in features if f.endswith(suffix)}
         if not wanted or not session.available:
             return
-        owners = [session.bare, *await self.roster.contacts(session.bare, WE_SEE)]
+        owners = [session.bare, *await self.roster.presence_contacts(session.bare, WE_SEE)]
         for owner in owners:
             host = self.host.hosts.get(owner.partition("@")[2])
             pep = host.services.get("pep") if host is not None else None
