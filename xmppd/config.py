@@ -65,6 +65,7 @@ LIMITS: Schema = {
     "keepalive_interval": Option(float, 120.0, "whitespace keepalive when idle", min=1),
     "tls_handshake_timeout": Option(float, 10.0, "seconds for a TLS handshake", min=1),
     "resources_per_account": Option(int, 20, "concurrent sessions per account", min=1),
+    "login": Option(dict, {}, "password guessing: the [limits.login] table below"),
 }
 AUTH: Schema = {
     "backend": Option(str, "internal", "where accounts live", choices=("internal", "ldap")),
@@ -224,6 +225,7 @@ def parse(text: str, path: str = "") -> Config:
     if values["storage"]["driver"] == "postgres" and not values["storage"]["dsn"]:
         raise source.error("storage.dsn", "required when driver = 'postgres'")
     _auth(values["auth"], source)
+    _login_limits(values["limits"], source)
     domains = _domains(values["server"], source)
     modules_table = data.get("modules", {})
     if not isinstance(modules_table, dict):
@@ -246,6 +248,17 @@ def _auth(auth: dict[str, Any], source: SourceMap) -> None:
     if problem:
         key, _, message = problem.partition(": ")
         raise source.error(f"auth.ldap.{key}", message)
+
+
+def _login_limits(limits: dict[str, Any], source: SourceMap) -> None:
+    from .throttle import SCHEMA, exempt_networks
+
+    login = validate(limits["login"], SCHEMA, "limits.login", source)
+    try:
+        exempt_networks(login["exempt"])
+    except ValueError as exc:
+        raise source.error("limits.login.exempt", str(exc)) from None
+    limits["login"] = login
 
 
 def _tokens(auth: dict[str, Any], source: SourceMap) -> None:

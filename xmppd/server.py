@@ -7,6 +7,7 @@ import logging
 import secrets
 import signal
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from .protocol.sasl import tls_server_end_point
 from .protocol.stanza import Element, copy, error_reply, local_name
 from .protocol.stream import StreamSettings
 from .storage import Database, open_database
+from .throttle import LoginThrottle
 from .transports import http, tcp, tls
 
 log = logging.getLogger("xmppd")
@@ -60,6 +62,7 @@ class Server:
         tokens = config.auth["tokens"]  # host-app tokens: JSON channels, /credentials
         self.token_verifier = TokenVerifier(tokens, config.server["domain"])
         self.credentials = CredentialStore(tokens["credentials_lifetime"])
+        self.login_throttle = LoginThrottle(config.limits["login"])  # password guessing
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -76,11 +79,18 @@ class Server:
                 self.ports = await nursery.start(tcp.serve_c2s, self)
                 self.ports.update(await nursery.start(http.serve_http, self))
                 nursery.start_soon(self._stop_on_signals)
+                nursery.start_soon(self._sweep_login_throttle)
                 log.info("xmppd serving %s", ", ".join(self.hosts))
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
                 await self.db.close()
+
+    async def _sweep_login_throttle(self) -> None:
+        """Bans end on time (and say so in the log); stale counters are forgotten."""
+        while True:
+            await trio.sleep(1)
+            self.login_throttle.sweep(time.monotonic())
 
     def _setup_tls(self) -> None:
         cfg = self.config

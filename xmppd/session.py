@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+import trio
 from lxml import etree
 
 from auth.base import AuthError
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .server import Server
 
 log = logging.getLogger("xmppd.c2s")
+BANNED_TEXT = "too many failed logins from your address; try again later"
 _ids = itertools.count(1)
 
 
@@ -169,15 +171,22 @@ class Session:
             if self.sm is not None:
                 self.sm.handled_here()
         elif isinstance(event, st.NeedScramCredentials):
-            await self._scram_credentials(event)
+            if await self._throttled(event.username):
+                await self._scram_credentials(event)
         elif isinstance(event, st.NeedPasswordCheck):
-            await self._check_password(event)
+            if await self._throttled(event.username):
+                await self._check_password(event)
+        elif isinstance(event, st.AuthFailed):
+            self._auth_failed(event)
         elif isinstance(event, st.StartTLS):
             self._flush()
             cb_data = await self.transport.start_tls()  # the transport raises if this fails
             self.stream.tls_established(cb_data)
             log.info("%s tls established", self.id)
         elif isinstance(event, st.Authenticated):
+            self.server.login_throttle.record_success(
+                self.transport.peer, f"{event.username}@{self.stream.domain}", time.monotonic()
+            )
             log.info(
                 "%s authenticated as %s@%s (%s)",
                 self.id,
@@ -200,6 +209,30 @@ class Session:
             detail = f" ({event.text})" if event.text else ""
             log.info("%s stream closed: %s%s", self.id, event.reason, detail)
             self._close_transport()
+
+    async def _throttled(self, username: str) -> bool:
+        """Password guessing (xmppd/throttle.py): wait as long as this address and account
+        have earned, before the secret is checked; False when the address is banned."""
+        throttle = self.server.login_throttle
+        peer = self.transport.peer
+        delay = throttle.delay_for(peer, f"{username}@{self.stream.domain}", time.monotonic())
+        if delay:
+            log.info("%s login attempt from %s waits %.1f s", self.id, peer, delay)
+            await trio.sleep(delay)
+            if self.stream.closed:
+                return False  # timed out or shut down meanwhile
+        if throttle.banned(peer, time.monotonic()):
+            self.kill("policy-violation", BANNED_TEXT)
+            return False
+        return True
+
+    def _auth_failed(self, event: st.AuthFailed) -> None:
+        if event.condition != "not-authorized":
+            return  # aborted, bad encoding, backend down...: no secret was tried
+        account = f"{event.username}@{self.stream.domain}" if event.username else None
+        peer = self.transport.peer
+        if self.server.login_throttle.record_failure(peer, account, time.monotonic()):
+            self.kill("policy-violation", BANNED_TEXT)
 
     async def _scram_credentials(self, need: st.NeedScramCredentials) -> None:
         auth = self.server.hosts[self.stream.domain].auth

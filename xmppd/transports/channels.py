@@ -22,6 +22,7 @@ import base64
 import json
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -64,7 +65,7 @@ async def handle(conn: HttpConnection, request: Request) -> tuple[int, list, byt
     manager = _manager(web)
     if request.path == LONGPOLL_PATH:
         return await manager.longpoll(request)
-    return manager.credentials(request)
+    return await manager.credentials(request)
 
 
 def _preflight(web: Web, request: Request) -> tuple[int, list, bytes]:
@@ -110,15 +111,27 @@ def app_token(request: Request) -> str | None:
     return None
 
 
-def verify(web: Web, request: Request) -> Claims:
+async def verify(web: Web, request: Request) -> Claims:
+    """The host-app token's claims. A refused token is a failed login from that address
+    (xmppd/throttle.py): guessing tokens is slowed down and banned like guessing passwords."""
     token = app_token(request)
     if token is None:
         log.warning("refused a channel request from %s: no token", request.peer)
         raise HttpError(401, "a host-application token is required")
+    throttle, peer = web.server.login_throttle, request.peer
+    web.refuse_banned(peer)
+    delay = throttle.delay_for(peer, None, time.monotonic())
+    if delay:
+        log.info("token from %s waits %.1f s", peer, delay)
+        await trio.sleep(delay)
+        web.refuse_banned(peer)
     try:
-        return web.server.token_verifier.verify(token, peer=request.peer)
+        claims = web.server.token_verifier.verify(token, peer=peer)
     except TokenError as exc:  # logged by the verifier
+        throttle.record_failure(peer, None, time.monotonic())
         raise HttpError(403, f"token refused: {exc}") from None
+    throttle.record_success(peer, claims.jid, time.monotonic())
+    return claims
 
 
 # ---- WebSocket ----------------------------------------------------------------------------------
@@ -153,7 +166,7 @@ def _upgrade_headers(web: Web, request: Request) -> list[tuple[str, str]]:
 async def _websocket(conn: HttpConnection, request: Request) -> None:
     web = conn.web
     upgrade = _upgrade_headers(web, request)
-    claims = verify(web, request)
+    claims = await verify(web, request)
     web.acquire_session(request.peer)
     try:
         session = _open(web, claims, request)
@@ -319,7 +332,7 @@ class ChannelManager:
                 return self._reply(request, {"status": 410})
             return await self._post(request, lp)
         if lp is None:
-            return self._open(request)
+            return await self._open(request)
         async with lp.lock:
             lp.last_seen = trio.current_time()
             messages: list[Any] = []
@@ -334,9 +347,9 @@ class ChannelManager:
             return self._reply(request, {"status": 204, "token": lp.token})
         return self._reply(request, {"status": 200, "token": lp.token, "messages": messages})
 
-    def _open(self, request: Request) -> tuple[int, list, bytes]:
+    async def _open(self, request: Request) -> tuple[int, list, bytes]:
         try:
-            claims = verify(self.web, request)
+            claims = await verify(self.web, request)
         except HttpError as exc:
             log.info("long-poll from %s refused: %s", request.peer, exc.text)
             return self._reply(request, {"status": 403, "reason": exc.text})
@@ -366,11 +379,11 @@ class ChannelManager:
             return self._reply(request, {"status": 400, "reason": str(exc)})
         return self._reply(request, {"status": 200, "token": lp.token})
 
-    def credentials(self, request: Request) -> tuple[int, list, bytes]:
+    async def credentials(self, request: Request) -> tuple[int, list, bytes]:
         """A one-time XMPP password for the token's user (Converse.js `credentials_url`)."""
         if request.method not in ("GET", "POST"):
             raise HttpError(405, "use GET or POST", [("Allow", "GET, POST, OPTIONS")])
-        claims = verify(self.web, request)
+        claims = await verify(self.web, request)
         if claims.role == "guest":
             raise HttpError(403, "guest tokens cannot log in over XMPP")
         if claims.jid.partition("@")[2] not in self.web.server.hosts:

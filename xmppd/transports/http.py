@@ -23,7 +23,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +35,7 @@ from wsproto.connection import Connection, ConnectionType
 
 from ..protocol.stream import StreamSettings
 from ..protocol.websocket import FramedParser, Refusal, check_upgrade
-from ..session import Session
+from ..session import BANNED_TEXT, Session
 from .connection import Sweeper
 from .tcp import PerAddressCap
 
@@ -109,6 +111,13 @@ class Web:
         self.sessions[peer] -= 1
         if self.sessions[peer] <= 0:
             del self.sessions[peer]
+
+    def refuse_banned(self, peer: str) -> None:
+        """An address banned for failed logins opens no session (xmppd/throttle.py)."""
+        left = self.server.login_throttle.banned(peer, time.monotonic())
+        if left:
+            log.debug("refused a web login from %s: banned for failed logins", peer)
+            raise HttpError(429, BANNED_TEXT, [("Retry-After", str(math.ceil(left)))])
 
     def check_encryption(self, request: Request) -> None:
         if not request.secure and self.server.config.c2s["require_encryption"]:
@@ -378,6 +387,7 @@ class HttpConnection:
         if isinstance(result, Refusal):
             raise HttpError(result.status, result.text, result.headers)
         web.check_encryption(request)
+        web.refuse_banned(request.peer)
         web.acquire_session(request.peer)
         try:
             await self._send(h11.InformationalResponse(status_code=101, headers=result))
