@@ -219,10 +219,15 @@ class BindRefused(Exception):
 class RawClient:
     """Blocking socket client for hand-made bytes; TLS verified against the server's cert."""
 
-    def __init__(self, server: ServerProcess, port: int | None = None) -> None:
+    def __init__(
+        self, server: ServerProcess, port: int | None = None, source: str | None = None
+    ) -> None:
+        """`source`: the local address to connect from (any of 127/8 on Linux)."""
         self.server = server
         self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
-            ("127.0.0.1", port or server.port), timeout=10
+            ("127.0.0.1", port or server.port),
+            timeout=10,
+            source_address=(source, 0) if source else None,
         )
         self.buffer = b""
 

@@ -231,13 +231,13 @@ class Session:
             return  # aborted, bad encoding, backend down...: no secret was tried
         account = f"{event.username}@{self.stream.domain}" if event.username else None
         peer = self.transport.peer
+        log.info("%s authentication failed for %r from %s", self.id, event.username, peer)
         if self.server.login_throttle.record_failure(peer, account, time.monotonic()):
             self.kill("policy-violation", BANNED_TEXT)
 
     async def _scram_credentials(self, need: st.NeedScramCredentials) -> None:
         auth = self.server.hosts[self.stream.domain].auth
         await self._ask_auth(
-            need.username,
             auth.get_scram_credentials(need.username, need.hash_name),
             self.stream.sasl_credentials,
         )
@@ -245,14 +245,12 @@ class Session:
     async def _check_password(self, need: st.NeedPasswordCheck) -> None:
         auth = self.server.hosts[self.stream.domain].auth
         await self._ask_auth(
-            need.username,
             auth.check_password(need.username, need.password),
             self.stream.sasl_password_checked,
         )
 
-    async def _ask_auth(self, username: str, lookup: Awaitable[Any], answer: Callable) -> None:
+    async def _ask_auth(self, lookup: Awaitable[Any], answer: Callable) -> None:
         """Hand the backend's answer to the stream; unreachable means temporary-auth-failure."""
-        failures = self.stream.sasl_failures
         try:
             result = await lookup
         except AuthError as exc:
@@ -260,13 +258,6 @@ class Session:
             self.stream.sasl_unavailable()
             return
         answer(result)
-        self._log_failure(username, failures)
-
-    def _log_failure(self, username: str, failures_before: int) -> None:
-        if self.stream.sasl_failures > failures_before:
-            log.info(
-                "%s authentication failed for %r from %s", self.id, username, self.transport.peer
-            )
 
     async def _bind(self, request: st.BindRequest) -> None:
         host = self.server.hosts[self.stream.domain]
