@@ -20,6 +20,7 @@ from pubsub import PubSub, Tracker
 from . import loader
 from .config import Config
 from .host import Host
+from .login_gate import LoginGate
 from .protocol.sasl import tls_server_end_point
 from .protocol.stanza import Element, copy, error_reply, local_name
 from .protocol.stream import StreamSettings
@@ -63,6 +64,7 @@ class Server:
         self.token_verifier = TokenVerifier(tokens, config.server["domain"])
         self.credentials = CredentialStore(tokens["credentials_lifetime"])
         self.login_throttle = LoginThrottle(config.limits["login"])  # password guessing
+        self.login_gate = LoginGate(self.login_throttle)
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config

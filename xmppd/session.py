@@ -19,7 +19,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import trio
 from lxml import etree
 
 from auth.base import AuthError
@@ -170,12 +169,8 @@ class Session:
             self.write_stanza(event.reply)
             if self.sm is not None:
                 self.sm.handled_here()
-        elif isinstance(event, st.NeedScramCredentials):
-            if await self._throttled(event.username):
-                await self._scram_credentials(event)
-        elif isinstance(event, st.NeedPasswordCheck):
-            if await self._throttled(event.username):
-                await self._check_password(event)
+        elif isinstance(event, (st.NeedScramCredentials, st.NeedPasswordCheck)):
+            await self._sasl_check(event)
         elif isinstance(event, st.AuthFailed):
             self._auth_failed(event)
         elif isinstance(event, st.StartTLS):
@@ -210,21 +205,21 @@ class Session:
             log.info("%s stream closed: %s%s", self.id, event.reason, detail)
             self._close_transport()
 
-    async def _throttled(self, username: str) -> bool:
-        """Password guessing (xmppd/throttle.py): wait as long as this address and account
-        have earned, before the secret is checked; False when the address is banned."""
-        throttle = self.server.login_throttle
-        peer = self.transport.peer
-        delay = throttle.delay_for(peer, f"{username}@{self.stream.domain}", time.monotonic())
-        if delay:
-            log.info("%s login attempt from %s waits %.1f s", self.id, peer, delay)
-            await trio.sleep(delay)
+    async def _sasl_check(self, need: st.NeedScramCredentials | st.NeedPasswordCheck) -> None:
+        """Password guessing (xmppd/throttle.py): the gate waits as long as this address and
+        account have earned before the backend is asked, and refuses banned addresses. A
+        PLAIN failure is counted (AuthFailed, next event) before any other task runs: nothing
+        between here and there is a checkpoint, so the next attempt in line sees it."""
+        account = f"{need.username}@{self.stream.domain}"
+        async with self.server.login_gate.attempt(self.transport.peer, account) as allowed:
             if self.stream.closed:
-                return False  # timed out or shut down meanwhile
-        if throttle.banned(peer, time.monotonic()):
-            self.kill("policy-violation", BANNED_TEXT)
-            return False
-        return True
+                return  # timed out or shut down while waiting
+            if not allowed:
+                self.kill("policy-violation", BANNED_TEXT)
+            elif isinstance(need, st.NeedScramCredentials):
+                await self._scram_credentials(need)
+            else:
+                await self._check_password(need)
 
     def _auth_failed(self, event: st.AuthFailed) -> None:
         if event.condition != "not-authorized":

@@ -19,6 +19,9 @@ Rules (all numbers from `[limits.login]`):
 - Memory is bounded: at most `max_tracked` addresses, accounts and bans each, the least
   recently seen forgotten first; `sweep()` ends bans and forgets counters older than the window.
 
+`LoginGate` (xmppd/login_gate.py) is the trio shell that sleeps, and lets a slowed address
+check one attempt at a time.
+
 Like ejabberd's mod_fail2ban (a per-address failure table checked at accept) and Prosody's
 mod_limit_auth (a per-address failure rate plus a tarpit), with the account rule added.
 """
@@ -122,12 +125,14 @@ class LoginThrottle:
         self._end_ban(key)
         return 0.0
 
-    def delay_for(self, address: str, account: str | None, now: float) -> float:
-        """Seconds to wait before checking this attempt's secret."""
+    def delay_for(self, address: str, account: str | None, now: float, in_flight: int = 0) -> float:
+        """Seconds to wait before checking this attempt's secret. `in_flight`: other attempts
+        from the address being checked right now, counted as failures until they end (a burst
+        of parallel guesses is slowed like a sequence)."""
         key = self.key(address)
         if key is None:
             return 0.0
-        failures = self._live(self._addresses, key, now)
+        failures = self._live(self._addresses, key, now) + in_flight
         if failures == 0:
             return 0.0  # a clean address is never slowed, whatever happens to the account
         delay = self._grow(failures, self.settings["slow_after"])

@@ -180,6 +180,25 @@ def test_guesser_slowed_then_banned_while_the_owner_logs_in_at_once(
     client.close()
 
 
+def test_a_burst_of_parallel_guesses_is_answered_like_a_sequence(server: ServerProcess) -> None:
+    """Twenty connections guess at the same moment: no more than about `ban_after` guesses are
+    checked; the rest wait their turn and meet the ban."""
+    clients = [ready_for_auth(server, "127.0.0.8") for _ in range(20)]
+    token = base64.b64encode(b"\0carol\0guess").decode()
+    for client in clients:
+        client.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+    answers = [read_any(c, b"</failure>", b"</stream:stream>") for c in clients]
+    for client in clients:
+        client.close()
+    checked = sum(b"<not-authorized/>" in answer for answer in answers)
+    refused = sum(
+        b"too many failed logins" in answer and b"<failure" not in answer for answer in answers
+    )
+    assert checked <= BAN_AFTER + 1, f"{checked} guesses checked"
+    assert checked + refused == len(clients)
+    assert bans_logged(server, "127.0.0.8") == (1, 0)
+
+
 def test_an_exempt_address_is_never_slowed_nor_banned(server: ServerProcess) -> None:
     for _connection in range(3):  # 127.0.0.1 is in `exempt`
         client = ready_for_auth(server, "127.0.0.1")

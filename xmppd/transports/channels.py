@@ -119,17 +119,14 @@ async def verify(web: Web, request: Request) -> Claims:
         log.warning("refused a channel request from %s: no token", request.peer)
         raise HttpError(401, "a host-application token is required")
     throttle, peer = web.server.login_throttle, request.peer
-    web.refuse_banned(peer)
-    delay = throttle.delay_for(peer, None, time.monotonic())
-    if delay:
-        log.info("token from %s waits %.1f s", peer, delay)
-        await trio.sleep(delay)
-        web.refuse_banned(peer)
-    try:
-        claims = web.server.token_verifier.verify(token, peer=peer)
-    except TokenError as exc:  # logged by the verifier
-        throttle.record_failure(peer, None, time.monotonic())
-        raise HttpError(403, f"token refused: {exc}") from None
+    async with web.server.login_gate.attempt(peer, None) as allowed:
+        if not allowed:
+            web.refuse_banned(peer)
+        try:
+            claims = web.server.token_verifier.verify(token, peer=peer)
+        except TokenError as exc:  # logged by the verifier
+            throttle.record_failure(peer, None, time.monotonic())
+            raise HttpError(403, f"token refused: {exc}") from None
     throttle.record_success(peer, claims.jid, time.monotonic())
     return claims
 
