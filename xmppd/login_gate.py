@@ -1,10 +1,11 @@
 """The trio shell of the login throttle (xmppd/throttle.py): wait, then check, one at a time.
 
 `attempt()` wraps the check of one secret (a SASL password check or SCRAM lookup, a host-app
-token). An address without failures nor other attempts in flight goes straight through. Once
-an address is slowed, its attempts queue on a lock and each waits its delay *inside* it, so a
-burst of parallel connections is answered like a sequence: the failures of one are counted
-before the next is checked, and attempts queued when a ban begins are refused at once.
+token). Attempts from an address that is not slowed go straight through, up to `slow_after`
+at once (an office behind one NAT logging in at nine is not serialized). Beyond that, or once
+the address is slowed, its attempts queue on a lock and each waits its delay *inside* it, so a
+burst of parallel guesses is answered like a sequence: the failure of one is counted before
+the next is checked, and attempts still queued when a ban begins are refused at once.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class LoginGate:
         others = self._in_flight[key]
         self._in_flight[key] += 1
         try:
-            if not throttle.delay_for(address, account, time.monotonic(), others):
+            slowed = throttle.delay_for(address, account, time.monotonic()) > 0
+            if not slowed and others < throttle.settings["slow_after"]:
                 yield True
                 return
             turn = self._turns.setdefault(key, trio.Lock())

@@ -125,14 +125,12 @@ class LoginThrottle:
         self._end_ban(key)
         return 0.0
 
-    def delay_for(self, address: str, account: str | None, now: float, in_flight: int = 0) -> float:
-        """Seconds to wait before checking this attempt's secret. `in_flight`: other attempts
-        from the address being checked right now, counted as failures until they end (a burst
-        of parallel guesses is slowed like a sequence)."""
+    def delay_for(self, address: str, account: str | None, now: float) -> float:
+        """Seconds to wait before checking this attempt's secret."""
         key = self.key(address)
         if key is None:
             return 0.0
-        failures = self._live(self._addresses, key, now) + in_flight
+        failures = self._live(self._addresses, key, now)
         if failures == 0:
             return 0.0  # a clean address is never slowed, whatever happens to the account
         delay = self._grow(failures, self.settings["slow_after"])
