@@ -4,7 +4,9 @@ The app signs (JWS: HS256, RS256, EdDSA) or encrypts (JWE: A128GCMKW + A128GCM, 
 form Planga uses with a shared key) a JSON claim set:
 
 * `sub`   user id ("alice" -> alice@<app domain>) or a bare JID of one of the app's domains
-* `exp`   required; tokens live at most `max_lifetime` seconds (`iat` when given, else now)
+* `exp`   required; at most `max_lifetime` seconds ahead of now (and of `iat` when given)
+* `iat`, `nbf` optional; `iat` may not lie in the future (beyond `iat_leeway`)
+* `jti`   optional token id, what a host app revokes a token by (`Revocations`)
 * `aud`   must equal the app's `audience`
 * `name`  display name (room nick by default); `role` "user" (default) or "guest";
 * `topics` channel topics the token opens (`room:<jid>`, `user:<jid>`, shell patterns allowed);
@@ -25,7 +27,7 @@ import logging
 import secrets
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,12 @@ def schemas() -> tuple[dict, dict]:
 
     tokens = {
         "leeway": Option(float, 0.0, "seconds of clock skew allowed on exp and nbf", min=0),
-        "max_lifetime": Option(float, 86400.0, "longest exp - iat a token may ask for", min=1),
+        "iat_leeway": Option(
+            float, 60.0, "seconds an iat may lie in the future (clock skew)", min=0, max=3600
+        ),
+        "max_lifetime": Option(
+            float, 86400.0, "longest a token may live from now (and from its iat)", min=1
+        ),
         "credentials_lifetime": Option(
             float, 60.0, "seconds a password from /credentials stays usable", min=5, max=3600
         ),
@@ -69,7 +76,7 @@ def schemas() -> tuple[dict, dict]:
 
 class TokenError(Exception):
     """Refused: `reason` is one of malformed, unknown-key, forged, expired, not-yet-valid,
-    wrong-audience, too-long-lived, bad-claims."""
+    wrong-audience, too-long-lived, bad-claims, revoked."""
 
     def __init__(self, reason: str, text: str) -> None:
         super().__init__(f"{reason}: {text}")
@@ -93,6 +100,10 @@ class Claims:
     role: str
     topics: tuple[str, ...]
     exp: float
+    jti: str | None = None
+    # When the token was issued: its iat, else the earliest it could have been (exp minus
+    # max_lifetime), so that revoking a user's tokens also catches the ones without iat.
+    issued: float = 0.0
 
     def allows(self, topic: str) -> bool:
         if topic == f"user:{self.jid}":
@@ -125,7 +136,9 @@ def load_key(algorithm: str, key: str, key_file: str) -> Any:
 class TokenVerifier:
     def __init__(self, settings: dict[str, Any], default_domain: str) -> None:
         self.leeway: float = settings.get("leeway", 0)
+        self.iat_leeway: float = settings.get("iat_leeway", 60)
         self.max_lifetime: float = settings.get("max_lifetime", 86400)
+        self.revocations = Revocations()
         self.apps: dict[str, App] = {}
         for name, app in settings.get("apps", {}).items():
             algorithm = app["algorithm"]
@@ -137,8 +150,12 @@ class TokenVerifier:
     def verify(self, token: str, now: float | None = None, peer: str = "") -> Claims:
         """The token's claims, or TokenError (logged, with the client's address if given)."""
         try:
+            now = time.time() if now is None else now
             app, claims = self._open(token.strip())
-            return self._check(app, claims, time.time() if now is None else now)
+            checked = self._check(app, claims, now)
+            if self.revocations.revoked(checked, now):
+                raise TokenError("revoked", "the app revoked this token")
+            return checked
         except TokenError as exc:
             log.warning("refused a host-app token%s: %s", f" from {peer}" if peer else "", exc)
             raise
@@ -148,7 +165,7 @@ class TokenVerifier:
         if len(parts) not in (3, 5):
             raise TokenError("malformed", "not a compact JWS or JWE")
         try:
-            header = json.loads(_b64(parts[0]))
+            header = _strict_json(_b64(parts[0]))
         except ValueError:
             raise TokenError("malformed", "the header is not base64url JSON") from None
         if not isinstance(header, dict):
@@ -176,17 +193,20 @@ class TokenVerifier:
         raise TokenError("unknown-key", "no trusted app's key opens this token")
 
     def _check(self, app: App, claims: dict[str, Any], now: float) -> Claims:
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
+        exp = _numeric_date(claims, "exp")
+        if exp is None:
             raise TokenError("bad-claims", "exp (a NumericDate) is required")
         if now > exp + self.leeway:
             raise TokenError("expired", f"expired {int(now - exp)} s ago")
-        nbf = claims.get("nbf")
-        if isinstance(nbf, int | float) and now + self.leeway < nbf:
+        nbf = _numeric_date(claims, "nbf")
+        if nbf is not None and now + self.leeway < nbf:
             raise TokenError("not-yet-valid", "nbf is in the future")
-        iat = claims.get("iat")
-        start = iat if isinstance(iat, int | float) else now
-        if exp - start > self.max_lifetime:
+        iat = _numeric_date(claims, "iat")
+        if iat is not None and iat > now + self.iat_leeway:
+            raise TokenError("not-yet-valid", "iat is in the future")
+        # Counted from now, so a future iat cannot stretch it; a past iat only shortens it.
+        start = now if iat is None else min(now, iat)
+        if exp - start > self.max_lifetime + self.leeway:
             raise TokenError("too-long-lived", f"tokens live at most {self.max_lifetime:g} s")
         aud = claims.get("aud")
         audiences = aud if isinstance(aud, list) else [aud]
@@ -198,7 +218,9 @@ class TokenVerifier:
             name=_text(claims, "name"),
             role=_role(claims.get("role")),
             topics=_topics(claims),
-            exp=float(exp),
+            exp=exp,
+            jti=_jti(claims.get("jti")),
+            issued=iat if iat is not None else exp - self.max_lifetime,
         )
 
 
@@ -214,9 +236,41 @@ def _open_with(token: str, alg: str, key: Any) -> bytes | None:
             return None
 
 
+# NumericDates (RFC 7519 §2) we take: finite, not before 1970, not after the year 9999.
+LATEST_DATE = 253_402_300_799
+
+
+def _numeric_date(claims: dict[str, Any], key: str) -> float | None:
+    """The claim as seconds since the epoch; None if absent; TokenError if implausible.
+    A bool is an int in Python, a huge int overflows float, and 1e400 parses as inf."""
+    if key not in claims:
+        return None
+    value = claims[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenError("bad-claims", f"{key} must be a NumericDate")
+    if not 0 <= value <= LATEST_DATE:  # also false for NaN, and bounds ints before float()
+        raise TokenError("bad-claims", f"{key} is not a plausible NumericDate")
+    return float(value)
+
+
+def _jti(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 256):
+        raise TokenError("bad-claims", "jti must be a string of 1 to 256 characters")
+    return value
+
+
+def _strict_json(data: bytes | str) -> Any:
+    """json.loads without Python's NaN/Infinity/-Infinity extension (not JSON, RFC 8259)."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(data, parse_constant=refuse)
+
+
 def _claims(payload: bytes | None) -> dict[str, Any]:
     try:
-        claims = json.loads(payload or b"")
+        claims = _strict_json(payload or b"")
     except ValueError:
         raise TokenError("malformed", "the payload is not JSON") from None
     if not isinstance(claims, dict):
@@ -269,25 +323,76 @@ def _b64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+# ---- revocation ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Revocations:
+    """Tokens a host app revoked: by id (`jti`), or every token of a user issued before a
+    moment. Each entry has an `until` (epoch seconds) after which the tokens it covers would be
+    refused as expired anyway, so it can be forgotten. Kept durable by xmppd/tokens.py."""
+
+    jtis: dict[str, float] = field(default_factory=dict)  # jti -> until
+    users: dict[str, tuple[float, float]] = field(default_factory=dict)  # JID -> (before, until)
+
+    def revoked(self, claims: Claims, now: float) -> bool:
+        if claims.jti is not None and self.jtis.get(claims.jti, 0.0) > now:
+            return True
+        before, until = self.users.get(claims.jid, (0.0, 0.0))
+        return until > now and claims.issued < before
+
+    def add_jti(self, jti: str, until: float) -> float:
+        until = max(until, self.jtis.get(jti, 0.0))
+        self.jtis[jti] = until
+        return until
+
+    def add_user(self, jid: str, before: float, until: float) -> tuple[float, float]:
+        old_before, old_until = self.users.get(jid, (0.0, 0.0))
+        entry = (max(before, old_before), max(until, old_until))
+        self.users[jid] = entry
+        return entry
+
+    def prune(self, now: float) -> tuple[list[str], list[str]]:
+        """Forget entries past their `until`; the jtis and users forgotten."""
+        jtis = [jti for jti, until in self.jtis.items() if until <= now]
+        users = [jid for jid, (_, until) in self.users.items() if until <= now]
+        for jti in jtis:
+            del self.jtis[jti]
+        for jid in users:
+            del self.users[jid]
+        return jtis, users
+
+
 # ---- short-lived XMPP passwords -------------------------------------------------------------
 
 
 class CredentialStore:
     """One-time XMPP passwords bought with a token (the Converse.js `credentials_url` flow).
 
-    Kept in memory (a restart voids them: they live `lifetime` seconds anyway), hashed, at
-    most `per_user` live at once per account; a password works for one login only."""
+    Kept in memory (a restart voids them: they live `lifetime` seconds anyway, never past their
+    token's `exp`), hashed, at most `per_user` live at once per account; a password works for
+    one login only, and revoking its token (by jti or user) voids it."""
 
     def __init__(self, lifetime: float = 60.0, per_user: int = 5) -> None:
         self.lifetime = lifetime
         self.per_user = per_user
-        self._live: dict[str, list[tuple[bytes, float]]] = {}  # bare JID -> (digest, expiry)
+        # bare JID -> (digest, expiry on the monotonic clock, the token's jti)
+        self._live: dict[str, list[tuple[bytes, float, str | None]]] = {}
 
-    def issue(self, bare: str, now: float | None = None) -> str:
+    def issue(
+        self,
+        bare: str,
+        now: float | None = None,
+        *,
+        ttl: float | None = None,
+        jti: str | None = None,
+    ) -> str:
+        """A new password for `bare`; `ttl` caps its life (the token's remaining seconds)."""
         now = time.monotonic() if now is None else now
         secret = secrets.token_urlsafe(24)
         live = [e for e in self._live.get(bare, []) if e[1] > now][-(self.per_user - 1) :]
-        live.append((_digest(secret), now + self.lifetime))
+        life = self.lifetime if ttl is None else max(0.0, min(self.lifetime, ttl))
+        live.append((_digest(secret), now + life, jti))
         self._live[bare] = live
         return secret
 
@@ -301,6 +406,21 @@ class CredentialStore:
         if live:
             self._live[bare] = live
         return match is not None
+
+    def revoke(self, *, jti: str | None = None, user: str | None = None) -> int:
+        """Void the passwords bought with token `jti`, or all of `user`'s; how many."""
+        count = 0
+        if user is not None:
+            count += len(self._live.pop(user, []))
+        if jti is not None:
+            for bare, live in list(self._live.items()):
+                kept = [e for e in live if e[2] != jti]
+                count += len(live) - len(kept)
+                if kept:
+                    self._live[bare] = kept
+                else:
+                    del self._live[bare]
+        return count
 
 
 def _digest(secret: str) -> bytes:

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        config = load(args.config)
+        config = load(args.config, search=True)
         return args.run(config, args)
     except ConfigError as exc:
         print(f"xmppd: configuration error: {exc}", file=sys.stderr)
@@ -45,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xmppd {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "-c", "--config", metavar="FILE", help="TOML config file (default: built-in defaults)"
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="TOML config file (default: the first of $XMPPD_CONFIG, "
+        "~/.config/xmppd/xmppd.toml, /etc/xmppd/xmppd.toml; else built-in defaults)",
     )
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -115,6 +119,9 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
     setup_logging(config.server["log_level"])
     loader.check(config)
+    logging.getLogger("xmppd").info(
+        "config: %s; data directory: %s", config.path or "built-in defaults", config.data_dir
+    )
     try:
         trio.run(Server(config).run)
     except (OSError, ConfigError, StorageError, BaseExceptionGroup) as error:

@@ -1,11 +1,17 @@
 """One TOML file -> typed configuration. Defaults work with no file at all.
 
+Which file: `-c FILE`, else the first that exists of `$XMPPD_CONFIG`,
+`$XDG_CONFIG_HOME/xmppd/xmppd.toml` (`~/.config/xmppd/xmppd.toml`) and
+`/etc/xmppd/xmppd.toml`; else the built-in defaults. Relative paths in a file resolve against
+the file's folder, so every verb finds the same data wherever it is run from.
+
 Every error names the key and the line (see `options.ConfigError`). Module options are declared by
 the modules themselves and validated by the loader against the same `[modules.<name>]` tables.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +25,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 SERVER: Schema = {
     "domain": Option(str, "localhost", "the XMPP domain users live on (user@domain)"),
     "extra_domains": Option(list, [], "more virtual hosts served by this process"),
-    "data_dir": Option(str, "./data", "where the database, certificate and keys live"),
+    "data_dir": Option(
+        str, "", "where the database, certificate and keys live; empty: ~/.local/share/xmppd"
+    ),
     "log_level": Option(str, "info", "log verbosity", choices=LOG_LEVELS),
     "admins": Option(list, [], "bare JIDs with admin rights"),
     "demo_account": Option(bool, True, "create demo@<domain> on first start, print its password"),
@@ -135,10 +143,12 @@ class Config:
 
     @property
     def data_dir(self) -> Path:
+        if not self.server["data_dir"]:
+            return default_data_dir()
         return self.resolve(self.server["data_dir"])
 
     def resolve(self, path: str) -> Path:
-        """Relative paths are relative to the working directory the server was started from."""
+        """Relative paths are relative to the config file's folder (`base_dir`)."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.base_dir / p
 
@@ -194,8 +204,32 @@ DEFAULT_MODULES = [
 ]
 
 
-def load(path: str | Path | None = None) -> Config:
-    """Read and validate the config file (`None`: built-in defaults)."""
+def default_data_dir() -> Path:
+    """`$XMPPD_DATA_DIR`, else `$XDG_DATA_HOME/xmppd` (`~/.local/share/xmppd`)."""
+    if os.environ.get("XMPPD_DATA_DIR"):
+        return Path(os.environ["XMPPD_DATA_DIR"]).expanduser().absolute()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base).expanduser().absolute() / "xmppd"
+
+
+def config_search_path() -> list[Path]:
+    """Where a config file is looked for when no `-c` is given, in order."""
+    xdg = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    paths = [Path(xdg).expanduser() / "xmppd" / "xmppd.toml", Path("/etc/xmppd/xmppd.toml")]
+    if os.environ.get("XMPPD_CONFIG"):
+        paths.insert(0, Path(os.environ["XMPPD_CONFIG"]).expanduser())
+    return paths
+
+
+def find_config() -> Path | None:
+    return next((p for p in config_search_path() if p.is_file()), None)
+
+
+def load(path: str | Path | None = None, *, search: bool = False) -> Config:
+    """Read and validate the config file (`None`: built-in defaults, or with `search` the first
+    file of `config_search_path()`)."""
+    if path is None and search:
+        path = find_config()
     text, shown = "", ""
     if path is not None:
         shown = str(path)
@@ -208,8 +242,13 @@ def load(path: str | Path | None = None) -> Config:
     return parse(text, shown)
 
 
+# Options naming files: relative values resolve against the config file's folder.
+PATH_OPTIONS = (("storage", "path"), ("tls", "certificate"), ("tls", "key"))
+
+
 def parse(text: str, path: str = "") -> Config:
     source = SourceMap(text, path)
+    base_dir = Path(path).absolute().parent if path else Path.cwd()
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -224,7 +263,9 @@ def parse(text: str, path: str = "") -> Config:
     }
     if values["storage"]["driver"] == "postgres" and not values["storage"]["dsn"]:
         raise source.error("storage.dsn", "required when driver = 'postgres'")
-    _auth(values["auth"], source)
+    for section, key in PATH_OPTIONS:
+        values[section][key] = _resolved(values[section][key], base_dir)
+    _auth(values["auth"], source, base_dir)
     _login_limits(values["limits"], source)
     domains = _domains(values["server"], source)
     modules_table = data.get("modules", {})
@@ -233,17 +274,22 @@ def parse(text: str, path: str = "") -> Config:
     hosts = [
         _host_config(domain, modules_table, data.get("hosts", {}), source) for domain in domains
     ]
-    return Config(**values, hosts=hosts, path=path, source=source)
+    return Config(**values, hosts=hosts, path=path, base_dir=base_dir, source=source)
 
 
-def _auth(auth: dict[str, Any], source: SourceMap) -> None:
+def _resolved(value: str, base_dir: Path) -> str:
+    return str(base_dir / Path(value).expanduser()) if value else value
+
+
+def _auth(auth: dict[str, Any], source: SourceMap, base_dir: Path) -> None:
     """[auth.ldap] is checked against the LDAP backend's schema when that backend is used."""
-    _tokens(auth, source)
+    _tokens(auth, source, base_dir)
     if auth["backend"] != "ldap":
         return
     from auth.ldap import SCHEMA, settings_problem
 
     auth["ldap"] = validate(auth["ldap"], SCHEMA, "auth.ldap", source)
+    auth["ldap"]["ca_file"] = _resolved(auth["ldap"]["ca_file"], base_dir)
     problem = settings_problem(auth["ldap"])
     if problem:
         key, _, message = problem.partition(": ")
@@ -261,7 +307,7 @@ def _login_limits(limits: dict[str, Any], source: SourceMap) -> None:
     limits["login"] = login
 
 
-def _tokens(auth: dict[str, Any], source: SourceMap) -> None:
+def _tokens(auth: dict[str, Any], source: SourceMap, base_dir: Path) -> None:
     from auth.tokens import load_key, schemas
 
     tokens_schema, app_schema = schemas()
@@ -270,6 +316,7 @@ def _tokens(auth: dict[str, Any], source: SourceMap) -> None:
     for name, table in tokens["apps"].items():
         prefix = f"auth.tokens.apps.{name}"
         app = validate(table, app_schema, prefix, source)
+        app["key_file"] = _resolved(app["key_file"], base_dir)
         try:
             load_key(app["algorithm"], app["key"], app["key_file"])
         except (OSError, ValueError) as exc:

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from auth.internal import InternalAuth
-from auth.tokens import CredentialStore, TokenAuth, TokenVerifier
+from auth.tokens import TokenAuth
 from pubsub import PubSub, Tracker
 
 from . import loader
@@ -26,6 +26,7 @@ from .protocol.stanza import Element, copy, error_reply, local_name
 from .protocol.stream import StreamSettings
 from .storage import Database, open_database
 from .throttle import LoginThrottle
+from .tokens import TokenService
 from .transports import http, tcp, tls
 
 log = logging.getLogger("xmppd")
@@ -61,8 +62,8 @@ class Server:
         self._settings: dict[bool, StreamSettings] = {}
         self._rerouting = 0  # reroute() calls in progress (shutdown waits for them)
         tokens = config.auth["tokens"]  # host-app tokens: JSON channels, /credentials
-        self.token_verifier = TokenVerifier(tokens, config.server["domain"])
-        self.credentials = CredentialStore(tokens["credentials_lifetime"])
+        self.tokens = TokenService(tokens, config.server["domain"])  # verify, revoke
+        self.credentials = self.tokens.credentials
         self.login_throttle = LoginThrottle(config.limits["login"])  # password guessing
         self.login_gate = LoginGate(self.login_throttle)
 
@@ -71,6 +72,7 @@ class Server:
         self._setup_tls()
         self.db = await open_database(config.data_dir, **config.database_options)
         try:
+            await self.tokens.load(self.db.for_host(config.server["domain"]))
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.pubsub.run)
@@ -138,7 +140,14 @@ class Server:
         if marker.exists():
             return
         host = self.hosts[self.config.server["domain"]]
-        if not await host.auth.list_users():
+        existing = await host.auth.list_users()
+        if existing:
+            print(
+                f"\n  No demo account made: {host.domain} already has {len(existing)}"
+                f" account(s) in {self.config.data_dir} (created before the first start).\n",
+                flush=True,
+            )
+        else:
             self.demo_password = secrets.token_urlsafe(9)
             await host.auth.create_user("demo", self.demo_password)
             banner = (

@@ -127,6 +127,61 @@ def test_claim_checks(verifier: TokenVerifier) -> None:
     assert refused(verifier, signed(claims(topics="room:*"))) == "bad-claims"
 
 
+def raw_signed(payload: str) -> str:
+    """A token whose payload is this exact text (JSON that json.dumps would never write)."""
+    key = OctKey.import_key(SECRET)
+    return jws.serialize_compact({"alg": "HS256", "kid": "webmail"}, payload, key)
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
+def test_non_finite_numeric_dates(verifier: TokenVerifier, claim: str, value: str) -> None:
+    body = json.dumps({**claims(), claim: 12345}).replace(": 12345", f": {value}")
+    reason = "malformed" if value.strip("-") in ("NaN", "Infinity") else "bad-claims"
+    assert refused(verifier, raw_signed(body)) == reason  # JSON has no NaN; 1e400 is inf
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize(
+    "value",
+    [True, "1700000060", 10**400, 1e300, -(10**20), -1, [NOW], None],
+    ids=["bool", "string", "huge-int", "huge-float", "very-negative", "negative", "list", "null"],
+)
+def test_numeric_dates_must_be_plausible_numbers(
+    verifier: TokenVerifier, claim: str, value: object
+) -> None:
+    body = json.dumps({**claims(), claim: value})
+    assert refused(verifier, raw_signed(body)) == "bad-claims"
+
+
+def test_nan_exp_never_expires_no_more(verifier: TokenVerifier) -> None:
+    body = json.dumps(claims()).replace(f'"exp": {NOW + 60}', '"exp": NaN')
+    assert "NaN" in body
+    assert refused(verifier, raw_signed(body), now=NOW + 10**9) == "malformed"
+
+
+def test_iat_cannot_stretch_the_lifetime(verifier: TokenVerifier) -> None:
+    ten_years = NOW + 10 * 365 * 86400
+    assert refused(verifier, signed(claims(exp=ten_years, iat=ten_years - 10))) == "not-yet-valid"
+    # max_lifetime counts from now, whatever iat says
+    assert refused(verifier, signed(claims(exp=NOW + 3600 + 30, iat=NOW + 30))) == (
+        "too-long-lived"
+    )
+    assert refused(verifier, signed(claims(exp=NOW + 3601))) == "too-long-lived"
+    assert verifier.verify(signed(claims(exp=NOW + 3590, iat=NOW - 10)), now=NOW).exp == NOW + 3590
+    # nor does a past iat: a token lives at most max_lifetime from its iat too, so revoking what
+    # was issued before a moment is over max_lifetime later
+    assert refused(verifier, signed(claims(exp=NOW + 60, iat=NOW - 3600))) == "too-long-lived"
+
+
+def test_iat_in_the_future_within_the_leeway(tmp_path) -> None:
+    verifier = TokenVerifier({**settings(tmp_path), "iat_leeway": 60}, "localhost")
+    assert verifier.verify(signed(claims(iat=NOW + 59)), now=NOW).jid == "alice@localhost"
+    assert refused(verifier, signed(claims(iat=NOW + 61))) == "not-yet-valid"
+    strict = TokenVerifier({**settings(tmp_path), "iat_leeway": 0}, "localhost")
+    assert refused(strict, signed(claims(iat=NOW + 1))) == "not-yet-valid"
+
+
 def test_one_time_passwords_expire_and_work_once() -> None:
     store = CredentialStore(lifetime=60)
     first = store.issue("alice@localhost", now=0)
@@ -135,6 +190,37 @@ def test_one_time_passwords_expire_and_work_once() -> None:
     assert store.consume("alice@localhost", first, now=1)
     assert not store.consume("alice@localhost", first, now=2)  # one login only
     assert not store.consume("alice@localhost", second, now=61)  # expired
+
+
+def test_revoked_by_jti_or_user(verifier: TokenVerifier) -> None:
+    one, two = signed(claims(jti="t-1")), signed(claims(jti="t-2"))
+    verifier.revocations.add_jti("t-1", until=NOW + 60)
+    assert refused(verifier, one) == "revoked"
+    assert verifier.verify(two, now=NOW).jti == "t-2"
+    assert verifier.verify(one, now=NOW + 60).jti == "t-1"  # the entry is over at its until
+    # every token of the user issued before the moment, with iat or without (then issued counts
+    # as exp - max_lifetime: it may have been); later ones and other users' pass
+    verifier.revocations.add_user("alice@localhost", before=NOW, until=NOW + 3600)
+    assert refused(verifier, signed(claims(iat=NOW - 1))) == "revoked"
+    assert refused(verifier, signed(claims())) == "revoked"
+    assert verifier.verify(signed(claims(iat=NOW)), now=NOW).jid == "alice@localhost"
+    assert verifier.verify(signed(claims(sub="bob")), now=NOW).jid == "bob@localhost"
+    assert verifier.revocations.prune(NOW + 3600) == (["t-1"], ["alice@localhost"])
+    assert verifier.verify(signed(claims(iat=NOW - 1)), now=NOW).jid == "alice@localhost"
+
+
+def test_one_time_passwords_live_no_longer_than_their_token() -> None:
+    store = CredentialStore(lifetime=60)
+    short = store.issue("alice@localhost", now=0, ttl=5, jti="a")
+    assert not store.consume("alice@localhost", short, now=6)
+    first = store.issue("alice@localhost", now=0, jti="a")
+    second = store.issue("alice@localhost", now=0, jti="b")
+    third = store.issue("bob@localhost", now=0, jti="a")
+    assert store.revoke(jti="a") == 2
+    assert not store.consume("alice@localhost", first, now=1)
+    assert not store.consume("bob@localhost", third, now=1)
+    assert store.revoke(user="alice@localhost") == 1
+    assert not store.consume("alice@localhost", second, now=1)
 
 
 # ---- over HTTP, against a real server ---------------------------------------------------------

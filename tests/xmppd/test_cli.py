@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import socket
 import subprocess
@@ -110,3 +112,59 @@ def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
         f"xmppd: cannot listen for c2s on 127.0.0.1 port {server.port}: Address already in use"
     )
     assert "Traceback" not in second.stderr
+
+
+def _clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A newcomer's environment: a home of its own, no XMPPD_* or XDG_* settings."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("XMPPD_", "XDG_")) and k != "HOME"
+    }
+    env["HOME"] = str(tmp_path / "home")
+    return env | extra
+
+
+def test_verbs_without_c_find_the_same_data_from_any_directory(tmp_path: Path) -> None:
+    """A relative data_dir is the config file's, not the current directory's."""
+    conf_dir = tmp_path / "home" / ".config" / "xmppd"
+    conf_dir.mkdir(parents=True)
+    (conf_dir / "xmppd.toml").write_text("[server]\ndata_dir = 'chatdata'\n")
+    env = _clean_env(tmp_path)
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    run = functools.partial(subprocess.run, capture_output=True, text=True, env=env, timeout=60)
+    first = run(
+        [sys.executable, "-m", "xmppd", "adduser", "kim@localhost", "--password", "a"], cwd=one
+    )
+    assert first.returncode == 0, first.stderr
+    again = run(
+        [sys.executable, "-m", "xmppd", "adduser", "kim@localhost", "--password", "b"], cwd=two
+    )
+    assert again.returncode != 0 and "already exists" in again.stderr
+    assert (conf_dir / "chatdata" / "xmppd.sqlite").exists()
+    assert not list(one.iterdir()) and not list(two.iterdir())
+
+
+def test_defaults_keep_data_in_the_users_data_directory(tmp_path: Path) -> None:
+    env = _clean_env(tmp_path)
+    run = functools.partial(subprocess.run, capture_output=True, text=True, env=env, timeout=60)
+    made = run(
+        [sys.executable, "-m", "xmppd", "adduser", "lee@localhost", "--password", "a"], cwd=tmp_path
+    )
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "home" / ".local" / "share" / "xmppd" / "xmppd.sqlite").exists()
+    assert not (tmp_path / "data").exists()
+
+
+def test_serve_names_its_data_directory_and_why_no_demo_account(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path)
+    server.config_path.write_text(
+        server.config_path.read_text().replace("demo_account = false", "demo_account = true")
+    )
+    server.add_user("boss", "pw")  # before the first start: no demo account will be made
+    server.start()
+    server.stop()
+    log = server.log_text()
+    assert f"data directory: {server.data_dir}" in log
+    assert "Demo account:" not in log
+    assert f"No demo account made: localhost already has 1 account(s) in {server.data_dir}" in log

@@ -11,19 +11,25 @@ topic (`session:<bare>/web-<random>`), so whatever the server routes to that ful
 * `user:<own bare JID>`: 1:1 chat. Joining makes the session an available resource (tracked
   like an XML session's presence, priority 0) so messages to the bare JID reach it; `new_msg`
   with `to` sends a chat message.
+
+A session lives no longer than its token: the transport ends it at `deadline` (the token's
+`exp`), and `end()` ends it at once (the token was revoked, xmppd/tokens.py).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 from pubsub import Mailbox, PresenceDiff
 from pubsub.topics import room_topic, session_topic
 
 from ..protocol import namespaces as ns
-from ..protocol.channels import ChannelProtocol, Join, Leave, Push
+from ..protocol.channels import PHOENIX, ChannelProtocol, Join, Leave, Push, Refresh
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, child_text, error_reply, get_child, local_name, make, sub
 
@@ -61,6 +67,12 @@ class ChannelSession:
         self._held: dict[str, list[dict]] = {}  # room history arriving before the join reply
         self.user_joined = False
         self.closed = False
+        # Token lifetime: the transport ends the session at `deadline` (trio clock), or when
+        # end() is called: the WebSocket's `lifetime` scope is cancelled, or the outbox closes.
+        self.deadline = server.tokens.deadline(claims)
+        self.end_reason: str | None = None
+        self.lifetime: trio.CancelScope | None = None
+        server.tokens.sessions.add(self)
         self.server.pubsub.subscribe(session_topic(self.full), self)
         log.info("%s opened for %s (app %s) from %s", self.id, self.full, claims.app, peer)
 
@@ -76,6 +88,8 @@ class ChannelSession:
             try:
                 if isinstance(event, Join):
                     await self._join(event)
+                elif isinstance(event, Refresh):
+                    self._refresh(event)
                 elif isinstance(event, Leave):
                     await self._leave(event.topic)
                     if event.ref is not None:
@@ -87,11 +101,37 @@ class ChannelSession:
                 self._refuse(event, str(exc))
         self.flush()
 
-    def _refuse(self, event: Join | Leave | Push, reason: str) -> None:
+    def _refuse(self, event: Join | Leave | Push | Refresh, reason: str) -> None:
         if isinstance(event, Join):
             self.protocol.refuse(event, reason)
         elif isinstance(event, Push):
             self.protocol.reply(event.join_ref, event.ref, event.topic, "error", {"reason": reason})
+        elif isinstance(event, Refresh):
+            self.protocol.reply(None, event.ref, PHOENIX, "error", {"reason": reason})
+
+    def _refresh(self, event: Refresh) -> None:
+        """A new token for the same user and app: the session lives until its exp and may
+        join what it opens; channels it no longer opens are closed."""
+        from auth.tokens import TokenError
+
+        text = event.payload.get("token")
+        if not isinstance(text, str):
+            raise ChannelError("token must be a string")
+        try:
+            claims = self.server.tokens.verify(text, peer=self.peer)
+        except TokenError as exc:
+            raise ChannelError(f"token refused: {exc}") from None
+        if (claims.jid, claims.app) != (self.claims.jid, self.claims.app):
+            raise ChannelError("token refused: it is for another user or app")
+        self.claims = claims
+        self.deadline = self.server.tokens.deadline(claims)
+        if self.lifetime is not None:
+            self.lifetime.deadline = self.deadline
+        for topic in [t for t in self.protocol.joined if not claims.allows(t)]:
+            self.protocol.close(topic)
+            self.server.nursery_soon(self._leave, topic)
+        self.protocol.reply(None, event.ref, PHOENIX, "ok", {"exp": claims.exp})
+        log.info("%s: token refreshed, now ends in %d s", self.id, claims.exp - time.time())
 
     async def _join(self, join: Join) -> None:
         kind, _, ident = join.topic.partition(":")
@@ -272,6 +312,17 @@ class ChannelSession:
 
     # ---- output and end ----------------------------------------------------------------------
 
+    def end(self, reason: str) -> None:
+        """The token expired or was revoked: the transport closes the client with `reason`."""
+        if self.end_reason is not None or self.closed:
+            return
+        self.end_reason = reason
+        log.info("%s (%s): %s", self.id, self.full, reason)
+        if self.lifetime is not None:
+            self.lifetime.cancel()
+        else:
+            self.outbox.close()  # long-poll: a held poll wakes up and answers
+
     def flush(self) -> None:
         for text in self.protocol.frames_to_send():
             if not self.outbox.put(text, len(text)):
@@ -282,6 +333,7 @@ class ChannelSession:
         if self.closed:
             return
         self.closed = True
+        self.server.tokens.sessions.discard(self)
         for topic in list(self.rooms):
             try:
                 await self._leave(topic)

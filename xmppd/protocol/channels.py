@@ -9,7 +9,8 @@ becomes the channel's `join_ref`), pushes events on it, leaves with `phx_leave`,
 
 `ChannelProtocol` keeps which topics are joined under which join_ref, answers heartbeats, and
 turns the rest into `Join`, `Leave` and `Push` events for the application; what the server
-says goes out through `frames_to_send()`. Nothing here does I/O.
+says goes out through `frames_to_send()`. Nothing here does I/O. Our one extension:
+`refresh_token` on the `phoenix` topic (a new host-app token) becomes a `Refresh` event.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 PHOENIX = "phoenix"  # the socket's own topic (heartbeats)
 JOIN, LEAVE, REPLY = "phx_join", "phx_leave", "phx_reply"
 ERROR, CLOSE, HEARTBEAT = "phx_error", "phx_close", "heartbeat"
+REFRESH = "refresh_token"  # on the phoenix topic: a new host-app token for the open socket
 _RESERVED = frozenset({JOIN, LEAVE, REPLY, ERROR, CLOSE})
 MAX_TOPIC = 3072  # a room JID (3 x 1023 bytes) plus its kind
 
@@ -61,7 +63,13 @@ class Push:
     payload: dict[str, Any]
 
 
-Event = Join | Leave | Push
+@dataclass(slots=True, frozen=True)
+class Refresh:
+    ref: str | None
+    payload: dict[str, Any]
+
+
+Event = Join | Leave | Push | Refresh
 
 
 def decode(text: str | bytes) -> Frame:
@@ -106,6 +114,8 @@ class ChannelProtocol:
         if frame.topic == PHOENIX and frame.event == HEARTBEAT:
             self._out.append(Frame(None, frame.ref, PHOENIX, REPLY, _status("ok", {})))
             return []
+        if frame.topic == PHOENIX and frame.event == REFRESH:
+            return [Refresh(frame.ref, frame.payload)]
         if frame.event == JOIN:
             return self._join(frame)
         current = self.joined.get(frame.topic)

@@ -38,6 +38,7 @@ from ..channels.session import ChannelError, ChannelSession
 from ..protocol.channels import FrameError
 from ..protocol.websocket import accept_key, origin_allowed
 from ..ratelimit import TokenBucket
+from ..tokens import EXPIRED, REVOKED
 from .http import HttpError, Request
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ LONGPOLL_WINDOW = 10.0  # seconds a poll is held, and twice that ends an unpolle
 BEARER_PROTOCOL = "base64url.bearer.phx."
 _SESSION_PREFIX = "lp."
 RECEIVE_SIZE = 16 * 1024
+# Application close codes (RFC 6455 §7.4.2) for a session its token no longer covers.
+TOKEN_CLOSE_CODES = {EXPIRED: 4001, REVOKED: 4003}
 
 
 async def handle(conn: HttpConnection, request: Request) -> tuple[int, list, bytes]:
@@ -123,7 +126,7 @@ async def verify(web: Web, request: Request) -> Claims:
         if not allowed:
             web.refuse_banned(peer)
         try:
-            claims = web.server.token_verifier.verify(token, peer=peer)
+            claims = web.server.tokens.verify(token, peer=peer)
         except TokenError as exc:  # logged by the verifier
             throttle.record_failure(peer, None, time.monotonic())
             raise HttpError(403, f"token refused: {exc}") from None
@@ -188,14 +191,20 @@ class WebSocketChannel:
         self, stream: Any, ws: Connection, session: ChannelSession, limits: dict[str, Any]
     ) -> None:
         self.stream, self.ws, self.session, self.limits = stream, ws, session, limits
-        self.close_code = 1000
+        self.close_code, self.close_reason = 1000, ""
 
     async def serve(self) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer)
-                await self._reader()
-                nursery.cancel_scope.cancel()
+            with trio.CancelScope(deadline=self.session.deadline) as lifetime:
+                self.session.lifetime = lifetime  # end() cancels it, a refresh moves it
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer)
+                    await self._reader()
+                    nursery.cancel_scope.cancel()
+            if lifetime.cancelled_caught:
+                self.session.end(EXPIRED)  # unless it was revoked
+                self.close_reason = self.session.end_reason or EXPIRED
+                self.close_code = TOKEN_CLOSE_CODES[self.close_reason]
         finally:
             with trio.CancelScope(shield=True):
                 await self.session.close()
@@ -265,7 +274,8 @@ class WebSocketChannel:
         with trio.move_on_after(2):
             try:
                 if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                    await self.stream.send_all(self.ws.send(CloseConnection(code=self.close_code)))
+                    close = CloseConnection(code=self.close_code, reason=self.close_reason)
+                    await self.stream.send_all(self.ws.send(close))
             except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             except OSError:
@@ -298,9 +308,14 @@ class ChannelManager:
             await trio.sleep(1)
             now = trio.current_time()
             for token, lp in list(self.sessions.items()):
+                session = lp.session
+                if now >= session.deadline:
+                    session.end(EXPIRED)  # the next (or the held) poll learns why: _gone()
                 idle = now - lp.last_seen > 2 * LONGPOLL_WINDOW and not lp.lock.locked()
-                if idle or lp.session.outbox.closed:
+                if idle or (session.outbox.closed and session.end_reason is None):
                     await self._end(token)
+                elif session.end_reason is not None:
+                    await session.close()  # out of its rooms now; the entry waits for a poll
 
     async def _end(self, token: str) -> None:
         lp = self.sessions.pop(token, None)
@@ -324,6 +339,8 @@ class ChannelManager:
         lp = self._session(request)
         if lp is not None and lp.peer != request.peer:
             lp = None  # a session token is only good from where it was opened
+        if lp is not None and lp.session.end_reason is not None:
+            return await self._gone(request, lp)
         if request.method == "POST":
             if lp is None:
                 return self._reply(request, {"status": 410})
@@ -337,12 +354,20 @@ class ChannelManager:
                 try:
                     messages = await lp.session.outbox.get_batch()
                 except trio.EndOfChannel:
+                    if lp.session.end_reason is not None:
+                        return await self._gone(request, lp)
                     await self._end(lp.token)
                     return self._reply(request, {"status": 410})
             lp.last_seen = trio.current_time()
         if not messages:
             return self._reply(request, {"status": 204, "token": lp.token})
         return self._reply(request, {"status": 200, "token": lp.token, "messages": messages})
+
+    async def _gone(self, request: Request, lp: LongPollSession) -> tuple[int, list, bytes]:
+        """A session its token no longer covers: 403 with the reason (phoenix.js closes the
+        socket with 1008 and reconnects later, with a fresh token if `params` is a function)."""
+        await self._end(lp.token)
+        return self._reply(request, {"status": 403, "reason": lp.session.end_reason})
 
     async def _open(self, request: Request) -> tuple[int, list, bytes]:
         try:
@@ -385,7 +410,7 @@ class ChannelManager:
             raise HttpError(403, "guest tokens cannot log in over XMPP")
         if claims.jid.partition("@")[2] not in self.web.server.hosts:
             raise HttpError(403, "that user's domain is not served here")
-        password = self.web.server.credentials.issue(claims.jid)
+        password = self.web.server.tokens.issue_password(claims)
         log.info("issued a one-time XMPP password for %s (app %s)", claims.jid, claims.app)
         return self._reply(request, {"jid": claims.jid, "password": password})
 
