@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
 
 
+# Tests log in wrongly on purpose from 127.0.0.1 all the time: exempt it from the login
+# throttle (xmppd/throttle.py). Its own tests log in from 127.0.0.2 and 127.0.0.3.
+LOGIN_EXEMPT_LOOPBACK = 'exempt = ["127.0.0.1"]'
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -32,7 +37,13 @@ def free_port() -> int:
 class ServerProcess:
     """One xmppd process with its own config and data directory."""
 
-    def __init__(self, base: Path, extra_config: str = "", http_config: str = "") -> None:
+    def __init__(
+        self,
+        base: Path,
+        extra_config: str = "",
+        http_config: str = "",
+        login_config: str = LOGIN_EXEMPT_LOOPBACK,
+    ) -> None:
         self.base = base
         self.data_dir = base / "data"
         self.port = free_port()
@@ -48,6 +59,9 @@ domain = "localhost"
 data_dir = "{self.data_dir}"
 log_level = "debug"
 demo_account = false
+
+[limits.login]
+{login_config}
 
 [http]
 interfaces = ["127.0.0.1"]
@@ -205,10 +219,15 @@ class BindRefused(Exception):
 class RawClient:
     """Blocking socket client for hand-made bytes; TLS verified against the server's cert."""
 
-    def __init__(self, server: ServerProcess, port: int | None = None) -> None:
+    def __init__(
+        self, server: ServerProcess, port: int | None = None, source: str | None = None
+    ) -> None:
+        """`source`: the local address to connect from (any of 127/8 on Linux)."""
         self.server = server
         self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
-            ("127.0.0.1", port or server.port), timeout=10
+            ("127.0.0.1", port or server.port),
+            timeout=10,
+            source_address=(source, 0) if source else None,
         )
         self.buffer = b""
 

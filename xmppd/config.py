@@ -76,6 +76,7 @@ LIMITS: Schema = {
         int, 256, "concurrent TLS handshakes per listener; more wait in the backlog", min=1
     ),
     "resources_per_account": Option(int, 20, "concurrent sessions per account", min=1),
+    "login": Option(dict, {}, "password guessing: the [limits.login] table below"),
 }
 AUTH: Schema = {
     "backend": Option(str, "internal", "where accounts live", choices=("internal", "ldap")),
@@ -277,6 +278,7 @@ def parse(text: str, path: str = "") -> Config:
     for section, key in PATH_OPTIONS:
         values[section][key] = _resolved(values[section][key], base_dir)
     _auth(values["auth"], source, base_dir)
+    _login_limits(values["limits"], source)
     domains = _domains(values["server"], source)
     modules_table = data.get("modules", {})
     if not isinstance(modules_table, dict):
@@ -304,6 +306,17 @@ def _auth(auth: dict[str, Any], source: SourceMap, base_dir: Path) -> None:
     if problem:
         key, _, message = problem.partition(": ")
         raise source.error(f"auth.ldap.{key}", message)
+
+
+def _login_limits(limits: dict[str, Any], source: SourceMap) -> None:
+    from .throttle import SCHEMA, exempt_networks
+
+    login = validate(limits["login"], SCHEMA, "limits.login", source)
+    try:
+        exempt_networks(login["exempt"])
+    except ValueError as exc:
+        raise source.error("limits.login.exempt", str(exc)) from None
+    limits["login"] = login
 
 
 def _tokens(auth: dict[str, Any], source: SourceMap, base_dir: Path) -> None:

@@ -7,6 +7,7 @@ import logging
 import secrets
 import signal
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,10 +20,12 @@ from pubsub import PubSub, Tracker
 from . import loader
 from .config import Config
 from .host import Host
+from .login_gate import LoginGate
 from .protocol.sasl import tls_server_end_point
 from .protocol.stanza import Element, copy, error_reply, local_name
 from .protocol.stream import StreamSettings
 from .storage import Database, open_database
+from .throttle import LoginThrottle
 from .tokens import TokenService
 from .transports import http, tcp, tls
 
@@ -61,6 +64,8 @@ class Server:
         tokens = config.auth["tokens"]  # host-app tokens: JSON channels, /credentials
         self.tokens = TokenService(tokens, config.server["domain"])  # verify, revoke
         self.credentials = self.tokens.credentials
+        self.login_throttle = LoginThrottle(config.limits["login"])  # password guessing
+        self.login_gate = LoginGate(self.login_throttle)
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -78,11 +83,18 @@ class Server:
                 self.ports = await nursery.start(tcp.serve_c2s, self)
                 self.ports.update(await nursery.start(http.serve_http, self))
                 nursery.start_soon(self._stop_on_signals)
+                nursery.start_soon(self._sweep_login_throttle)
                 log.info("xmppd serving %s", ", ".join(self.hosts))
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
                 await self.db.close()
+
+    async def _sweep_login_throttle(self) -> None:
+        """Bans end on time (and say so in the log); stale counters are forgotten."""
+        while True:
+            await trio.sleep(1)
+            self.login_throttle.sweep(time.monotonic())
 
     def _setup_tls(self) -> None:
         cfg = self.config

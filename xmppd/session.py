@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .server import Server
 
 log = logging.getLogger("xmppd.c2s")
+BANNED_TEXT = "too many failed logins from your address; try again later"
 _ids = itertools.count(1)
 
 
@@ -168,16 +169,19 @@ class Session:
             self.write_stanza(event.reply)
             if self.sm is not None:
                 self.sm.handled_here()
-        elif isinstance(event, st.NeedScramCredentials):
-            await self._scram_credentials(event)
-        elif isinstance(event, st.NeedPasswordCheck):
-            await self._check_password(event)
+        elif isinstance(event, (st.NeedScramCredentials, st.NeedPasswordCheck)):
+            await self._sasl_check(event)
+        elif isinstance(event, st.AuthFailed):
+            self._auth_failed(event)
         elif isinstance(event, st.StartTLS):
             self._flush()
             cb_data = await self.transport.start_tls()  # the transport raises if this fails
             self.stream.tls_established(cb_data)
             log.info("%s tls established", self.id)
         elif isinstance(event, st.Authenticated):
+            self.server.login_throttle.record_success(
+                self.transport.peer, f"{event.username}@{self.stream.domain}", time.monotonic()
+            )
             log.info(
                 "%s authenticated as %s@%s (%s)",
                 self.id,
@@ -201,10 +205,34 @@ class Session:
             log.info("%s stream closed: %s%s", self.id, event.reason, detail)
             self._close_transport()
 
+    async def _sasl_check(self, need: st.NeedScramCredentials | st.NeedPasswordCheck) -> None:
+        """Password guessing (xmppd/throttle.py): the gate waits as long as this address and
+        account have earned before the backend is asked, and refuses banned addresses. A
+        PLAIN failure is counted (AuthFailed, next event) before any other task runs: nothing
+        between here and there is a checkpoint, so the next attempt in line sees it."""
+        account = f"{need.username}@{self.stream.domain}"
+        async with self.server.login_gate.attempt(self.transport.peer, account) as allowed:
+            if self.stream.closed:
+                return  # timed out or shut down while waiting
+            if not allowed:
+                self.kill("policy-violation", BANNED_TEXT)
+            elif isinstance(need, st.NeedScramCredentials):
+                await self._scram_credentials(need)
+            else:
+                await self._check_password(need)
+
+    def _auth_failed(self, event: st.AuthFailed) -> None:
+        if event.condition != "not-authorized":
+            return  # aborted, bad encoding, backend down...: no secret was tried
+        account = f"{event.username}@{self.stream.domain}" if event.username else None
+        peer = self.transport.peer
+        log.info("%s authentication failed for %r from %s", self.id, event.username, peer)
+        if self.server.login_throttle.record_failure(peer, account, time.monotonic()):
+            self.kill("policy-violation", BANNED_TEXT)
+
     async def _scram_credentials(self, need: st.NeedScramCredentials) -> None:
         auth = self.server.hosts[self.stream.domain].auth
         await self._ask_auth(
-            need.username,
             auth.get_scram_credentials(need.username, need.hash_name),
             self.stream.sasl_credentials,
         )
@@ -212,14 +240,12 @@ class Session:
     async def _check_password(self, need: st.NeedPasswordCheck) -> None:
         auth = self.server.hosts[self.stream.domain].auth
         await self._ask_auth(
-            need.username,
             auth.check_password(need.username, need.password),
             self.stream.sasl_password_checked,
         )
 
-    async def _ask_auth(self, username: str, lookup: Awaitable[Any], answer: Callable) -> None:
+    async def _ask_auth(self, lookup: Awaitable[Any], answer: Callable) -> None:
         """Hand the backend's answer to the stream; unreachable means temporary-auth-failure."""
-        failures = self.stream.sasl_failures
         try:
             result = await lookup
         except AuthError as exc:
@@ -227,13 +253,6 @@ class Session:
             self.stream.sasl_unavailable()
             return
         answer(result)
-        self._log_failure(username, failures)
-
-    def _log_failure(self, username: str, failures_before: int) -> None:
-        if self.stream.sasl_failures > failures_before:
-            log.info(
-                "%s authentication failed for %r from %s", self.id, username, self.transport.peer
-            )
 
     async def _bind(self, request: st.BindRequest) -> None:
         host = self.server.hosts[self.stream.domain]

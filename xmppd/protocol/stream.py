@@ -11,6 +11,8 @@ happens in here; the transport only sees events that need I/O or a decision:
 - `NeedScramCredentials` / `NeedPasswordCheck`: look the account up, answer with
   `sasl_credentials()` / `sasl_password_checked()`.
 - `Authenticated`: informational (logging, raising limits happens in here already).
+- `AuthFailed`: informational: the `<failure/>` is in `data_to_send()`; the transport may
+  count it (login throttling) before writing it out.
 - `BindRequest`: decide the full JID (conflicts, limits), answer with `bind_done()` or
   `bind_failed()`.
 - `StanzaIn` / `NonzaIn`: established-stream traffic for the router / stream-level modules.
@@ -115,6 +117,12 @@ class Authenticated:
 
 
 @dataclass(slots=True)
+class AuthFailed:
+    username: str  # the account the attempt named ("" when it never got that far)
+    condition: str  # the SASL condition sent: only "not-authorized" means a wrong secret
+
+
+@dataclass(slots=True)
 class BindRequest:
     username: str
     resource: str | None  # prepared; None means "server, pick one"
@@ -148,6 +156,7 @@ Event = (
     | NeedScramCredentials
     | NeedPasswordCheck
     | Authenticated
+    | AuthFailed
     | BindRequest
     | StanzaIn
     | NonzaIn
@@ -204,6 +213,7 @@ class ServerStream:
         "_sasl",
         "_sasl_mechanism",
         "_sasl_failures",
+        "_sasl_account",
         "_header_sent",
         "_waiting",
         "_bind_iq",
@@ -228,6 +238,7 @@ class ServerStream:
         self._sasl: SASLServer | None = None
         self._sasl_mechanism = ""
         self._sasl_failures = 0
+        self._sasl_account = ""  # the account the exchange in progress named
         self._header_sent = False
         self._waiting = False  # an event was handed out that needs an answer
         self._bind_iq: Element | None = None
@@ -286,9 +297,10 @@ class ServerStream:
 
     def _answered(self, outcome: Any) -> None:
         self._waiting = False
+        at = len(self._ready)
         event = self._sasl_outcome(outcome)
         if event is not None:
-            self._ready.append(event)
+            self._ready.insert(at, event)  # before a Closed the outcome may have queued
 
     def bind_done(self, jid: JID) -> None:
         self._waiting = False
@@ -575,6 +587,7 @@ class ServerStream:
             return None
         if isinstance(outcome, (NeedScramCredentials, NeedPasswordCheck)):
             self._waiting = True
+            self._sasl_account = outcome.username
             return outcome
         if isinstance(outcome, Success):
             self._out.append(_sasl_element("success", outcome.data))
@@ -590,9 +603,12 @@ class ServerStream:
         if self.phase is Phase.SASL:
             self._enter(Phase.AUTH)
         self._sasl_failures += 1
+        failed = AuthFailed(self._sasl_account, outcome.condition)
+        self._sasl_account = ""
         if self._sasl_failures >= self.settings.max_sasl_attempts:
-            return self.stream_error("policy-violation", "too many failed authentication attempts")
-        return None
+            text = "too many failed authentication attempts"
+            self._ready.append(self.stream_error("policy-violation", text))
+        return failed
 
 
 _STARTTLS = qname(ns.TLS, "starttls")

@@ -338,6 +338,7 @@ class BoshManager:
             rid = proto.integer(body, "rid")
             sid = body.get("sid")
             if sid is None:
+                web.refuse_banned(request.peer)  # HTTP 429, not a BOSH error: no session yet
                 answer = await self._create(request, body, rid)
             else:
                 connection = self.sessions.get(sid)

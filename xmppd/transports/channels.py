@@ -22,6 +22,7 @@ import base64
 import json
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -69,7 +70,7 @@ async def handle(conn: HttpConnection, request: Request) -> tuple[int, list, byt
     manager = _manager(web)
     if request.path == LONGPOLL_PATH:
         return await manager.longpoll(request)
-    return manager.credentials(request)
+    return await manager.credentials(request)
 
 
 def _preflight(web: Web, request: Request) -> tuple[int, list, bytes]:
@@ -115,15 +116,24 @@ def app_token(request: Request) -> str | None:
     return None
 
 
-def verify(web: Web, request: Request) -> Claims:
+async def verify(web: Web, request: Request) -> Claims:
+    """The host-app token's claims. A refused token is a failed login from that address
+    (xmppd/throttle.py): guessing tokens is slowed down and banned like guessing passwords."""
     token = app_token(request)
     if token is None:
         log.warning("refused a channel request from %s: no token", request.peer)
         raise HttpError(401, "a host-application token is required")
-    try:
-        return web.server.tokens.verify(token, peer=request.peer)
-    except TokenError as exc:  # logged by the verifier
-        raise HttpError(403, f"token refused: {exc}") from None
+    throttle, peer = web.server.login_throttle, request.peer
+    async with web.server.login_gate.attempt(peer, None) as allowed:
+        if not allowed:
+            web.refuse_banned(peer)
+        try:
+            claims = web.server.tokens.verify(token, peer=peer)
+        except TokenError as exc:  # logged by the verifier
+            throttle.record_failure(peer, None, time.monotonic())
+            raise HttpError(403, f"token refused: {exc}") from None
+    throttle.record_success(peer, claims.jid, time.monotonic())
+    return claims
 
 
 # ---- WebSocket ----------------------------------------------------------------------------------
@@ -153,7 +163,7 @@ def _upgrade_headers(web: Web, request: Request) -> list[tuple[str, str]]:
 async def _websocket(conn: HttpConnection, request: Request) -> None:
     web = conn.web
     upgrade = _upgrade_headers(web, request)
-    claims = verify(web, request)
+    claims = await verify(web, request)
     web.acquire_session(request.peer)
     try:
         session = _open(web, claims, request)
@@ -343,7 +353,7 @@ class ChannelManager:
                 return self._reply(request, {"status": 410})
             return await self._post(request, lp)
         if lp is None:
-            return self._open(request)
+            return await self._open(request)
         async with lp.lock:
             lp.last_seen = trio.current_time()
             messages: list[Any] = []
@@ -366,9 +376,9 @@ class ChannelManager:
         await self._end(lp.token)
         return self._reply(request, {"status": 403, "reason": lp.session.end_reason})
 
-    def _open(self, request: Request) -> tuple[int, list, bytes]:
+    async def _open(self, request: Request) -> tuple[int, list, bytes]:
         try:
-            claims = verify(self.web, request)
+            claims = await verify(self.web, request)
         except HttpError as exc:
             log.info("long-poll from %s refused: %s", request.peer, exc.text)
             return self._reply(request, {"status": 403, "reason": exc.text})
@@ -407,11 +417,11 @@ class ChannelManager:
         body = {"status": 400, "token": lp.token, "reason": reason}
         return self._reply(request, body, status=400)
 
-    def credentials(self, request: Request) -> tuple[int, list, bytes]:
+    async def credentials(self, request: Request) -> tuple[int, list, bytes]:
         """A one-time XMPP password for the token's user (Converse.js `credentials_url`)."""
         if request.method not in ("GET", "POST"):
             raise HttpError(405, "use GET or POST", [("Allow", "GET, POST, OPTIONS")])
-        claims = verify(self.web, request)
+        claims = await verify(self.web, request)
         if claims.role == "guest":
             raise HttpError(403, "guest tokens cannot log in over XMPP")
         if claims.jid.partition("@")[2] not in self.web.server.hosts:

@@ -27,7 +27,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
+import time
 from collections import Counter
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -44,7 +46,7 @@ from ..protocol.websocket import (
     normalize_origin,
     origin_allowed,
 )
-from ..session import Session
+from ..session import BANNED_TEXT, Session
 from .connection import Sweeper, drop_frames
 from .httpguard import Pending, client_address, framing_problem, own_origins, parse_networks
 from .tcp import PerAddressCap
@@ -164,6 +166,13 @@ class Web:
                 request.peer,
             )
         raise HttpError(403, f"origin {origin} is not allowed (server option http.origins)")
+
+    def refuse_banned(self, peer: str) -> None:
+        """An address banned for failed logins opens no session (xmppd/throttle.py)."""
+        left = self.server.login_throttle.banned(peer, time.monotonic())
+        if left:
+            log.debug("refused a web login from %s: banned for failed logins", peer)
+            raise HttpError(429, BANNED_TEXT, [("Retry-After", str(math.ceil(left)))])
 
     def check_encryption(self, request: Request) -> None:
         if not request.secure and self.server.config.c2s["require_encryption"]:
@@ -525,6 +534,7 @@ class HttpConnection:
             raise HttpError(result.status, result.text, result.headers)
         web.check_origin(request)
         web.check_encryption(request)
+        web.refuse_banned(request.peer)
         web.acquire_session(request.peer)
         try:
             await self._send(h11.InformationalResponse(status_code=101, headers=result))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..protocol.stream import ServerStream
-from ..session import Session
+from ..session import BANNED_TEXT, Session
 from .connection import (
     ByteStreamConnection,
     ConnectionLost,
@@ -130,10 +131,18 @@ async def _handle(
     sock: socket.socket,
     address: str,
 ) -> None:
+    if server.login_throttle.banned(address, time.monotonic()):
+        log.debug("refused a connection from %s: banned for failed logins", address)
+        # Direct TLS: plain bytes would be noise before a handshake, so just close.
+        if direct_tls:
+            gate.release()
+        _refuse(server, sock, BANNED_TEXT, write=not direct_tls)
+        return
     if not cap.acquire(address):
         if direct_tls:
             gate.release()
-        await _refuse(server, sock, address)
+        log.warning("refused a connection from %s: too many open connections", address)
+        _refuse(server, sock, "too many connections from your address")
         return
     try:
         await _serve(server, sock, address, direct_tls, sweeper, gate)
@@ -177,11 +186,12 @@ async def _serve(
     await connection.serve(session)
 
 
-async def _refuse(server: Server, sock: socket.socket, address: str) -> None:
-    log.warning("refused a connection from %s: too many open connections", address)
-    refusal = ServerStream(server.stream_settings(direct_tls=False))
-    refusal.stream_error("policy-violation", "too many connections from your address")
-    sock.setblocking(False)
-    with contextlib.suppress(OSError):
-        sock.send(refusal.data_to_send())  # best effort: it fits in any socket buffer
+def _refuse(server: Server, sock: socket.socket, text: str, *, write: bool = True) -> None:
+    """A stream error `policy-violation` right away, then close."""
+    if write:
+        refusal = ServerStream(server.stream_settings(direct_tls=False))
+        refusal.stream_error("policy-violation", text)
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.send(refusal.data_to_send())  # best effort: it fits in any socket buffer
     sock.close()

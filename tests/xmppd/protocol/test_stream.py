@@ -187,6 +187,24 @@ def test_wrong_password_then_too_many_attempts() -> None:
     assert b"<policy-violation" in out and pair.server.closed
 
 
+def test_failures_name_the_account_for_login_throttling() -> None:
+    """Each failure is an AuthFailed event naming the account tried (SCRAM fails after the
+    credentials were handed over, PLAIN on the check); at the cap the Closed event follows."""
+    pair = Pair(max_sasl_attempts=3)
+    pair.starttls()
+    pair.send(HEADER)
+    pair.scram(password="wrong")
+    pair.send(_auth("PLAIN", b"\0romeo\0nope"))
+    pair.send(_auth("PLAIN", b"not plain"))  # malformed: no account named, no guess
+    kinds = [e for e in pair.events if isinstance(e, (st.AuthFailed, st.Closed))]
+    assert kinds == [
+        st.AuthFailed("juliet", "not-authorized"),
+        st.AuthFailed("romeo", "not-authorized"),
+        st.AuthFailed("", "malformed-request"),
+        st.Closed("policy-violation", error=True, text="too many failed authentication attempts"),
+    ]
+
+
 def test_unknown_user_looks_like_a_wrong_password() -> None:
     pair = Pair()
     pair.starttls()
