@@ -302,6 +302,10 @@ class CredentialStore:
             self._live[bare] = live
         return match is not None
 
+    def revoke(self, bare: str) -> None:
+        """Void the account's live passwords (deleted account, password changed)."""
+        self._live.pop(bare, None)
+
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()

@@ -7,6 +7,7 @@ import logging
 import secrets
 import signal
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from .protocol.sasl import tls_server_end_point
 from .protocol.stanza import Element, copy, error_reply, local_name
 from .protocol.stream import StreamSettings
 from .storage import Database, open_database
-from .transports import http, tcp, tls
+from .transports import adminsock, http, tcp, tls
 
 log = logging.getLogger("xmppd")
 
@@ -60,6 +61,7 @@ class Server:
         tokens = config.auth["tokens"]  # host-app tokens: JSON channels, /credentials
         self.token_verifier = TokenVerifier(tokens, config.server["domain"])
         self.credentials = CredentialStore(tokens["credentials_lifetime"])
+        self.started_at = time.monotonic()
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -75,6 +77,7 @@ class Server:
                 tune_gc()
                 self.ports = await nursery.start(tcp.serve_c2s, self)
                 self.ports.update(await nursery.start(http.serve_http, self))
+                await nursery.start(adminsock.serve_admin, self)  # `xmppd deluser` etc.
                 nursery.start_soon(self._stop_on_signals)
                 log.info("xmppd serving %s", ", ".join(self.hosts))
                 task_status.started(self)

@@ -105,6 +105,18 @@ class MucService:
             }
             await self.store.set(room.local, doc)
 
+    async def drop_account(self, bare: str) -> None:
+        """A deleted account loses its affiliations (owner, admin, member, outcast) and its
+        name as creator in every room; the rooms stay (their history follows the
+        `hide_deleted_accounts_history` option)."""
+        await self.ready()
+        for room in list(self.rooms.values()):
+            if bare in room.affiliations or room.creator == bare:
+                room.affiliations.pop(bare, None)
+                if room.creator == bare:
+                    room.creator = ""
+                await self.save(room)
+
     async def forget(self, room: Room) -> None:
         if self.rooms.get(room.local) is room:
             del self.rooms[room.local]
