@@ -38,6 +38,9 @@ log = logging.getLogger("xmppd.admin")
 Handler = Callable[["Server", dict[str, Any]], Awaitable[Any]]
 COMMANDS: dict[str, Handler] = {}
 SOCKET_NAME = "admin.sock"
+# Transport classes by name, as `sessions` shows them (no import of the transport layer here).
+TRANSPORTS = {"ByteStreamConnection": "tcp", "WebSocketConnection": "websocket"}
+TRANSPORTS["BoshConnection"] = "bosh"
 END_WAIT = 3.0  # seconds a deletion waits for the account's sessions to finish ending
 
 
@@ -165,7 +168,7 @@ async def end_sessions(sessions: list[Session], condition: str, text: str) -> in
 
 def describe(session: Session) -> dict[str, Any]:
     transport = session.transport
-    kind = getattr(transport, "kind", None) or type(transport).__name__.lower()
+    kind = TRANSPORTS.get(type(transport).__name__, type(transport).__name__)
     sm = session.sm
     return {
         "jid": session.full,

@@ -74,10 +74,10 @@ class Server:
                 await nursery.start(self.tracker.run)
                 self._make_hosts()
                 await self._ensure_demo_account()
+                await nursery.start(adminsock.serve_admin, self)  # `xmppd deluser` etc.
                 tune_gc()
                 self.ports = await nursery.start(tcp.serve_c2s, self)
                 self.ports.update(await nursery.start(http.serve_http, self))
-                await nursery.start(adminsock.serve_admin, self)  # `xmppd deluser` etc.
                 nursery.start_soon(self._stop_on_signals)
                 log.info("xmppd serving %s", ", ".join(self.hosts))
                 task_status.started(self)

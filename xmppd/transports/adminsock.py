@@ -15,6 +15,7 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,20 @@ async def serve_admin(
         sock.close()
 
 
+@contextlib.contextmanager
+def _address(path: Path) -> Iterator[str]:
+    """Unix socket addresses are limited to 107 bytes: a longer path is reached through its
+    directory's descriptor under /proc/self/fd (Linux)."""
+    if len(os.fsencode(path)) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
 def _bind(path: Path) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True)
     _check_directory(path.parent)
@@ -71,7 +86,8 @@ def _bind(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)  # the socket is born 0600: no window with looser permissions
     try:
-        sock.bind(str(path))
+        with _address(path) as address:
+            sock.bind(address)
     finally:
         os.umask(old)
     os.chmod(path, 0o600)
@@ -95,7 +111,8 @@ def _answers(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(1.0)
         try:
-            probe.connect(str(path))
+            with _address(path) as address:
+                probe.connect(address)
         except OSError:
             return False
     return True
@@ -156,7 +173,8 @@ def request(path: Path, command: str, args: dict[str, Any], timeout: float = 90.
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(str(path))
+            with _address(path) as address:
+                sock.connect(address)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NotRunning(str(exc)) from None
         sock.sendall(wire.encode({"id": 1, "command": command, "args": args}))
