@@ -120,8 +120,9 @@ async def add_user(server: Server, jid: str, password: str) -> str:
 async def set_password(
     server: Server, jid: str, password: str, *, keep: Session | None = None
 ) -> dict[str, Any]:
-    """Change a password; the account's other sessions end (`[server] password_change_ends_
-    sessions`) and its one-time passwords stop working."""
+    """Change a password; its one-time passwords stop working and the account's other
+    sessions end (`[server] password_change_ends_sessions`) with `reset`: RFC 6120 §4.9.3.16,
+    the credentials of the stream were revoked (a client may log in again with the new one)."""
     host, local = account(server, jid)
     bare = f"{local}@{host.domain}"
     await _auth_call(host.auth.set_password(local, password), bare)
@@ -129,13 +130,14 @@ async def set_password(
     ended = 0
     if server.config.server["password_change_ends_sessions"]:
         others = [s for s in sessions_of(host, bare) if s is not keep]
-        ended = await end_sessions(others, "not-authorized", "the password was changed")
+        ended = await end_sessions(others, "reset", "the password was changed")
     return {"jid": bare, "sessions_ended": ended}
 
 
 async def delete_user(server: Server, jid: str) -> dict[str, Any]:
-    """The account goes at once: no new login, its sessions end (`not-authorized`), then every
-    module removes what it holds (`account-deleted`)."""
+    """The account goes at once: no new login, its sessions end (`not-authorized`: RFC 6120
+    §4.9.3.12, the entity is no longer authorized), then every module removes what it holds
+    (`account-deleted`)."""
     host, local = account(server, jid)
     bare = f"{local}@{host.domain}"
     if not await host.auth.user_exists(local):

@@ -13,12 +13,13 @@ import signal
 import socket
 import sqlite3
 import stat
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Client, ServerProcess, connect, run
+from support import Client, RawClient, ServerProcess, connect, run
 
 ROSTER = "jabber:iq:roster"
 MUC = "http://jabber.org/protocol/muc"
@@ -284,7 +285,7 @@ def test_passwd_ends_the_other_sessions(server: ServerProcess) -> None:
         assert result.returncode == 0, result.stderr
         assert "via the running server, 1 session(s) ended" in result.stdout
         await asyncio.wait_for(alice.disconnected_event.wait(), 2)
-        assert alice.stream_errors == ["not-authorized"]
+        assert alice.stream_errors == ["reset"]
         with pytest.raises(PermissionError):
             await connect(server, "alice", "old")
         again = await connect(server, "alice", "new", password="new-secret")
@@ -435,3 +436,27 @@ def test_a_second_server_on_the_same_data_dir_is_refused(server: ServerProcess) 
     with pytest.raises(RuntimeError, match="another xmppd serves this data directory"):
         second.start()
     assert server.cli("status").returncode == 0
+
+
+def test_deleting_ends_a_hibernating_session(server: ServerProcess) -> None:
+    """XEP-0198 state is part of the account: a session waiting to be resumed ends too."""
+    server.start()
+    raw = RawClient(server)
+    raw.login("alice", "alice-secret", "phone")
+    raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/><presence/>")
+    raw.read_until("enabled")
+    raw.sock.close()  # no closing tag: the session hibernates
+    wait_for_log(server, "lost its connection; hibernating")
+    listed = server.cli("sessions", "alice@localhost")
+    assert "alice@localhost/phone" in listed.stdout and "(hibernating)" in listed.stdout
+    result = server.cli("deluser", "alice@localhost")
+    assert result.returncode == 0 and "1 session(s) ended" in result.stdout
+    wait_for_log(server, "hibernating session ends: not-authorized")
+    assert server.cli("sessions").stdout == ""
+
+
+def wait_for_log(server: ServerProcess, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log_text():
+        assert time.monotonic() < deadline, f"{text!r} not in the server log"
+        time.sleep(0.05)
