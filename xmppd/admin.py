@@ -90,11 +90,11 @@ def parse_jid(text: Any) -> JID:
         raise AdminError("bad-jid", f"invalid JID {text!r}: {exc}") from None
 
 
-def _password(args: dict[str, Any]) -> str:
-    password = args.get("password")
-    if not isinstance(password, str):
-        raise AdminError("bad-request", "'password' must be a string")
-    return password
+def _text(args: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = args.get(name, default)
+    if not isinstance(value, str):
+        raise AdminError("bad-request", f"'{name}' must be a string")
+    return value
 
 
 async def _auth_call(call: Awaitable[None], bare: str) -> None:
@@ -140,9 +140,7 @@ async def delete_user(server: Server, jid: str) -> dict[str, Any]:
     (`account-deleted`)."""
     host, local = account(server, jid)
     bare = f"{local}@{host.domain}"
-    if not await host.auth.user_exists(local):
-        raise AdminError("no-account", f"no account {bare}")
-    await _auth_call(host.auth.delete_user(local), bare)
+    await _auth_call(host.auth.delete_user(local), bare)  # NoSuchUser: "no account ..."
     server.credentials.revoke(bare)
     ended = await end_sessions(sessions_of(host, bare), "not-authorized", "the account was deleted")
     await host.events.fire("account-deleted", AccountDeleted(bare, local))
@@ -240,30 +238,28 @@ def _rss_kib(peak: int) -> int:
 
 @command("adduser")
 async def _cmd_adduser(server: Server, args: dict[str, Any]) -> Any:
-    return {"jid": await add_user(server, args.get("jid"), _password(args))}  # type: ignore[arg-type]
+    return {"jid": await add_user(server, _text(args, "jid"), _text(args, "password"))}
 
 
 @command("passwd")
 async def _cmd_passwd(server: Server, args: dict[str, Any]) -> Any:
-    return await set_password(server, args.get("jid"), _password(args))  # type: ignore[arg-type]
+    return await set_password(server, _text(args, "jid"), _text(args, "password"))
 
 
 @command("deluser")
 async def _cmd_deluser(server: Server, args: dict[str, Any]) -> Any:
-    return await delete_user(server, args.get("jid"))  # type: ignore[arg-type]
+    return await delete_user(server, _text(args, "jid"))
 
 
 @command("sessions")
 async def _cmd_sessions(server: Server, args: dict[str, Any]) -> Any:
-    return list_sessions(server, args.get("jid"))
+    return list_sessions(server, _text(args, "jid", "") or None)
 
 
 @command("kick")
 async def _cmd_kick(server: Server, args: dict[str, Any]) -> Any:
-    text = args.get("text") or ""
-    if not isinstance(text, str):
-        raise AdminError("bad-request", "'text' must be a string")
-    return {"sessions_ended": await kick(server, args.get("jid"), text)}  # type: ignore[arg-type]
+    text = _text(args, "text", "")
+    return {"sessions_ended": await kick(server, _text(args, "jid"), text)}
 
 
 @command("status")

@@ -185,7 +185,9 @@ def _read_password(given: str | None, confirm: bool = True) -> str:
     return first
 
 
-def _admin(config: Config, command: str, args: dict[str, Any], *, needs_server: bool = False):
+def _admin(
+    config: Config, command: str, args: dict[str, Any], *, needs_server: bool = False
+) -> tuple[Any, str]:
     """Run an admin command on the running server (its admin socket), or, when none answers,
     on the storage directly through the same code (`admin.maintenance`). Returns the result
     and where it ran."""

@@ -460,3 +460,13 @@ def wait_for_log(server: ServerProcess, text: str, timeout: float = 10) -> None:
     while text not in server.log_text():
         assert time.monotonic() < deadline, f"{text!r} not in the server log"
         time.sleep(0.05)
+
+
+def test_a_data_dir_others_may_write_is_refused(server: ServerProcess) -> None:
+    """Whoever may write the directory could put their own socket in place of ours."""
+    server.data_dir.chmod(0o777)
+    with pytest.raises(RuntimeError, match="writable by others"):
+        server.start()
+    server.data_dir.chmod(0o700)
+    server.start()
+    assert server.cli("status").returncode == 0
