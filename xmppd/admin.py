@@ -91,7 +91,9 @@ def parse_jid(text: Any) -> JID:
 
 
 def _text(args: dict[str, Any], name: str, default: str | None = None) -> str:
-    value = args.get(name, default)
+    value = args.get(name)
+    if value is None and default is not None:
+        value = default
     if not isinstance(value, str):
         raise AdminError("bad-request", f"'{name}' must be a string")
     return value

@@ -243,7 +243,8 @@ def cmd_deluser(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(config: Config, args: argparse.Namespace) -> int:
-    found, _where = _admin(config, "sessions", {"jid": args.jid}, needs_server=True)
+    wanted = {"jid": args.jid} if args.jid else {}
+    found, _where = _admin(config, "sessions", wanted, needs_server=True)
     for s in found:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["since"]))
         state = " (hibernating)" if s["hibernating"] else ""

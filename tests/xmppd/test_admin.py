@@ -435,6 +435,7 @@ def test_a_second_server_on_the_same_data_dir_is_refused(server: ServerProcess) 
     )
     with pytest.raises(RuntimeError, match="another xmppd serves this data directory"):
         second.start()
+    assert "Traceback" not in second.log_text()
     assert server.cli("status").returncode == 0
 
 

@@ -9,6 +9,7 @@ in a directory no one else may write to, and the peer's uid is checked (SO_PEERC
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -81,7 +82,7 @@ def _bind(path: Path) -> socket.socket:
     _check_directory(path.parent)
     if path.exists() or path.is_symlink():
         if _answers(path):
-            raise ConfigError(f"another xmppd serves this data directory ({path} answers)")
+            raise OSError(errno.EADDRINUSE, f"another xmppd serves this data directory ({path})")
         path.unlink()  # stale: left by a server that did not stop cleanly
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)  # the socket is born 0600: no window with looser permissions
