@@ -1,5 +1,6 @@
-"""`xmppd serve|adduser|passwd|deluser|check|migrate|import|export` — scripts depend on these
-exact verbs."""
+"""`xmppd serve|adduser|passwd|deluser|sessions|kick|status|check|migrate|import|export` —
+scripts depend on these exact verbs. Account verbs act on the running server through its admin
+socket, and on the storage directly only when it is stopped (docs/admin.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import getpass
 import logging
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,18 @@ def _parser() -> argparse.ArgumentParser:
     deluser = verbs.add_parser("deluser", parents=[common], help="delete an account")
     deluser.add_argument("jid")
     deluser.set_defaults(run=cmd_deluser)
+
+    sessions = verbs.add_parser("sessions", parents=[common], help="list the online sessions")
+    sessions.add_argument("jid", nargs="?", help="only this account (bare) or resource (full)")
+    sessions.set_defaults(run=cmd_sessions)
+
+    kick = verbs.add_parser("kick", parents=[common], help="end an account's or one session")
+    kick.add_argument("jid", help="bare JID: all its sessions; full JID: that one")
+    kick.add_argument("--text", help="the reason shown to the user")
+    kick.set_defaults(run=cmd_kick)
+
+    status = verbs.add_parser("status", parents=[common], help="is the server running; figures")
+    status.set_defaults(run=cmd_status)
 
     check = verbs.add_parser(
         "check", parents=[common], help="validate config, certificates and ports"
@@ -178,57 +192,98 @@ def _read_password(given: str | None, confirm: bool = True) -> str:
     return first
 
 
-def _account_command(
-    config: Config, jid: str, action: Callable[[Any, str], Awaitable[None]], done: str
-) -> int:
-    """Run one change on the account store, turning auth errors into one-line messages."""
-    from auth.base import NoSuchUser, UserExists
-    from auth.internal import InternalAuth
-
-    from .storage import open_database
-
-    user, domain = _account(config, jid)
-
-    async def run() -> None:
-        db = await open_database(config.data_dir, **config.database_options)
-        try:
-            await action(InternalAuth(db.for_host(domain).keyval("accounts")), user)
-        finally:
-            await db.close()
+def _admin(
+    config: Config, command: str, args: dict[str, Any], *, needs_server: bool = False
+) -> tuple[Any, str]:
+    """Run an admin command on the running server (its admin socket), or, when none answers,
+    on the storage directly through the same code (`admin.maintenance`). Returns the result
+    and where it ran."""
+    from . import admin
+    from .transports.adminsock import NotRunning, request
 
     try:
-        trio.run(run)
-    except UserExists:
-        raise SystemExit(f"xmppd: {user}@{domain} already exists") from None
-    except NoSuchUser:
-        raise SystemExit(f"xmppd: no account {user}@{domain}") from None
-    except ValueError as exc:  # a password the PRECIS profile refuses
-        raise SystemExit(f"xmppd: {exc}") from None
-    print(f"{done} {user}@{domain}")
-    return 0
+        try:
+            return request(admin.socket_path(config), command, args), RUNNING
+        except NotRunning:
+            if needs_server:
+                raise SystemExit(f"xmppd: {command}: the server is not running") from None
+
+        async def offline() -> Any:
+            async with admin.maintenance(config) as server:
+                return await admin.run_command(server, command, args)
+
+        return trio.run(offline), STOPPED
+    except admin.AdminError as exc:
+        raise SystemExit(f"xmppd: {exc.message}") from None
+
+
+RUNNING = "via the running server"
+STOPPED = "server not running: wrote the database directly"
+
+
+def _ended(result: dict[str, Any]) -> str:
+    count = result.get("sessions_ended", 0)
+    return f", {count} session(s) ended" if count else ""
 
 
 def cmd_adduser(config: Config, args: argparse.Namespace) -> int:
     _account(config, args.jid)  # refuse a bad JID before asking for a password
     password = _read_password(args.password)
-    return _account_command(
-        config, args.jid, lambda auth, user: auth.create_user(user, password), "created"
-    )
+    result, where = _admin(config, "adduser", {"jid": args.jid, "password": password})
+    print(f"created {result['jid']} ({where})")
+    return 0
 
 
 def cmd_passwd(config: Config, args: argparse.Namespace) -> int:
     _account(config, args.jid)
     password = _read_password(args.password)
-    return _account_command(
-        config,
-        args.jid,
-        lambda auth, user: auth.set_password(user, password),
-        "changed the password of",
-    )
+    result, where = _admin(config, "passwd", {"jid": args.jid, "password": password})
+    print(f"changed the password of {result['jid']} ({where}{_ended(result)})")
+    return 0
 
 
 def cmd_deluser(config: Config, args: argparse.Namespace) -> int:
-    return _account_command(config, args.jid, lambda auth, user: auth.delete_user(user), "deleted")
+    _account(config, args.jid)
+    result, where = _admin(config, "deluser", {"jid": args.jid})
+    print(f"deleted {result['jid']} ({where}{_ended(result)})")
+    return 0
+
+
+def cmd_sessions(config: Config, args: argparse.Namespace) -> int:
+    wanted = {"jid": args.jid} if args.jid else {}
+    found, _where = _admin(config, "sessions", wanted, needs_server=True)
+    for s in found:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["since"]))
+        state = " (hibernating)" if s["hibernating"] else ""
+        print(f"{s['jid']}\t{s['transport']}\t{s['address']}\t{since}{state}")
+    print(f"{len(found)} session(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_kick(config: Config, args: argparse.Namespace) -> int:
+    result, _where = _admin(
+        config, "kick", {"jid": args.jid, "text": args.text or ""}, needs_server=True
+    )
+    print(f"ended {result['sessions_ended']} session(s) of {args.jid}")
+    return 0
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    from . import admin
+    from .transports.adminsock import NotRunning, request
+
+    try:
+        info = request(admin.socket_path(config), "status", {})
+    except NotRunning:
+        print("server not running")
+        return 3  # like `systemctl status` for a stopped unit
+    print(
+        f"running (pid {info['pid']}), up {info['uptime']:.0f} s, hosts {', '.join(info['hosts'])}"
+    )
+    print(f"sessions: {info['sessions']} ({info['accounts_online']} account(s) online)")
+    print(f"rooms: {info['rooms']}")
+    print(f"memory: {info['memory_rss_kib'] / 1024:.1f} MiB resident")
+    return 0
 
 
 # ---- migrate -------------------------------------------------------------------------------------

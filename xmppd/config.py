@@ -31,6 +31,9 @@ SERVER: Schema = {
     "log_level": Option(str, "info", "log verbosity", choices=LOG_LEVELS),
     "admins": Option(list, [], "bare JIDs with admin rights"),
     "demo_account": Option(bool, True, "create demo@<domain> on first start, print its password"),
+    "password_change_ends_sessions": Option(
+        bool, True, "a password change ends the account's other sessions (docs/admin.md)"
+    ),
 }
 STORAGE: Schema = {
     "driver": Option(str, "sqlite", "storage driver", choices=("sqlite", "postgres")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("xmppd.events")
@@ -27,6 +28,15 @@ _GRAMMAR = re.compile(
 
 class UnknownEvent(ValueError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDeleted:
+    """Payload of `account-deleted`: the account record is gone and its sessions ended; every
+    module holding data of `bare` removes it (the server may be stopped: no sessions then)."""
+
+    bare: str  # user@domain
+    local: str  # the localpart, the `user` key of host-scoped stores
 
 
 class EventBus:

@@ -48,6 +48,7 @@ class Host:
             "session-bound",  # Session: a resource was bound
             "session-closed",  # Session: the session ended (cleanly or not)
             "presence-initial",  # Session: its first available presence was broadcast
+            "account-deleted",  # AccountDeleted: remove everything stored for the account
         )
         # Stream features offered after authentication (stream management, CSI...).
         self.stream_features: list[Element] = []

@@ -27,7 +27,7 @@ from .protocol.stream import StreamSettings
 from .storage import Database, open_database
 from .throttle import LoginThrottle
 from .tokens import TokenService
-from .transports import http, tcp, tls
+from .transports import adminsock, http, tcp, tls
 
 log = logging.getLogger("xmppd")
 
@@ -66,6 +66,7 @@ class Server:
         self.credentials = self.tokens.credentials
         self.login_throttle = LoginThrottle(config.limits["login"])  # password guessing
         self.login_gate = LoginGate(self.login_throttle)
+        self.started_at = time.monotonic()
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -79,6 +80,7 @@ class Server:
                 await nursery.start(self.tracker.run)
                 self._make_hosts()
                 await self._ensure_demo_account()
+                await nursery.start(adminsock.serve_admin, self)  # `xmppd deluser` etc.
                 tune_gc()
                 self.ports = await nursery.start(tcp.serve_c2s, self)
                 self.ports.update(await nursery.start(http.serve_http, self))

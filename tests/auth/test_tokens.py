@@ -258,6 +258,15 @@ async def test_users_the_apps_vouch_for_exist_until_deleted(tmp_path) -> None:
         await db.close()
 
 
+def test_revoked_one_time_passwords_stop_working() -> None:
+    store = CredentialStore(lifetime=60)
+    issued = store.issue("alice@localhost", now=0)
+    other = store.issue("bob@localhost", now=0)
+    store.revoke(user="alice@localhost")
+    assert not store.consume("alice@localhost", issued, now=1)
+    assert store.consume("bob@localhost", other, now=1)
+
+
 # ---- over HTTP, against a real server ---------------------------------------------------------
 
 
@@ -340,3 +349,24 @@ def test_credentials_exchange_then_a_real_xmpp_login(web: ServerProcess) -> None
     assert "issued a one-time XMPP password for mailuser@localhost" in web.log_text()
     guest = signed(live(role="guest"))
     assert fetch(web, "/credentials", guest)[0] == 403
+
+
+def test_a_password_change_or_a_deletion_voids_one_time_passwords(web: ServerProcess) -> None:
+    web.add_user("otpuser", "first-password")  # through the running server's admin socket
+
+    def issue() -> str:
+        status, text = fetch(web, "/credentials", signed(live(sub="otpuser")))
+        assert status == 200, text
+        return json.loads(text)["password"]
+
+    async def refused(password: str) -> None:
+        with pytest.raises(PermissionError):
+            await connect(web, "otpuser", "otp", password=password, mech="PLAIN")
+
+    issued = issue()
+    changed = web.cli("passwd", "otpuser@localhost", "--password", "second-password")
+    assert changed.returncode == 0 and "via the running server" in changed.stdout
+    run(refused(issued))
+    issued = issue()
+    assert web.cli("deluser", "otpuser@localhost").returncode == 0
+    run(refused(issued))

@@ -116,9 +116,12 @@ def test_first_start_prints_the_demo_account_once(tmp_path: Path) -> None:
 def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path)
     server.start()
+    # Same ports, its own data directory (one directory serves one server: test_admin.py).
+    other = tmp_path / "other.toml"
+    other.write_text(server.config_path.read_text().replace(str(server.data_dir), f"{tmp_path}/d2"))
     try:
         second = subprocess.run(
-            [sys.executable, "-m", "xmppd", "serve", "-c", str(server.config_path)],
+            [sys.executable, "-m", "xmppd", "serve", "-c", str(other)],
             capture_output=True,
             text=True,
             timeout=30,

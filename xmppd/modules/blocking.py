@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..events import AccountDeleted
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
 from ..protocol import namespaces as ns
@@ -91,6 +92,13 @@ class Blocking:
         if str(jid.bare) == user_bare or (jid.local is None and jid.domain == self.host.domain):
             return False  # own resources and own server
         return matches(items, jid)
+
+    async def account_deleted(self, event: AccountDeleted) -> bool:
+        async with self.lock:
+            await self.store.set(event.local, None)
+            self.lists.pop(event.bare, None)
+            self.interested.pop(event.bare, None)
+        return False
 
     async def ready(self) -> None:
         """Load every stored list once; later calls return at once."""
@@ -329,6 +337,7 @@ def load(module: Module) -> None:
 
     module.hook("session-bound", bound)
     module.hook("session-closed", closed)
+    module.hook("account-deleted", service.account_deleted)
 
 
 spec = ModuleSpec(

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import trio
 from lxml import etree
 
+from ..events import AccountDeleted
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
 from ..protocol import forms, rsm
@@ -459,6 +460,11 @@ class Archiver:
         target = event.to or event.sender
         return target is not None and stanza_id_by(event.stanza, str(target.bare)) is not None
 
+    async def account_deleted(self, event: AccountDeleted) -> bool:
+        await self.store.delete_owner(event.local)
+        await self.prefs_store.set(event.local, None)
+        return False
+
     async def exists(self, user: str, bare: str) -> bool:
         return bool(self.host.resources_of(bare)) or await self.host.auth.user_exists(user)
 
@@ -586,6 +592,7 @@ def load(module: Module) -> None:
         module.hook(f"message/{scope}", archiver.incoming, -0.25)
     module.hook("message-offline", archiver.stored_in_archive, -10)
     module.hook("session-bound", archiver.on_bound)
+    module.hook("account-deleted", archiver.account_deleted)
 
 
 spec = ModuleSpec(

@@ -6,6 +6,7 @@ in the host's disco#items; all room logic lives in the `xmppd.muc` package.
 
 from __future__ import annotations
 
+from ..events import AccountDeleted
 from ..module import Implements, Module, ModuleSpec
 from ..muc.component import Component
 from ..muc.service import MucService
@@ -29,6 +30,15 @@ def load(module: Module) -> None:
     service.install()
     host.services["muc"] = service
     host.disco_items[domain] = module.options["name"]
+
+    async def account_deleted(event: AccountDeleted) -> bool:
+        for other in host.hosts.values():  # rooms of every host's service may name it
+            muc = other.services.get("muc")
+            if isinstance(muc, MucService):
+                await muc.drop_account(event.bare)
+        return False
+
+    module.hook("account-deleted", account_deleted)
 
 
 spec = ModuleSpec(

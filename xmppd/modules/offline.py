@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 from lxml import etree
 
+from ..events import AccountDeleted
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
 from ..protocol import namespaces as ns
@@ -79,6 +80,12 @@ class Offline:
         self.log = module.log
         # One entry per account touched since start (bounded by the number of accounts).
         self.queues: dict[str, _Queue] = {}
+
+    async def account_deleted(self, event: AccountDeleted) -> bool:
+        q = self.queues.pop(event.local, None) or _Queue()
+        async with q.lock:  # after a delivery or a store under way
+            await self.store.delete_user(event.local)
+        return False
 
     def queue(self, user: str) -> _Queue:
         q = self.queues.get(user)
@@ -217,6 +224,7 @@ def load(module: Module) -> None:
     module.hook("message-offline", offline.on_offline)
     module.hook("presence-initial", offline.on_initial)
     module.hook("pre-presence/self", offline.on_presence)
+    module.hook("account-deleted", offline.account_deleted)
 
 
 spec = ModuleSpec(

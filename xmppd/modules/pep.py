@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..events import AccountDeleted
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
 from ..pep import bookmarks
@@ -389,7 +390,12 @@ def load(module: Module) -> None:
             module.log.exception("cannot send the last PEP items to %s", session.full)
         return False
 
+    async def account_deleted(event: AccountDeleted) -> bool:
+        await pep.store.delete_user(event.local)
+        return False
+
     module.hook("presence-initial", last_items)
+    module.hook("account-deleted", account_deleted)
     module.hook("caps-changed", last_items)  # declared by the caps module (a dependency)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from lxml import etree
 
+from ..events import AccountDeleted
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
 from ..protocol import namespaces as ns
@@ -64,6 +65,12 @@ def load(module: Module) -> None:
     max_size: int = module.options["max_size"]
     max_namespaces: int = module.options["max_namespaces"]
     module.add_feature(ns.PRIVATE)
+
+    async def account_deleted(event: AccountDeleted) -> bool:
+        await store.delete_user(event.local)
+        return False
+
+    module.hook("account-deleted", account_deleted)
 
     async def handle(event: StanzaEvent) -> bool:
         session, query = event.origin, first_child(event.stanza)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 from lxml import etree
 
+from ..events import AccountDeleted
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
 from ..protocol import namespaces as ns
@@ -331,6 +332,47 @@ class Rosters:
         item_element(query, contact, doc)
         self.host.deliver_to_full(session.full, iq)
 
+    # ---- a deleted account ------------------------------------------------------------------
+
+    async def account_deleted(self, event: AccountDeleted) -> bool:
+        """Its roster goes, and so does every item naming it in the rosters of every host here
+        (contacts, pending requests): the contact's sessions get `unsubscribed` and a push
+        removing the item. Remote contacts are told with unsubscribe + unsubscribed."""
+        own = await self._read(Roster(event.bare))
+        for contact, doc in own.items.items():
+            if doc["listed"] and contact.partition("@")[2] not in self.host.hosts:
+                for type_ in ("unsubscribe", "unsubscribed"):
+                    attrs = {"type": type_, "from": event.bare, "to": contact}
+                    await self.host.route(None, make("presence", attrs))
+        await self.store.delete_user(event.local)
+        await self.meta.set(event.local, None)
+        self.cache.pop(event.bare, None)
+        for host in self.host.hosts.values():
+            rosters = host.services.get("roster")
+            if isinstance(rosters, Rosters):
+                for user in await rosters.store.users_with_key(event.bare):
+                    await rosters.drop_contact(f"{user}@{host.domain}", event.bare)
+        return False
+
+    async def drop_contact(self, user: str, contact: str) -> None:
+        """Remove `contact` from `user`'s roster without a trace: the item (pushed as removed),
+        then its tombstone, moving the horizon so older versions get the full roster."""
+        doc = await self.peek(user, contact)
+        if doc is not None and doc["listed"] and (doc["sub"] in ("to", "both") or doc["ask"]):
+            gone = make("presence", {"type": "unsubscribed", "from": contact, "to": user})
+            for session in list(self.host.resources_of(user).values()):
+                if session.available:
+                    self.host.deliver_to_full(session.full, gone)
+        self.push(user, await self.update(user, contact, lambda d: {**blank(), "ver": d["ver"]}))
+        async with self._use(user) as roster:
+            tombstone = roster.items.pop(contact, None)
+            if tombstone is None:
+                return
+            roster.horizon = max(roster.horizon, tombstone["ver"])
+            key = _local(user)
+            await self.meta.set(key, {"epoch": roster.epoch, "horizon": roster.horizon})
+            await self.store.set(key, contact, None)
+
     # ---- limits ----------------------------------------------------------------------------
 
     def _check_limits(self, roster: Roster, old: Doc, new: Doc) -> None:
@@ -512,6 +554,7 @@ def load(module: Module) -> None:
     module.hook_iq("set/self", ns.ROSTER, "query", roster_set)
     module.hook_iq("get/bare set/bare get/host set/host", ns.ROSTER, "query", not_yours)
     module.hook("session-closed", session_closed, -1)
+    module.hook("account-deleted", rosters.account_deleted)
 
 
 def parse_set(query: Element, own: str, opts: dict[str, Any]) -> tuple[str, Element]:

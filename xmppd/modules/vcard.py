@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
+from ..events import AccountDeleted
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
 from ..protocol import namespaces as ns
@@ -154,6 +155,13 @@ def load(module: Module) -> None:
     for scope in ("self", "full", "bare", "host"):
         module.hook(f"pre-presence/{scope}", add_photo, 0)
     module.hook("session-closed", closed)
+
+    async def account_deleted(event: AccountDeleted) -> bool:
+        await store.set(event.local, None)
+        hashes.pop(event.bare, None)
+        return False
+
+    module.hook("account-deleted", account_deleted)
 
 
 spec = ModuleSpec(

@@ -186,6 +186,18 @@ class MucService:
             gone.set()
         return True
 
+    async def drop_account(self, bare: str) -> None:
+        """A deleted account loses its affiliations (owner, admin, member, outcast) and its
+        name as creator in every room; the rooms stay (their history follows the
+        `hide_deleted_accounts_history` option)."""
+        await self.ready()
+        for room in list(self.rooms.values()):
+            if bare in room.affiliations or room.creator == bare:
+                room.affiliations.pop(bare, None)
+                if room.creator == bare:
+                    room.creator = ""
+                await self.save(room)
+
     async def room_emptied(self, room: Room) -> None:
         """Temporary rooms (and rooms never configured) vanish with their last occupant."""
         if room.destroyed or room.occupants:

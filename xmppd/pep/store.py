@@ -35,6 +35,13 @@ class NodeStore:
         nodes.pop(node, None)
         await self._nodes.set(user, {"nodes": nodes} if nodes else None)
 
+    async def delete_user(self, user: str) -> None:
+        """Every node and item of a deleted account."""
+        await self._items.delete_user(user)
+        await self._nodes.set(user, None)
+        for key in [k for k in self._transient if k[0] == user]:
+            del self._transient[key]
+
     async def items(self, user: str, node: str, config: Config) -> list[Item]:
         if not config["persist_items"]:
             return list(self._transient.get((user, node), []))

@@ -41,6 +41,9 @@ class MapStore(Protocol):
 
     async def delete_user(self, user: str) -> None: ...
 
+    async def users_with_key(self, key: str) -> list[str]:
+        """Users holding a document under `key` (whose rosters list a deleted account)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ArchiveItem:

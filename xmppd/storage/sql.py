@@ -136,6 +136,12 @@ class SQLMapStore:
         args = (*self._scope, user)
         await self._db.run("map delete_user", lambda tx: tx.write(sql, args))
 
+    async def users_with_key(self, key: str) -> list[str]:
+        sql = 'SELECT "user" FROM map WHERE host = ? AND store = ? AND key = ? ORDER BY "user"'
+        args = (*self._scope, key)
+        rows = await self._db.run("map users_with_key", lambda tx: tx.rows(sql, args))
+        return [row[0] for row in rows]
+
 
 class SQLArchiveStore:
     """Append-only records ordered by (timestamp, insertion); see `base.ArchiveStore`."""

@@ -74,6 +74,19 @@ async def test_map_crud(db):
     assert await roster.get_all("romeo") == {"juliet@example.org": {"name": "J"}}
 
 
+async def test_map_users_with_key(db):
+    """Whose rosters name an account (deletion removes it from all of them): host and store
+    scoped like everything else."""
+    roster = db.for_host("example.org").map("roster")
+    await roster.set("juliet", "romeo@example.net", {"name": "R"})
+    await roster.set("nurse", "romeo@example.net", {"name": "R"})
+    await roster.set("nurse", "tybalt@example.net", {})
+    await db.for_host("other.example").map("roster").set("x", "romeo@example.net", {})
+    await db.for_host("example.org").map("private").set("y", "romeo@example.net", {})
+    assert await roster.users_with_key("romeo@example.net") == ["juliet", "nurse"]
+    assert await roster.users_with_key("nobody@example.net") == []
+
+
 async def test_host_and_store_isolation(db):
     a = db.for_host("a.example")
     b = db.for_host("b.example")

@@ -1,0 +1,300 @@
+"""Administration: the commands the admin channel (and later the admin HTTP API) run.
+
+`COMMANDS` maps a command name to an async handler `(server, args) -> JSON-able result`; the
+admin socket (`transports/adminsock.py`) looks names up here and knows nothing else, so a new
+command is one decorated function (docs/admin.md). Handlers raise `AdminError` for answers an
+admin must read ("no account ...").
+
+The same functions run against a stopped server: `maintenance(config)` opens the database and
+loads every host with its modules, without listeners, so `account-deleted` is answered by the
+same module code whether the server runs or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from auth.base import AuthError, NoSuchUser, UserExists
+
+from .events import AccountDeleted
+from .protocol.jid import JID, JIDError
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .host import Host
+    from .server import Server
+    from .session import Session
+
+log = logging.getLogger("xmppd.admin")
+
+Handler = Callable[["Server", dict[str, Any]], Awaitable[Any]]
+COMMANDS: dict[str, Handler] = {}
+SOCKET_NAME = "admin.sock"
+# Transport classes by name, as `sessions` shows them (no import of the transport layer here).
+TRANSPORTS = {"ByteStreamConnection": "tcp", "WebSocketConnection": "websocket"}
+TRANSPORTS["BoshConnection"] = "bosh"
+END_WAIT = 3.0  # seconds a deletion waits for the account's sessions to finish ending
+
+
+class AdminError(Exception):
+    """A refusal with a word for programs (`code`) and a sentence for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    """Register an admin command under `name`."""
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = handler
+        return handler
+
+    return register
+
+
+def socket_path(config: Config) -> Any:
+    return config.data_dir / SOCKET_NAME
+
+
+# ---- accounts -----------------------------------------------------------------------------------
+
+
+def account(server: Server, text: Any) -> tuple[Host, str]:
+    """The host and localpart of an account JID given by an admin."""
+    bare = parse_jid(text)
+    if bare.local is None or bare.resource is not None:
+        raise AdminError("bad-jid", f"{text!r} is not an account JID (user@domain)")
+    host = server.hosts.get(bare.domain)
+    if host is None:
+        raise AdminError("not-served", f"{bare.domain!r} is not served here")
+    return host, bare.local
+
+
+def parse_jid(text: Any) -> JID:
+    if not isinstance(text, str):
+        raise AdminError("bad-request", "'jid' must be a string")
+    try:
+        return JID.parse(text)
+    except JIDError as exc:
+        raise AdminError("bad-jid", f"invalid JID {text!r}: {exc}") from None
+
+
+def _text(args: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = args.get(name)
+    if value is None and default is not None:
+        value = default
+    if not isinstance(value, str):
+        raise AdminError("bad-request", f"'{name}' must be a string")
+    return value
+
+
+async def _auth_call(call: Awaitable[None], bare: str) -> None:
+    try:
+        await call
+    except UserExists:
+        raise AdminError("exists", f"{bare} already exists") from None
+    except NoSuchUser:
+        raise AdminError("no-account", f"no account {bare}") from None
+    except ValueError as exc:  # a password the PRECIS profile refuses
+        raise AdminError("bad-password", str(exc)) from None
+    except (AuthError, NotImplementedError) as exc:
+        raise AdminError("auth", str(exc) or "the auth backend refused") from None
+
+
+async def add_user(server: Server, jid: str, password: str) -> str:
+    host, local = account(server, jid)
+    bare = f"{local}@{host.domain}"
+    await _auth_call(host.auth.create_user(local, password), bare)
+    return bare
+
+
+async def set_password(
+    server: Server, jid: str, password: str, *, keep: Session | None = None
+) -> dict[str, Any]:
+    """Change a password; its one-time passwords stop working and the account's other
+    sessions end (`[server] password_change_ends_sessions`) with `reset`: RFC 6120 §4.9.3.16,
+    the credentials of the stream were revoked (a client may log in again with the new one)."""
+    host, local = account(server, jid)
+    bare = f"{local}@{host.domain}"
+    await _auth_call(host.auth.set_password(local, password), bare)
+    server.credentials.revoke(user=bare)
+    ended = 0
+    if server.config.server["password_change_ends_sessions"]:
+        others = [s for s in sessions_of(host, bare) if s is not keep]
+        ended = await end_sessions(others, "reset", "the password was changed")
+    return {"jid": bare, "sessions_ended": ended}
+
+
+async def delete_user(server: Server, jid: str) -> dict[str, Any]:
+    """The account goes at once: no new login, its sessions end (`not-authorized`: RFC 6120
+    §4.9.3.12, the entity is no longer authorized), then every module removes what it holds
+    (`account-deleted`)."""
+    host, local = account(server, jid)
+    bare = f"{local}@{host.domain}"
+    await _auth_call(host.auth.delete_user(local), bare)  # NoSuchUser: "no account ..."
+    server.credentials.revoke(user=bare)
+    ended = await end_sessions(sessions_of(host, bare), "not-authorized", "the account was deleted")
+    await host.events.fire("account-deleted", AccountDeleted(bare, local))
+    log.info("account %s deleted (%d session(s) ended)", bare, ended)
+    return {"jid": bare, "sessions_ended": ended}
+
+
+# ---- sessions -----------------------------------------------------------------------------------
+
+
+def sessions_of(host: Host, bare: str) -> list[Session]:
+    return list(host.resources_of(bare).values())
+
+
+async def end_sessions(sessions: list[Session], condition: str, text: str) -> int:
+    """Close each with a stream error and wait (a little) until they have ended, so what they
+    leave behind (offline messages, room presence) is settled before the caller goes on."""
+    for session in sessions:
+        session.kill(condition, text)
+    with trio.move_on_after(END_WAIT):
+        while any(not s.ended for s in sessions):
+            await trio.sleep(0.02)
+    return len(sessions)
+
+
+def describe(session: Session) -> dict[str, Any]:
+    transport = session.transport
+    kind = TRANSPORTS.get(type(transport).__name__, type(transport).__name__)
+    sm = session.sm
+    return {
+        "jid": session.full,
+        "transport": kind,
+        "address": getattr(transport, "peer", ""),
+        "since": session.bound_at,
+        "hibernating": bool(sm is not None and sm.hibernating),
+    }
+
+
+def list_sessions(server: Server, jid: str | None = None) -> list[dict[str, Any]]:
+    found = []
+    target = parse_jid(jid) if jid else None
+    for host in server.hosts.values():
+        if target is not None and target.domain != host.domain:
+            continue
+        for bare, resources in host.sessions.items():
+            if target is not None and str(target.bare) != bare:
+                continue
+            for resource_, session in resources.items():
+                if target is None or target.resource in (None, resource_):
+                    found.append(describe(session))
+    return sorted(found, key=lambda d: (d["jid"], d["since"]))
+
+
+async def kick(server: Server, jid: str, text: str = "") -> int:
+    """End the sessions of an account (bare JID) or one session (full JID). RFC 6120 §4.9.3.14:
+    `policy-violation` is "the entity has violated some local service policy", with text."""
+    target = parse_jid(jid)
+    host = server.hosts.get(target.domain)
+    if host is None or target.local is None:
+        raise AdminError("not-served", f"{jid!r} is not an account of this server")
+    sessions = [
+        s for r, s in host.resources_of(str(target.bare)).items() if target.resource in (None, r)
+    ]
+    if not sessions:
+        raise AdminError("no-session", f"{jid} has no session")
+    return await end_sessions(sessions, "policy-violation", text or "disconnected by an admin")
+
+
+def status(server: Server) -> dict[str, Any]:
+    sessions = sum(len(r) for h in server.hosts.values() for r in h.sessions.values())
+    rooms = sum(len(getattr(h.services.get("muc"), "rooms", {})) for h in server.hosts.values())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "pid": os.getpid(),
+        "uptime": round(time.monotonic() - server.started_at, 1),
+        "hosts": sorted(server.hosts),
+        "sessions": sessions,
+        "accounts_online": sum(len(h.sessions) for h in server.hosts.values()),
+        "rooms": rooms,
+        "memory_rss_kib": _rss_kib(usage.ru_maxrss),
+    }
+
+
+def _rss_kib(peak: int) -> int:
+    """The current resident size from /proc (Linux), else the peak getrusage reports."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return peak
+
+
+# ---- the registry ---------------------------------------------------------------------------
+
+
+@command("adduser")
+async def _cmd_adduser(server: Server, args: dict[str, Any]) -> Any:
+    return {"jid": await add_user(server, _text(args, "jid"), _text(args, "password"))}
+
+
+@command("passwd")
+async def _cmd_passwd(server: Server, args: dict[str, Any]) -> Any:
+    return await set_password(server, _text(args, "jid"), _text(args, "password"))
+
+
+@command("deluser")
+async def _cmd_deluser(server: Server, args: dict[str, Any]) -> Any:
+    return await delete_user(server, _text(args, "jid"))
+
+
+@command("sessions")
+async def _cmd_sessions(server: Server, args: dict[str, Any]) -> Any:
+    return list_sessions(server, _text(args, "jid", "") or None)
+
+
+@command("kick")
+async def _cmd_kick(server: Server, args: dict[str, Any]) -> Any:
+    text = _text(args, "text", "")
+    return {"sessions_ended": await kick(server, _text(args, "jid"), text)}
+
+
+@command("status")
+async def _cmd_status(server: Server, args: dict[str, Any]) -> Any:
+    return status(server)
+
+
+async def run_command(server: Server, name: str, args: dict[str, Any]) -> Any:
+    handler = COMMANDS.get(name)
+    if handler is None:
+        known = ", ".join(sorted(COMMANDS))
+        raise AdminError("unknown-command", f"unknown command {name!r}; known: {known}")
+    return await handler(server, args)
+
+
+# ---- a stopped server ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def maintenance(config: Config) -> AsyncIterator[Server]:
+    """The server's hosts and modules over its database, without listeners or clients: for
+    admin commands while `xmppd serve` is not running."""
+    from .server import Server
+    from .storage import open_database
+
+    server = Server(config)
+    server.db = await open_database(config.data_dir, **config.database_options)
+    try:
+        async with trio.open_nursery() as nursery:
+            server._nursery = nursery
+            server._make_hosts()
+            yield server
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await server.db.close()
