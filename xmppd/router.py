@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from auth.base import AuthError
+
 from .protocol import namespaces as ns
 from .protocol.jid import JID, JIDError
 from .protocol.stanza import Element, error_reply, first_child, local_name, namespace_of, qname
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
     from .session import Session
 
 DELIVERY = -1.0
+# RFC 6120 §8.3.3.18 resource-constraint (type wait): the server lacks, for now, what it needs
+# to handle the stanza (its storage) and the sender may retry later. internal-server-error
+# (§8.3.3.8) names a misconfiguration or bug and is typed cancel in the RFC's example.
+STORAGE_DOWN = "storage is temporarily unavailable; try again later"
 _DELAY = qname(ns.DELAY, "delay")
 _VALID_TYPES = {
     "message": frozenset({"normal", "chat", "groupchat", "headline", "error"}),
@@ -224,7 +230,11 @@ async def _message_bare(event: StanzaEvent) -> bool:
     if type_ in ("error", "headline"):
         return True
     local = bare.partition("@")[0]
-    if not await host.auth.user_exists(local):
+    try:
+        exists = await host.auth.user_exists(local)
+    except AuthError:  # the account store is unreachable: try again later, not "no such user"
+        return await event.reply_error("resource-constraint", STORAGE_DOWN)
+    if not exists:
         return await event.reply_error("service-unavailable")
     if await host.events.fire("message-offline", event):
         return True

@@ -7,6 +7,12 @@ Each `run` borrows one connection (pinged first, see `_borrow`) for one transact
 commits it before returning; with `synchronous_commit` on (PostgreSQL's default, enforced per
 connection if the server turned it off) COMMIT returns only once the WAL is flushed to disk.
 The stores themselves are shared with the SQLite driver (`sql.py`).
+
+Outages: a call that cannot reach the server (refused or lost connection, pool timeout) raises
+`StorageUnavailable` and opens the breaker (`breaker.py`): later calls fail at once until a
+background probe reconnects, so no caller waits for the connect timeout per call. A pooled
+connection that fails its ping is followed by one direct connection attempt before the pool is
+asked to reconnect: a refused server is known at once instead of after the pool's timeout.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import TypeVar
 
 import psycopg
@@ -21,7 +28,8 @@ import trio
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from xmppd.storage.base import StorageError
+from xmppd.storage.base import StorageError, StorageUnavailable
+from xmppd.storage.breaker import DEFAULT_RETRY_INTERVAL, Breaker
 from xmppd.storage.migrations import LATEST_VERSION, Executor, upgrade
 from xmppd.storage.sql import SQLStorage
 
@@ -79,13 +87,24 @@ def _configure(conn: psycopg.Connection) -> None:
 class PostgresDatabase:
     """An open PostgreSQL database; `for_host` gives the per-host `Storage`."""
 
-    __slots__ = ("where", "migrated_from", "_pool", "_limiter")
+    __slots__ = ("where", "migrated_from", "spool_dir", "breaker", "_pool", "_limiter", "_reach")
 
-    def __init__(self, where: str, pool: ConnectionPool, pool_size: int, migrated_from: int):
+    def __init__(
+        self,
+        where: str,
+        pool: ConnectionPool,
+        pool_size: int,
+        migrated_from: int,
+        reach: Callable[[], None] = lambda: None,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+    ):
         self.where = where
         self.migrated_from = migrated_from  # the schema version found at open
+        self.spool_dir: Path | None = None  # set by open_database (the data dir); spool.py
         self._pool: ConnectionPool | None = pool
         self._limiter = trio.CapacityLimiter(pool_size)
+        self._reach = reach  # one direct connection attempt; raises psycopg.Error if down
+        self.breaker = Breaker(where, self._probe, retry_interval)
 
     @classmethod
     async def open(
@@ -95,6 +114,7 @@ class PostgresDatabase:
         pool_size: int = DEFAULT_POOL_SIZE,
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
         target: int = LATEST_VERSION,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
     ) -> PostgresDatabase:
         """Connect, bring the schema up to date (or to `target`), then open the pool.
 
@@ -104,7 +124,11 @@ class PostgresDatabase:
         where = describe(dsn)
         found = await trio.to_thread.run_sync(_migrate, dsn, where, connect_timeout, target)
         pool = await trio.to_thread.run_sync(_open_pool, dsn, where, pool_size, connect_timeout)
-        return cls(where, pool, pool_size, found)
+
+        def reach() -> None:
+            psycopg.connect(dsn, connect_timeout=connect_timeout).close()
+
+        return cls(where, pool, pool_size, found, reach, retry_interval)
 
     def for_host(self, host: str) -> SQLStorage:
         return SQLStorage(self, host)
@@ -116,31 +140,57 @@ class PostgresDatabase:
             await trio.to_thread.run_sync(pool.close)
 
     async def run(self, what: str, fn: Callable[[Executor], T]) -> T:
-        """Run `fn(executor)` in one transaction in a worker thread; errors -> StorageError."""
+        """Run `fn(executor)` in one transaction in a worker thread; errors -> StorageError,
+        StorageUnavailable (at once while the breaker is open) when the server is unreachable."""
+        self.breaker.check()
 
         def call() -> T:
             pool = self._pool
             if pool is None:
                 raise StorageError(f"database {self.where} is closed")
             try:
-                conn = _borrow(pool)
-                try:
-                    with conn:  # commits, or rolls back on an exception
-                        return fn(PostgresExecutor(conn))
-                finally:
-                    pool.putconn(conn)  # a broken connection is replaced by the pool
+                conn = _borrow(pool, self._reach)
             except psycopg.Error as exc:  # includes the pool's timeouts
-                raise StorageError(f"database {self.where}: {what} failed: {_cause(exc)}") from exc
+                raise StorageUnavailable(f"database {self.where}: {_cause(exc)}") from exc
+            try:
+                with conn:  # commits, or rolls back on an exception
+                    return fn(PostgresExecutor(conn))
+            except psycopg.Error as exc:
+                fail = StorageUnavailable if conn.broken else StorageError
+                raise fail(f"database {self.where}: {what} failed: {_cause(exc)}") from exc
+            finally:
+                pool.putconn(conn)  # a broken connection is replaced by the pool
 
-        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        try:
+            return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        except StorageUnavailable as exc:
+            self.breaker.failed(exc)
+            raise
+
+    async def _probe(self) -> None:
+        """The breaker's background probe: a fresh connection, then a pool of live ones."""
+
+        def probe() -> None:
+            pool = self._pool
+            if pool is None:
+                return  # closed: nothing left to probe
+            try:
+                self._reach()
+            except psycopg.Error as exc:
+                raise StorageUnavailable(_cause(exc)) from exc
+            pool.check()  # drop the connections the outage broke
+
+        await trio.to_thread.run_sync(probe)
 
 
-def _borrow(pool: ConnectionPool) -> psycopg.Connection:
+def _borrow(pool: ConnectionPool, reach: Callable[[], None]) -> psycopg.Connection:
     """A pooled connection that just answered a ping.
 
     After a server restart every idle connection is dead. The pool's own `check` option would
     find them one at a time with a growing back-off (seconds); here the first dead one makes
     the pool test all idle ones at once and replace the dead, so the wait is one reconnect.
+    Before that, `reach` tries one connection of its own: a server that is down refuses it at
+    once (raises), where the pool would wait its whole timeout for a connection.
     """
     conn = pool.getconn()
     try:
@@ -148,6 +198,7 @@ def _borrow(pool: ConnectionPool) -> psycopg.Connection:
         return conn
     except psycopg.Error:
         pool.putconn(conn)
+    reach()
     pool.check()
     return pool.getconn()
 
