@@ -7,7 +7,8 @@ The file is bounded by `max_entries` and `max_bytes`: a record beyond the bound 
 and is counted in `lost` (a gap, reported by the owner). `replay` hands every record to a
 writer, oldest first, and removes the ones written; if the writer fails (the database went
 away again), the rest stay for the next replay. Records appended during a replay are kept.
-A line torn by a crash in the middle of a write is skipped and counted as lost.
+A line torn by a crash in the middle of a write is dropped (at open: an unfinished last line;
+at replay: a line that is not JSON) and counted as lost.
 """
 
 from __future__ import annotations
@@ -42,8 +43,14 @@ class Spool:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return
-        self.size = len(data)
-        self.pending = data.count(b"\n")
+        whole = data[: data.rfind(b"\n") + 1]
+        if len(whole) < len(data):  # a write torn by a crash: drop it before appending more
+            with open(self.path, "r+b") as f:
+                f.truncate(len(whole))
+                os.fsync(f.fileno())
+            self.lost += 1
+        self.size = len(whole)
+        self.pending = whole.count(b"\n")
 
     async def append(self, record: Record) -> bool:
         """Write `record` durably; False (counted in `lost`) when the spool is full or fails."""
