@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ import pytest
 import trio
 from lxml import etree
 from psycopg import sql
+from slixmpp.exceptions import IqError
 from support import RawClient, ServerProcess, connect, free_port, run
 
 ADMIN_DSN = os.environ.get(
@@ -183,6 +185,17 @@ def test_live_chat_survives_a_postgresql_outage(tmp_path, pg_via_proxy) -> None:
                 sid = got.xml.find("{urn:xmpp:sid:0}stanza-id")
                 assert sid is not None and sid.get("by") == recipient.boundjid.bare
                 ids[sid.get("id")] = body
+        # A request that needs the database (an archive query) gets a temporary error, and
+        # the session stays (it used to be dropped with a traceback).
+        query = alice.make_iq_set()
+        query.xml.append(ET.Element("{urn:xmpp:mam:2}query"))
+        start = time.monotonic()
+        with pytest.raises(IqError) as refused:
+            await query.send(timeout=15)
+        assert time.monotonic() - start < 1.0
+        assert (refused.value.etype, refused.value.condition) == ("wait", "resource-constraint")
+        alice.send_message(mto="bob@localhost", mbody="after the query", mtype="chat")
+        assert (await bob.next_message(timeout=5))["body"] == "after the query"
         # carol is offline: storing needs the database, so a temporary error at once.
         start = time.monotonic()
         alice.send_message(mto="carol@localhost", mbody="for later", mtype="chat")
