@@ -36,6 +36,7 @@ class Mailbox:
         "_closed",
         "_overflowed",
         "_refusing",
+        "_room",
     )
 
     def __init__(
@@ -55,6 +56,7 @@ class Mailbox:
         self._closed = False
         self._overflowed = False
         self._refusing = False  # closed or overflowed: one check on the hot path
+        self._room: trio.Event | None = None  # set when a loaded mailbox is emptied or closed
 
     # -- producer side (sync, never blocks, never raises) -------------------------------
 
@@ -76,6 +78,7 @@ class Mailbox:
     def _overflow(self) -> None:
         # Set the flag first: the callback may call put/close re-entrantly.
         self._overflowed = self._refusing = True
+        self._make_room()
         callback = self._on_overflow
         self._on_overflow = None  # exactly once, and drop the reference
         if callback is not None:
@@ -121,7 +124,43 @@ class Mailbox:
         items = self._items
         self._items = []
         self._bytes = 0
+        self._make_room()
         return items
+
+    def _make_room(self) -> None:
+        room = self._room
+        if room is not None:
+            self._room = None
+            room.set()
+
+    # -- flow control ---------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        """More than half full (items or bytes): time for producers that can wait to wait."""
+        return self._bytes * 2 > self._max_bytes or len(self._items) * 2 > self._max_items
+
+    async def wait_for_room(self) -> None:
+        """Return once the mailbox is not `loaded` (the consumer took a batch) or is closed.
+
+        For producers that can slow down instead of overflowing it: the session's own reader
+        (what a client sends causes answers and bounces for it), or bounces routed again.
+        """
+        while self.loaded and not self._refusing:
+            if self._room is None:
+                self._room = trio.Event()
+            await self._room.wait()
+
+    def peek_last(self) -> object:
+        """The item queued last (the queue must not be empty)."""
+        return self._items[-1]
+
+    def putback(self, items: list[object], size: int) -> None:
+        """Return items the consumer took but could not hand on, at the front and in order,
+        so that the owner can `drain` them (even once closed or overflowed: they were
+        accepted before)."""
+        self._items[:0] = items
+        self._bytes += size
 
     def drain(self) -> list[object]:
         """Remove and return the queued items (the owner bounces or stores them)."""
@@ -130,6 +169,7 @@ class Mailbox:
     def close(self) -> None:
         """Refuse further puts; a waiting ``get_batch`` wakes (and ends once empty)."""
         self._closed = self._refusing = True
+        self._make_room()
         if self._waiter is not None:
             self._wake()
 

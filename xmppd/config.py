@@ -43,6 +43,12 @@ STORAGE: Schema = {
         int, 8, "PostgreSQL connections at most (driver postgres)", min=1, max=1000
     ),
     "connect_timeout": Option(int, 10, "seconds to reach PostgreSQL (at least 2)", min=2),
+    "retry_interval": Option(
+        float,
+        2.0,
+        "seconds between probes of an unreachable PostgreSQL (calls fail at once meanwhile)",
+        min=0.1,
+    ),
 }
 TLS: Schema = {
     "certificate": Option(
@@ -186,6 +192,7 @@ class Config:
             "dsn": storage["dsn"],
             "pool_size": storage["pool_size"],
             "connect_timeout": storage["connect_timeout"],
+            "retry_interval": storage["retry_interval"],
         }
 
     def host(self, domain: str) -> HostConfig:

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .storage.base import StorageUnavailable
+
 log = logging.getLogger("xmppd.events")
 
 Handler = Callable[[Any], Awaitable[bool | None]]
@@ -24,6 +26,11 @@ _GRAMMAR = re.compile(
     rf"|^iq-(?:get|set)/(?:bare|host|self)/\S+:[^:\s]+$"  # iq-<type>/<scope>/<ns>:<child>
     r"|^route/remote$"
 )
+
+
+def unavailable(exc: BaseException) -> bool:
+    """The storage is unreachable (directly, or behind an account backend's error)."""
+    return isinstance(exc, StorageUnavailable) or isinstance(exc.__cause__, StorageUnavailable)
 
 
 class UnknownEvent(ValueError):
@@ -78,10 +85,12 @@ class EventBus:
             try:
                 if await handler(event):
                     return True
-            except Exception:
-                # One broken module must not take the stanza flow down with it.
-                log.exception(
-                    "handler %s for %s failed", getattr(handler, "__qualname__", handler), name
-                )
+            except Exception as exc:
+                # One broken module must not take the stanza flow down with it. A database
+                # outage is no bug: the storage breaker logs it once, the router answers it.
+                if not unavailable(exc):
+                    log.exception(
+                        "handler %s for %s failed", getattr(handler, "__qualname__", handler), name
+                    )
                 raise
         return False

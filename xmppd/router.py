@@ -14,17 +14,26 @@ scope: `full` (a resource), `bare` (an account), `self` (the sender's own accoun
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
+
+from auth.base import AuthError
 
 from .protocol import namespaces as ns
 from .protocol.jid import JID, JIDError
 from .protocol.stanza import Element, error_reply, first_child, local_name, namespace_of, qname
+from .storage.base import StorageUnavailable
 
 if TYPE_CHECKING:
     from .host import Host
     from .session import Session
 
+log = logging.getLogger("xmppd.router")
 DELIVERY = -1.0
+# RFC 6120 §8.3.3.18 resource-constraint (type wait): the server lacks, for now, what it needs
+# to handle the stanza (its storage) and the sender may retry later. internal-server-error
+# (§8.3.3.8) names a misconfiguration or bug and is typed cancel in the RFC's example.
+STORAGE_DOWN = "storage is temporarily unavailable; try again later"
 _DELAY = qname(ns.DELAY, "delay")
 _VALID_TYPES = {
     "message": frozenset({"normal", "chat", "groupchat", "headline", "error"}),
@@ -100,8 +109,28 @@ async def route(host: Host, origin: Session | None, stanza: Element) -> None:
         return
     scope = scope_of(to, sender)
     event = StanzaEvent(host, origin, stanza, kind, to, sender)
-    if origin is not None and await host.events.fire(f"pre-{kind}/{scope}", event):
+    try:
+        await _fire(host, event, kind, scope)
+    except (StorageUnavailable, AuthError) as exc:
+        await _storage_down(event, exc)
+
+
+async def _storage_down(event: StanzaEvent, exc: Exception) -> None:
+    """A handler needed the database (or the account backend) and it is unreachable: a
+    temporary error for requests and messages (breaker.py logs the outage once), nothing for
+    answers, errors and plain presence."""
+    type_ = event.stanza.get("type")
+    presence = event.kind == "presence"
+    if type_ in ("result", "error") or (presence and type_ in (None, "unavailable", "probe")):
         return
+    log.debug("%s refused while storage is unavailable: %s", event.kind, exc)
+    await event.reply_error("resource-constraint", STORAGE_DOWN)
+
+
+async def _fire(host: Host, event: StanzaEvent, kind: str, scope: str) -> None:
+    if event.origin is not None and await host.events.fire(f"pre-{kind}/{scope}", event):
+        return
+    to = event.to
     domain = host.domain if to is None else to.domain
     target = host.hosts.get(domain) or host.components.get(domain)
     if target is None:
@@ -224,7 +253,11 @@ async def _message_bare(event: StanzaEvent) -> bool:
     if type_ in ("error", "headline"):
         return True
     local = bare.partition("@")[0]
-    if not await host.auth.user_exists(local):
+    try:
+        exists = await host.auth.user_exists(local)
+    except AuthError:  # the account store is unreachable: try again later, not "no such user"
+        return await event.reply_error("resource-constraint", STORAGE_DOWN)
+    if not exists:
         return await event.reply_error("service-unavailable")
     if await host.events.fire("message-offline", event):
         return True

@@ -30,6 +30,7 @@ from .tokens import TokenService
 from .transports import adminsock, http, tcp, tls
 
 log = logging.getLogger("xmppd")
+BOUNCE_WAIT = 30.0  # seconds one reroute may wait for room at the senders it bounces to
 
 
 def tune_gc() -> None:
@@ -218,6 +219,7 @@ class Server:
         (other resources, offline storage, or an error for the sender), iq requests bounce,
         presence and answers are dropped."""
         host = session.host or next(iter(self.hosts.values()))
+        patience = trio.current_time() + BOUNCE_WAIT  # for the whole call, not per stanza
         self._rerouting += 1
         try:
             for stanza in stanzas:
@@ -228,11 +230,25 @@ class Server:
                     if stanza.get("to") is None:  # to the account itself: now explicit
                         stanza = copy(stanza)
                         stanza.set("to", session.bare)
+                    await self._room_for_bounce(stanza.get("from"), patience)
                     await self._route_safely(host, stanza)
                 elif kind == "iq" and type_ in ("get", "set"):
                     await self._route_safely(host, error_reply(stanza, "service-unavailable"))
         finally:
             self._rerouting -= 1
+
+    async def _room_for_bounce(self, sender: str | None, patience: float) -> None:
+        """A message routed again may bounce to its sender. A session that ended with
+        thousands queued (a flood's target) must not bury the sender's own session under
+        the bounces at once: wait while the sender's mailbox is loaded, until `patience`
+        (BOUNCE_WAIT after the reroute began; then they take their chances like any other
+        stanza)."""
+        bare, _, resource = (sender or "").partition("/")
+        host = self.hosts.get(bare.rpartition("@")[2])
+        origin = host.resources_of(bare).get(resource) if host is not None and resource else None
+        if origin is not None and origin.mailbox.loaded:
+            with trio.move_on_at(patience):
+                await origin.mailbox.wait_for_room()
 
     @staticmethod
     async def _route_safely(host: Host, stanza: Element) -> None:

@@ -49,6 +49,10 @@ class Transport(Protocol):
     def write_nowait(self, data: bytes) -> bool:
         """Write at once if nothing is queued; False: the caller queues it in the mailbox."""
 
+    def label_partial(self, stanza: Element) -> None:
+        """`write_nowait` returned True but only part of the bytes went out (transports whose
+        `write_nowait` never returns True never get this call)."""
+
     def abort(self) -> None:
         """Stop reading and close as soon as queued output is written."""
 
@@ -315,6 +319,8 @@ class Session:
             return
         data = etree.tostring(message)  # type: ignore[arg-type]
         if self.transport.write_nowait(data):
+            if self.mailbox.queued_items:  # part of it waits for the socket: keep its stanza
+                self.transport.label_partial(message)
             return
         # Keep the element beside its bytes so an overflow can bounce it, not lose it.
         if not self.mailbox.put((data, message), len(data)):

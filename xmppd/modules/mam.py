@@ -6,7 +6,8 @@ an account receives (`message/*`, owner = the recipient) is appended to that own
 and the owner's preferences allow it. A message between two local users is in both archives,
 under different ids; one between two resources of an account is kept once, as received.
 Archiving runs before delivery and is awaited, so stream management acknowledges a message
-only after the archive holds it; a failed write bounces the message instead of losing it.
+only after the archive (or, while the database is unreachable, the durable spool of
+`mam_spool.py`) holds it; live delivery never waits for a database outage.
 
 Stanza ids (XEP-0359, XEP-0313 §3.5). `<stanza-id by=...>` naming any JID of our hosts is
 removed from what clients send (only the server speaks for its archives). Each archived incoming
@@ -30,6 +31,8 @@ from typing import TYPE_CHECKING
 import trio
 from lxml import etree
 
+from auth.base import AuthError
+
 from ..events import AccountDeleted
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
@@ -40,6 +43,7 @@ from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, element, get_child, sub
 from ..router import StanzaEvent
 from ..storage.base import ArchiveItem, ArchivePage, ArchiveStore, StorageError, UnknownArchiveId
+from .mam_spool import OutageSpool
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -393,6 +397,7 @@ class Archiver:
         self.max_limit: int = opts["max_page_size"]
         self.expiry_started = False
         self.prefs: dict[str, Prefs] = {}  # accounts that sent or got a message since start
+        self.spool = OutageSpool(self, opts["spool_max_messages"], opts["spool_max_bytes"])
 
     # ---- archiving --------------------------------------------------------------------------
 
@@ -412,12 +417,9 @@ class Archiver:
         assert session is not None and session.jid is not None
         if to is None or str(to.bare) == session.bare or not archivable(event.stanza):
             return False  # to the own account: archived once, as received
-        user = session.jid.local or ""
-        if not await self.wanted(user, session.bare, to):
-            return False
-        id_ = await self.append(user, str(to), event.stanza)
+        id_ = await self.archive(session.jid.local or "", session.bare, to, event.stanza)
         if id_ is None:
-            return await event.reply_error("internal-server-error", "the archive is unavailable")
+            return False
         # Sent carbons (made next) carry the sender's archive id (XEP-0313 §3.5).
         event.stanza = with_stanza_id(event.stanza, session.bare, id_)
         return False
@@ -436,14 +438,15 @@ class Archiver:
         bare, user = str(target.bare), target.local
         if stanza_id_by(stanza, bare) is not None:
             return False  # routed again (its session went away): archived the first time
-        if self.bounced(event, bare) or not await self.exists(user, bare):
+        try:
+            if self.bounced(event, bare) or not await self.exists(user, bare):
+                return False
+        except AuthError:  # accounts unreadable: nobody is online there, the router answers
             return False
         peer = event.sender or JID(None, self.host.domain, prepared=True)
-        if not await self.wanted(user, bare, peer):
-            return False
-        id_ = await self.append(user, str(peer), stanza)
+        id_ = await self.archive(user, bare, peer, stanza)
         if id_ is None:
-            return await event.reply_error("internal-server-error", "the archive is unavailable")
+            return False
         event.stanza = with_stanza_id(stanza, bare, id_)
         return False
 
@@ -468,13 +471,18 @@ class Archiver:
     async def exists(self, user: str, bare: str) -> bool:
         return bool(self.host.resources_of(bare)) or await self.host.auth.user_exists(user)
 
-    async def append(self, user: str, peer: str, stanza: Element) -> str | None:
-        xml = etree.tostring(stanza).decode()
+    async def archive(self, user: str, bare: str, peer: JID, stanza: Element) -> str | None:
+        """Archive for `user` if wanted; the archive id, or None (not wanted, or a gap while
+        the database is down). Spooled while the database cannot take it."""
+        xml = ""
         try:
-            return await self.store.append(user, with_jid=peer, stanza_xml=xml)
-        except StorageError:
-            self.log.exception("cannot archive a message for %s", user)
-            return None
+            if not await self.wanted(user, bare, peer):
+                return None
+            xml = etree.tostring(stanza).decode()
+            return await self.store.append(user, with_jid=str(peer), stanza_xml=xml)
+        except StorageError as exc:
+            xml = xml or etree.tostring(stanza).decode()
+            return await self.spool.keep(user, bare, str(peer), xml, exc)
 
     async def wanted(self, user: str, bare: str, peer: JID) -> bool:
         rule = (await self.prefs_of(user)).rule(peer)
@@ -499,6 +507,8 @@ class Archiver:
     async def on_bound(self, session: Session) -> bool:
         """Start the retention task with the first login (hosts have no nursery of their own;
         nothing is archived before someone logs in)."""
+        if self.spool.server is None:
+            self.spool.start(session.server)
         if self.opts["archive_expires_after"] > 0 and not self.expiry_started:
             self.expiry_started = True
             session.server.nursery_soon(self.expire_forever)
@@ -610,6 +620,12 @@ spec = ModuleSpec(
             int, 365 * 86400, "seconds a message stays archived (0: forever)", min=0
         ),
         "expire_interval": Option(int, 3600, "seconds between retention runs", min=1),
+        "spool_max_messages": Option(
+            int, 100_000, "messages kept for the archive while the database is down", min=0
+        ),
+        "spool_max_bytes": Option(
+            int, 64 * 1024 * 1024, "bytes of that spool (data_dir/spool); beyond: a gap", min=0
+        ),
     },
     implements=(
         Implements(

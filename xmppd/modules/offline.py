@@ -21,7 +21,8 @@ from ..module import Implements, Module, ModuleSpec
 from ..options import Option
 from ..protocol import namespaces as ns
 from ..protocol.stanza import Element, copy, local_name, namespace_of, qname, sub
-from ..router import StanzaEvent
+from ..router import STORAGE_DOWN, StanzaEvent
+from ..storage.base import StorageError
 from .presence import parse_priority
 
 if TYPE_CHECKING:
@@ -114,6 +115,12 @@ class Offline:
         assert target is not None and target.local is not None
         bare, user = str(target.bare), target.local
         data = etree.tostring(self.stamped(event, bare))
+        try:
+            return await self.store_one(event, user, bare, data)
+        except StorageError:  # unreachable (breaker.py answers at once): retry later
+            return await event.reply_error("resource-constraint", STORAGE_DOWN)
+
+    async def store_one(self, event: StanzaEvent, user: str, bare: str, data: bytes) -> bool:
         q = self.queue(user)
         async with q.lock:
             await self.load(user, q)
@@ -173,7 +180,12 @@ class Offline:
     async def deliver(self, session: Session) -> None:
         """Send every stored message to the session, oldest first, then forget them."""
         assert session.jid is not None and session.jid.local is not None
-        user = session.jid.local
+        try:
+            await self.deliver_stored(session, session.jid.local)
+        except StorageError as exc:  # kept; the next login or presence tries again
+            self.log.warning("offline messages for %s not delivered: %s", session.full, exc)
+
+    async def deliver_stored(self, session: Session, user: str) -> None:
         q = self.queue(user)
         async with q.lock:
             docs = await self.load(user, q)

@@ -1,4 +1,5 @@
-"""XEP-0199: the server answers pings addressed to itself."""
+"""XEP-0199: the server answers pings addressed to itself, and (RFC 6120 §10.3.3) pings with no
+`to` or to the sender's own account, which it handles on the account's behalf."""
 
 from ..module import Implements, Module, ModuleSpec
 from ..protocol import namespaces as ns
@@ -12,7 +13,7 @@ def load(module: Module) -> None:
     async def pong(event: StanzaEvent) -> bool:
         return await event.reply(reply(event.stanza))
 
-    module.hook_iq("get/host", ns.PING, "ping", pong)
+    module.hook_iq("get/host get/self", ns.PING, "ping", pong)
 
 
 spec = ModuleSpec(

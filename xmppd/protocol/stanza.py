@@ -105,6 +105,8 @@ def reply(stanza: Element, type_: str = "result") -> Element:
 
 
 # RFC 6120 §8.3.3: condition -> default error type
+# Serialized bytes of original payload an error reply carries back at most (else none of it).
+MAX_ERROR_PAYLOAD = 1024
 ERROR_TYPES: dict[str, str] = {
     "bad-request": "modify",
     "conflict": "cancel",
@@ -143,9 +145,11 @@ def error_reply(
     err_stanza = reply(stanza, "error")
     kind = local_name(stanza)
     if kind != "iq":
-        # Include the original children so the sender can tell which stanza failed.
-        for child in stanza:
-            if isinstance(child.tag, str) and local_name(child) != "error":
+        # Include the original children so the sender can tell which stanza failed (RFC 6120
+        # §8.3.1: MAY), unless they are big: a bounce never costs much more than its id.
+        children = [c for c in stanza if isinstance(c.tag, str) and local_name(c) != "error"]
+        if sum(len(etree.tostring(c)) for c in children) <= MAX_ERROR_PAYLOAD:
+            for child in children:
                 err_stanza.append(deepcopy(child))
     error = sub(err_stanza, namespace_of(err_stanza) or ns.CLIENT, "error")
     error.set("type", type_ or ERROR_TYPES.get(condition, "cancel"))

@@ -19,6 +19,11 @@ class StorageError(Exception):
     """The database cannot be opened, migrated, read or written; the message names the cause."""
 
 
+class StorageUnavailable(StorageError):
+    """The database cannot be reached right now (down, unreachable, or known to be down by the
+    breaker): a temporary condition, worth retrying later."""
+
+
 class UnknownArchiveId(LookupError):
     """An archive query named an id (`after_id`/`before_id`) that this owner's archive lacks."""
 
@@ -108,5 +113,8 @@ class Storage(Protocol):
     def map(self, store: str) -> MapStore: ...
 
     def archive(self, store: str) -> ArchiveStore: ...
+
+    def spool(self, name: str, *, max_entries: int, max_bytes: int) -> Any:
+        """A bounded durable file for records the database could not take yet (spool.py)."""
 
     async def close(self) -> None: ...

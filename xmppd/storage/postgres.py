@@ -7,6 +7,12 @@ Each `run` borrows one connection (pinged first, see `_borrow`) for one transact
 commits it before returning; with `synchronous_commit` on (PostgreSQL's default, enforced per
 connection if the server turned it off) COMMIT returns only once the WAL is flushed to disk.
 The stores themselves are shared with the SQLite driver (`sql.py`).
+
+Outages: a call that cannot reach the server (refused or lost connection, pool timeout) raises
+`StorageUnavailable` and opens the breaker (`breaker.py`): later calls fail at once until a
+background probe reconnects, so no caller waits for the connect timeout per call. A pooled
+connection that fails its ping is followed by one direct connection attempt before the pool is
+asked to reconnect: a refused server is known at once instead of after the pool's timeout.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import TypeVar
 
 import psycopg
@@ -21,8 +28,9 @@ import trio
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from xmppd.storage.base import StorageError
+from xmppd.storage.base import StorageError, StorageUnavailable
 from xmppd.storage.batch import GroupCommit, Job, fail_all
+from xmppd.storage.breaker import DEFAULT_RETRY_INTERVAL, Breaker
 from xmppd.storage.migrations import LATEST_VERSION, Executor, upgrade
 from xmppd.storage.sql import SQLStorage
 
@@ -80,14 +88,34 @@ def _configure(conn: psycopg.Connection) -> None:
 class PostgresDatabase:
     """An open PostgreSQL database; `for_host` gives the per-host `Storage`."""
 
-    __slots__ = ("where", "migrated_from", "_pool", "_limiter", "group")
+    __slots__ = (
+        "where",
+        "migrated_from",
+        "spool_dir",
+        "breaker",
+        "group",
+        "_pool",
+        "_limiter",
+        "_reach",
+    )
 
-    def __init__(self, where: str, pool: ConnectionPool, pool_size: int, migrated_from: int):
+    def __init__(
+        self,
+        where: str,
+        pool: ConnectionPool,
+        pool_size: int,
+        migrated_from: int,
+        reach: Callable[[], None] = lambda: None,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+    ):
         self.where = where
         self.migrated_from = migrated_from  # the schema version found at open
+        self.spool_dir: Path | None = None  # set by open_database (the data dir); spool.py
         self._pool: ConnectionPool | None = pool
         self._limiter = trio.CapacityLimiter(pool_size)
         self.group = GroupCommit(self._run_batch, self._limiter, parallel=pool_size)
+        self._reach = reach  # one direct connection attempt; raises psycopg.Error if down
+        self.breaker = Breaker(where, self._probe, retry_interval)
 
     @classmethod
     async def open(
@@ -97,6 +125,7 @@ class PostgresDatabase:
         pool_size: int = DEFAULT_POOL_SIZE,
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
         target: int = LATEST_VERSION,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
     ) -> PostgresDatabase:
         """Connect, bring the schema up to date (or to `target`), then open the pool.
 
@@ -106,7 +135,11 @@ class PostgresDatabase:
         where = describe(dsn)
         found = await trio.to_thread.run_sync(_migrate, dsn, where, connect_timeout, target)
         pool = await trio.to_thread.run_sync(_open_pool, dsn, where, pool_size, connect_timeout)
-        return cls(where, pool, pool_size, found)
+
+        def reach() -> None:
+            psycopg.connect(dsn, connect_timeout=connect_timeout).close()
+
+        return cls(where, pool, pool_size, found, reach, retry_interval)
 
     def for_host(self, host: str) -> SQLStorage:
         return SQLStorage(self, host)
@@ -119,8 +152,14 @@ class PostgresDatabase:
 
     async def run(self, what: str, fn: Callable[[Executor], T]) -> T:
         """Run `fn(executor)` in a worker thread, group-committed (`batch.py`) with the calls
-        made meanwhile; errors -> StorageError."""
-        return await self.group.submit(Job(what, fn))
+        made meanwhile; errors -> StorageError, StorageUnavailable (at once while the breaker is
+        open) when the server is unreachable."""
+        self.breaker.check()
+        try:
+            return await self.group.submit(Job(what, fn))
+        except StorageUnavailable as exc:
+            self.breaker.failed(exc)
+            raise
 
     def _run_batch(self, jobs: list[Job[object]]) -> None:
         """In a worker thread: one transaction on one pooled connection, a savepoint per job
@@ -130,9 +169,9 @@ class PostgresDatabase:
             fail_all(jobs, StorageError(f"database {self.where} is closed"))
             return
         try:
-            conn = _borrow(pool)  # includes the pool's timeouts
+            conn = _borrow(pool, self._reach)  # includes the pool's timeouts
         except psycopg.Error as exc:
-            fail_all(jobs, self._error(jobs[0].what, exc))
+            fail_all(jobs, StorageUnavailable(f"database {self.where}: {_cause(exc)}"))
             return
         try:
             with conn.transaction():  # commits, or rolls back on an exception
@@ -142,7 +181,8 @@ class PostgresDatabase:
                     for job in jobs:
                         self._run_in_savepoint(conn, job)
         except psycopg.Error as exc:
-            fail_all(jobs, self._error(jobs[0].what if len(jobs) == 1 else "commit", exc))
+            what = jobs[0].what if len(jobs) == 1 else "commit"
+            fail_all(jobs, self._error(what, exc, conn))
         except Exception as exc:  # the lone job's own error, rolled back
             jobs[0].error = exc
         finally:
@@ -153,24 +193,43 @@ class PostgresDatabase:
             with conn.transaction():
                 job.result = job.fn(PostgresExecutor(conn))
         except psycopg.Error as exc:
-            job.error = self._error(job.what, exc)
+            job.error = self._error(job.what, exc, conn)
             if conn.broken:
                 raise
         except Exception as exc:
             job.error = exc
 
-    def _error(self, what: str, exc: psycopg.Error) -> StorageError:
-        error = StorageError(f"database {self.where}: {what} failed: {_cause(exc)}")
+    def _error(self, what: str, exc: psycopg.Error, conn: psycopg.Connection) -> StorageError:
+        """A lost connection is an outage (the breaker opens); anything else the call's own."""
+        kind = StorageUnavailable if conn.broken else StorageError
+        error = kind(f"database {self.where}: {what} failed: {_cause(exc)}")
         error.__cause__ = exc
         return error
 
+    async def _probe(self) -> None:
+        """The breaker's background probe: a fresh connection, then a pool of live ones."""
 
-def _borrow(pool: ConnectionPool) -> psycopg.Connection:
+        def probe() -> None:
+            pool = self._pool
+            if pool is None:
+                return  # closed: nothing left to probe
+            try:
+                self._reach()
+            except psycopg.Error as exc:
+                raise StorageUnavailable(_cause(exc)) from exc
+            pool.check()  # drop the connections the outage broke
+
+        await trio.to_thread.run_sync(probe)
+
+
+def _borrow(pool: ConnectionPool, reach: Callable[[], None]) -> psycopg.Connection:
     """A pooled connection that just answered a ping.
 
     After a server restart every idle connection is dead. The pool's own `check` option would
     find them one at a time with a growing back-off (seconds); here the first dead one makes
     the pool test all idle ones at once and replace the dead, so the wait is one reconnect.
+    Before that, `reach` tries one connection of its own: a server that is down refuses it at
+    once (raises), where the pool would wait its whole timeout for a connection.
     """
     conn = pool.getconn()
     try:
@@ -178,6 +237,7 @@ def _borrow(pool: ConnectionPool) -> psycopg.Connection:
         return conn
     except psycopg.Error:
         pool.putconn(conn)
+    reach()
     pool.check()
     return pool.getconn()
 

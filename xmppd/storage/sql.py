@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from xmppd.storage.base import ArchiveItem, ArchivePage, Document, UnknownArchiveId
 from xmppd.storage.migrations import Executor
+from xmppd.storage.spool import Spool
 
 T = TypeVar("T")
 
@@ -65,6 +66,15 @@ class SQLStorage:
 
     def archive(self, store: str) -> SQLArchiveStore:
         return SQLArchiveStore(self.db, self.host, store)
+
+    def spool(self, name: str, *, max_entries: int, max_bytes: int) -> Spool | None:
+        """This host's durable spool `name` (spool.py); None when the database has no
+        spool directory (opened without a data dir)."""
+        directory = getattr(self.db, "spool_dir", None)
+        if directory is None:
+            return None
+        path = directory / f"{self.host}-{name}.jsonl"
+        return Spool(path, max_entries=max_entries, max_bytes=max_bytes)
 
     async def close(self) -> None:
         """Nothing to release per host: the shared database is closed by its owner."""

@@ -48,11 +48,12 @@ class SQLiteExecutor:
 class SQLiteDatabase:
     """An open SQLite database; `for_host` gives the per-host `Storage`."""
 
-    __slots__ = ("path", "migrated_from", "_conn", "_limiter", "group")
+    __slots__ = ("path", "migrated_from", "spool_dir", "_conn", "_limiter", "group")
 
     def __init__(self, path: Path, conn: sqlite3.Connection, limiter: trio.CapacityLimiter):
         self.path = path
         self.migrated_from = LATEST_VERSION  # the schema version found at open
+        self.spool_dir: Path | None = path.parent / "spool"  # see spool.py
         self._conn: sqlite3.Connection | None = conn
         self._limiter = limiter
         self.group = GroupCommit(self._run_batch, limiter)

@@ -68,6 +68,7 @@ class ByteStreamConnection:
         "_sweeper",
         "_drained",
         "_tls_gate",
+        "_sent",
     )
 
     def __init__(
@@ -98,6 +99,7 @@ class ByteStreamConnection:
         self._sweeper = sweeper
         self._drained = False
         self._tls_gate = tls_gate  # the listener's cap on concurrent STARTTLS handshakes
+        self._sent = 0
         self.mailbox = Mailbox(
             max_items=limits["queued_stanzas"],
             max_bytes=limits["queued_bytes"],
@@ -235,6 +237,7 @@ class ByteStreamConnection:
             except _BROKEN as exc:
                 raise ConnectionLost(str(exc)) from exc
             view = view[sent:]
+            self._sent += sent  # how far a batch got, should the connection die (_write_items)
             if view:
                 await trio.lowlevel.wait_writable(self.sock)
 
@@ -255,24 +258,55 @@ class ByteStreamConnection:
             self.mailbox.put(_Raw(wire[sent:]), len(wire) - sent)
         return True
 
+    def label_partial(self, stanza: object) -> None:
+        """The last `write_nowait` went out in part: if the rest is never written, `stanza` is
+        routed again like any other stanza the client did not get."""
+        items = self.mailbox.queued_items and self.mailbox.peek_last()
+        if type(items) is _Raw:
+            items.stanza = stanza
+
     async def _write_items(self, items: list[object]) -> None:
-        chunks: list[bytes] = []
-        for item in items:
-            kind = type(item)
-            if kind is bytes:
-                chunks.append(item)  # type: ignore[arg-type]
-            elif kind is tuple:
-                chunks.append(item[0])  # type: ignore[index] # (bytes, stanza) from deliver
-            else:
-                if chunks:
-                    await self._send_raw(self._encrypt(b"".join(chunks)))
-                    chunks.clear()
+        """Write a batch in as few sends as markers allow. Each item is encrypted on its own
+        (one TLS record each), so when the connection dies mid-batch the items whose bytes did
+        not all reach the socket are known exactly: they go back to the mailbox, and the
+        session routes them again (a client cannot use a partial stanza or record)."""
+        pending = items
+        while pending:
+            cut = next((i for i, it in enumerate(pending) if type(it) is _Flushed), len(pending))
+            segment = pending[:cut]
+            parts: list[bytes] = []
+            ends: list[int] = []
+            total = 0
+            for item in segment:
+                kind = type(item)
                 if kind is _Raw:
-                    await self._send_raw(item.data)  # type: ignore[attr-defined]
-                else:
-                    item.written.set()  # type: ignore[attr-defined]
-        if chunks:
-            await self._send_raw(self._encrypt(b"".join(chunks)))
+                    data = item.data  # type: ignore[attr-defined]
+                else:  # bytes, or (bytes, stanza) from deliver
+                    data = self._encrypt(item[0] if kind is tuple else item)  # type: ignore[index]
+                parts.append(data)
+                total += len(data)
+                ends.append(total)
+            self._sent = 0
+            try:
+                await self._send_raw(b"".join(parts))
+            except BaseException:
+                unsent = [it for it, end in zip(segment, ends, strict=True) if end > self._sent]
+                self._give_back(unsent + pending[cut:])
+                raise
+            if cut < len(pending):
+                pending[cut].written.set()  # type: ignore[attr-defined]
+            pending = pending[cut + 1 :]
+
+    def _give_back(self, items: list[object]) -> None:
+        """Stanzas a dying connection did not write: back to the mailbox for `Session.end`."""
+        back: list[object] = []
+        for item in items:
+            if type(item) is tuple:
+                back.append(item)
+            elif type(item) is _Raw and item.stanza is not None:  # type: ignore[attr-defined]
+                back.append((b"", item.stanza))  # type: ignore[attr-defined]
+        if back:
+            self.mailbox.putback(back, sum(len(item[0]) for item in back))  # type: ignore[index]
 
     # ---- the two tasks --------------------------------------------------------------------------
 
@@ -288,9 +322,11 @@ class ByteStreamConnection:
                 with self._read_scope:
                     await self._reader()
                 # The writer finishes what is queued (a closing tag, a stream error), then stops;
-                # a peer that doesn't read doesn't get to keep us waiting.
+                # a peer that doesn't read doesn't get to keep us waiting (one that stopped
+                # reading not at all: what it did not get is routed again at once).
+                grace = 0 if self.mailbox.overflowed else 5
                 self.mailbox.close()
-                nursery.cancel_scope.deadline = trio.current_time() + 5
+                nursery.cancel_scope.deadline = trio.current_time() + grace
         finally:
             self._sweeper.discard(self)
             session = self._session  # may differ from the first one after a resumption
@@ -327,6 +363,11 @@ class ByteStreamConnection:
             except ConnectionLost as exc:
                 log.info("%s connection lost: %s", session.id, exc)
                 return
+            if self.mailbox.loaded:
+                # What the client sends makes answers and bounces for it: while it is slow to
+                # read them, read no more of its input (TCP pushes back on it) rather than let
+                # its own mailbox overflow and lose them.
+                await self.mailbox.wait_for_room()
             if pause:
                 await trio.sleep(pause)  # pause reading; TCP pushes back on the sender
 
@@ -410,12 +451,14 @@ class _Flushed:
 
 
 class _Raw:
-    """Bytes already in wire format (encrypted) that a direct write could not finish."""
+    """Bytes already in wire format (encrypted) that a direct write could not finish, and the
+    stanza they belong to (see `label_partial`)."""
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "stanza")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
+        self.stanza: object = None
 
 
 def drop_frames(exc: BaseException | None) -> None:
