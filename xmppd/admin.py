@@ -264,6 +264,17 @@ async def _cmd_kick(server: Server, args: dict[str, Any]) -> Any:
     return {"sessions_ended": await kick(server, _text(args, "jid"), text)}
 
 
+@command("revoke-tokens")
+async def _cmd_revoke_tokens(server: Server, args: dict[str, Any]) -> Any:
+    """Host-app tokens by id (`jti`) or all of a user's issued until now (`user`, a JID)."""
+    jti, user = _text(args, "jti", "") or None, _text(args, "user", "") or None
+    if jti is None and user is None:
+        raise AdminError("bad-request", "give 'jti' or 'user'")
+    if user is not None:
+        user = str(parse_jid(user).bare)
+    return {"sessions_ended": await server.tokens.revoke(jti=jti, user=user)}
+
+
 @command("status")
 async def _cmd_status(server: Server, args: dict[str, Any]) -> Any:
     return status(server)
@@ -292,6 +303,7 @@ async def maintenance(config: Config) -> AsyncIterator[Server]:
     try:
         async with trio.open_nursery() as nursery:
             server._nursery = nursery
+            await server.tokens.load(server.db.for_host(config.server["domain"]))
             server._make_hosts()
             yield server
             nursery.cancel_scope.cancel()

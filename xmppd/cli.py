@@ -1,6 +1,6 @@
-"""`xmppd serve|adduser|passwd|deluser|sessions|kick|status|check|migrate|import|export` —
-scripts depend on these exact verbs. Account verbs act on the running server through its admin
-socket, and on the storage directly only when it is stopped (docs/admin.md)."""
+"""`xmppd serve|adduser|passwd|deluser|sessions|kick|revoke-tokens|status|check|migrate|import|
+export` — scripts depend on these exact verbs. Account verbs act on the running server through
+its admin socket, and on the storage directly only when it is stopped (docs/admin.md)."""
 
 from __future__ import annotations
 
@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     kick.add_argument("jid", help="bare JID: all its sessions; full JID: that one")
     kick.add_argument("--text", help="the reason shown to the user")
     kick.set_defaults(run=cmd_kick)
+
+    revoke = verbs.add_parser(
+        "revoke-tokens", parents=[common], help="revoke host-app tokens (docs/channels.md)"
+    )
+    revoke.add_argument("--jti", help="the token with this id")
+    revoke.add_argument("--user", help="every token of this JID issued until now")
+    revoke.set_defaults(run=cmd_revoke_tokens)
 
     status = verbs.add_parser("status", parents=[common], help="is the server running; figures")
     status.set_defaults(run=cmd_status)
@@ -265,6 +272,15 @@ def cmd_kick(config: Config, args: argparse.Namespace) -> int:
         config, "kick", {"jid": args.jid, "text": args.text or ""}, needs_server=True
     )
     print(f"ended {result['sessions_ended']} session(s) of {args.jid}")
+    return 0
+
+
+def cmd_revoke_tokens(config: Config, args: argparse.Namespace) -> int:
+    if not args.jti and not args.user:
+        raise SystemExit("xmppd: revoke-tokens: give --jti or --user")
+    payload = {"jti": args.jti or "", "user": args.user or ""}
+    result, where = _admin(config, "revoke-tokens", payload)
+    print(f"revoked ({where}){_ended(result)}")
     return 0
 
 

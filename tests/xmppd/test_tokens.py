@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from joserfc import jws
 from joserfc.jwk import OctKey
 from support import HEADER, RawClient, free_port
 
-from xmppd.config import parse
+from xmppd.config import load
 from xmppd.server import Server
 
 WEB = Path(__file__).resolve().parents[1] / "web"
@@ -37,8 +38,7 @@ def token(sub: str, ttl: float = 300, **extra: object) -> str:
 async def running(data_dir: Path) -> AsyncIterator[Server]:
     """An in-process server with plain HTTP on a free port (server.ports['http'])."""
     http, https = free_port(), free_port()
-    config = parse(
-        f"""
+    text = f"""
 [server]
 domain = "localhost"
 data_dir = "{data_dir}"
@@ -56,8 +56,10 @@ tls_port = {https}
 algorithm = "HS256"
 key = "{SECRET}"
 """
-    )
-    server = Server(config)
+    config_file = data_dir.parent / "xmppd.toml"  # for the CLI's admin verbs
+    config_file.write_text(text)
+    server = Server(load(config_file))
+    server.config_file = config_file  # type: ignore[attr-defined]
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         server.http_port = http  # type: ignore[attr-defined]
@@ -315,3 +317,18 @@ async def test_refresh_token_extends_the_open_session(tmp_path: Path, monkeypatc
                 assert await node.exited() == 0
             finally:
                 node.kill()
+
+
+async def test_the_revoke_tokens_verb_acts_on_the_running_server(tmp_path: Path) -> None:
+    """`xmppd revoke-tokens` reaches the server through its admin socket (docs/admin.md)."""
+    async with running(tmp_path / "data") as server:
+        ann = token("ann", jti="cli-1")
+        poll = await longpoll(server, ann)
+        cmd = [sys.executable, "-m", "xmppd", "revoke-tokens", "--jti", "cli-1"]
+        cmd += ["-c", str(server.config_file)]  # type: ignore[attr-defined]
+        done = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.decode().strip() == "revoked (via the running server), 1 session(s) ended"
+        held = await longpoll(server, ann, poll["token"])
+        assert held["status"] == 403 and held["reason"] == "token revoked"
+        assert "cli-1" in server.tokens.verifier.revocations.jtis
