@@ -328,7 +328,9 @@ async def test_the_revoke_tokens_verb_acts_on_the_running_server(tmp_path: Path)
         cmd += ["-c", str(server.config_file)]  # type: ignore[attr-defined]
         done = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.decode().strip() == "revoked (via the running server), 1 session(s) ended"
+        assert (
+            done.stdout.decode().strip() == "revoked (via the running server), 1 session(s) ended"
+        )
         held = await longpoll(server, ann, poll["token"])
         assert held["status"] == 403 and held["reason"] == "token revoked"
         assert "cli-1" in server.tokens.verifier.revocations.jtis
