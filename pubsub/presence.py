@@ -42,6 +42,8 @@ __all__ = ["PresenceDiff", "Tracker"]
 _log = logging.getLogger(__name__)
 
 Listener = Callable[["PresenceDiff"], None]
+# (node, "up" | "down" | "gone" | "bye", entries that joined or left because of it)
+PeerListener = Callable[[str, str, list[Entry]], None]
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,6 +95,7 @@ class Tracker:
         self._fanout = pubsub.adapter.fanout
         self._state = State(self.replica_id, keep_delta=self._fanout)
         self._listeners: list[Listener] = []
+        self._peer_listeners: list[PeerListener] = []
         self._ref_prefix = secrets.token_urlsafe(6)
         self._refs = itertools.count(1)
         self._topic = tracker_topic(name)
@@ -151,6 +154,21 @@ class Tracker:
 
     def unlisten(self, callback: Listener) -> None:
         self._listeners.remove(callback)
+
+    def listen_peers(self, callback: PeerListener) -> None:
+        """Call ``callback(node, state, entries)`` when a peer comes up ("up": its entries
+        joined), goes silent ("down": they left), is purged ("gone") or says goodbye
+        ("bye": its sessions were told to leave by their node), just before the
+        diffs are reported. A leave seen in a diff is either a session that ended (its own
+        node says so) or one whose node failed; only this callback tells them apart."""
+        self._peer_listeners.append(callback)
+
+    def _peer_event(self, node: str, state: str, entries: list[Entry]) -> None:
+        for listener in tuple(self._peer_listeners):
+            try:
+                listener(node, state, entries)
+            except Exception:
+                _log.exception("peer listener %r failed", listener)
 
     @property
     def state(self) -> State:
@@ -231,7 +249,7 @@ class Tracker:
         now = self._clock()
         if kind == "bye":
             if sender in self._peers:
-                self._permdown(sender)
+                self._permdown(sender, "bye")
             return
         peer = self._heard(sender, node, now)
         state = self._state
@@ -257,14 +275,18 @@ class Tracker:
             for old in [r for r, p in self._peers.items() if p.node == node]:
                 self._permdown(old)
             peer = self._peers[sender] = _Peer(node, now)
-            self._report(self._state.replica_up(sender), [])
+            joined = self._state.replica_up(sender)
+            self._peer_event(node, "up", joined)
+            self._report(joined, [])
             # Introduce ourselves so the newcomer can sync without waiting for a heartbeat.
             hello = ("hb", self.replica_id, self.replica, self._state.clocks(), None)
             self.pubsub.direct_broadcast(node, self._topic, hello)
             return peer
         peer.last_seen = now
         if sender in self._state.down:
-            self._report(self._state.replica_up(sender), [])
+            joined = self._state.replica_up(sender)
+            self._peer_event(node, "up", joined)
+            self._report(joined, [])
         return peer
 
     def _request_transfer(self, sender: str, peer: _Peer, now: float) -> None:
@@ -280,10 +302,14 @@ class Tracker:
             if silent > self.permdown_period:
                 self._permdown(replica)
             elif silent > self.down_period and replica not in self._state.down:
-                self._report([], self._state.replica_down(replica))
+                left = self._state.replica_down(replica)
+                self._peer_event(peer.node, "down", left)
+                self._report([], left)
 
-    def _permdown(self, replica: str) -> None:
-        self._report([], self._state.replica_down(replica))
+    def _permdown(self, replica: str, why: str = "gone") -> None:
+        left = self._state.replica_down(replica)
+        self._peer_event(self._peers[replica].node, why, left)
+        self._report([], left)
         self._state.remove_down_replicas(replica)
         del self._peers[replica]
 

@@ -323,6 +323,10 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     for name, port in (("c2s", config.c2s["port"]), ("direct TLS", config.c2s["direct_tls_port"])):
         if port:
             problems += _check_port(name, port, config.c2s["interfaces"])
+    if config.cluster["enabled"]:
+        from . import cluster
+
+        problems += cluster.check(config)
     for problem in problems:
         print(f"problem: {problem}")
     print("all checks passed" if not problems else f"{len(problems)} problem(s) found")

@@ -70,6 +70,8 @@ class Host:
         # Services with a domain of their own (conference.<domain>), shared like `hosts`: an
         # object with `domain` and an `events` bus the router fires `<kind>/<scope>` on.
         self.components: dict[str, Any] = {}
+        # Cluster mode (xmppd/cluster.py): delivery to a full JID bound on another node.
+        self.remote_delivery: Callable[[Host, str, Element], bool] | None = None
         router.install(self)
 
     # ---- sessions ---------------------------------------------------------------------------
@@ -116,5 +118,7 @@ class Host:
         await router.route(self, origin, stanza)
 
     def deliver_to_full(self, full: str, stanza: Element) -> bool:
-        """Hand a stanza to the session bound to `full`; False when there is none."""
-        return self.pubsub.broadcast(session_topic(full), stanza) > 0
+        """Hand a stanza to the session bound to `full` (on any node); False when there is none."""
+        if self.pubsub.local_broadcast(session_topic(full), stanza) > 0:
+            return True
+        return self.remote_delivery is not None and self.remote_delivery(self, full, stanza)

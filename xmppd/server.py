@@ -14,9 +14,9 @@ import trio
 
 from auth.internal import InternalAuth
 from auth.tokens import CredentialStore, TokenAuth, TokenVerifier
-from pubsub import PubSub, Tracker
 
 from . import loader
+from .cluster import Cluster, make_bus
 from .config import Config
 from .host import Host
 from .protocol.sasl import tls_server_end_point
@@ -45,8 +45,8 @@ def tune_gc() -> None:
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.pubsub = PubSub()
-        self.tracker = Tracker(self.pubsub)
+        self.pubsub, self.tracker = make_bus(config)  # in-process, or Redis in cluster mode
+        self.cluster: Cluster | None = None
         self.hosts: dict[str, Host] = {}
         self.components: dict[str, Any] = {}  # in-process services on their own domain (MUC)
         self.db: Database | None = None
@@ -107,6 +107,10 @@ class Server:
             self.hosts[host.domain] = host
         for host in self.hosts.values():
             host.modules = loader.load_all(host, self.config)
+        if self.config.cluster["enabled"]:
+            self.cluster = Cluster(self.pubsub, self.tracker, self.nursery_soon)
+            for host in self.hosts.values():
+                self.cluster.install(host)
 
     def _auth_backend(self, storage: Any, domain: str) -> Any:
         backend = InternalAuth(storage.keyval("accounts"))

@@ -1,0 +1,281 @@
+"""Cluster mode: this process is one node of several sharing Redis and PostgreSQL.
+
+What crosses nodes, and how (docs/cluster.md):
+
+* **Who is where.** Besides presence (`presence:<domain>`, one meta per available
+  resource), every bound session is tracked in `bound:<domain>` with its node. The Tracker
+  gossips both over the Redis adapter, so every node holds the cluster-wide view the router
+  already reads (`host.available_resources`): RFC 6121 §8.5 rules and priorities run
+  unchanged on it.
+* **Delivery.** `host.deliver_to_full` delivers locally, else asks `deliver_remote`, which
+  looks the full JID up in `bound:` and sends ``("deliver", domain, full, stanza)`` to that
+  node only (one direct publish; the stanza is serialised once). A node that no longer
+  has the session routes the stanza again there, as for a resource that just went away.
+* **Probes** for an account whose available resources are elsewhere are forwarded to those
+  nodes, which answer for their own sessions.
+* **One session per full JID.** When a session bound elsewhere shows up with the same full
+  JID as one of ours, the older of the two (bound_at, then node name) gets <conflict/>:
+  each node decides the same way, so no coordination is needed.
+* **A failed node.** When the Tracker declares a node down (silent for ``down_period``)
+  its sessions leave the view (messages to them go to offline storage), and each surviving
+  node tells its *own* sessions that those contacts are unavailable: every contact hears
+  it once, from the node it is connected to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lxml import etree
+
+from pubsub import PubSub, Tracker
+from pubsub.codec import Codec
+from pubsub.state import Entry
+from pubsub.topics import session_topic
+
+from .protocol.stanza import make
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .host import Host
+    from .router import StanzaEvent
+    from .session import Session
+
+log = logging.getLogger("xmppd.cluster")
+
+ROUTE_TOPIC = "cluster:route"  # direct messages between the nodes' Cluster objects
+_SEES_US = ("from", "both")  # roster subscriptions that receive the user's presence
+# Set while routing a stanza another node handed us, so it is not forwarded again.
+_FORWARDED: contextvars.ContextVar[bool] = contextvars.ContextVar("forwarded", default=False)
+_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True
+)
+
+
+def bound_topic(domain: str) -> str:
+    return f"bound:{domain}"
+
+
+def stanza_codec() -> Codec:
+    """The pubsub codec, taught to carry lxml stanzas as their XML bytes."""
+    codec = Codec()
+    codec.register(
+        etree._Element, "xml", etree.tostring, lambda data: etree.fromstring(data, _PARSER)
+    )
+    return codec
+
+
+def make_bus(config: Config) -> tuple[PubSub, Tracker]:
+    """The server's PubSub and presence Tracker: in-process, or over Redis in cluster mode."""
+    cluster = config.cluster
+    if not cluster["enabled"]:
+        return _local()
+    from pubsub.adapters.redis import RedisAdapter
+
+    adapter = RedisAdapter(
+        cluster["redis"],
+        prefix=cluster["prefix"],
+        codec=stanza_codec(),
+        heartbeat=cluster["heartbeat"],
+        down_period=cluster["down_period"],
+        permdown_period=cluster["permdown_period"],
+    )
+    bus = PubSub(cluster["node"], adapter)
+    heartbeat, down = cluster["heartbeat"], cluster["down_period"]
+    tracker = Tracker(
+        bus,
+        broadcast_period=heartbeat,
+        # An idle node still heartbeats at least three times per down period.
+        max_silent_periods=max(1, int(down / heartbeat / 3)),
+        down_period=down,
+        permdown_period=cluster["permdown_period"],
+    )
+    return bus, tracker
+
+
+def _local() -> tuple[PubSub, Tracker]:
+    bus = PubSub()
+    return bus, Tracker(bus)
+
+
+class Cluster:
+    """Glue between the hosts of this node and the other nodes (one per server)."""
+
+    def __init__(self, pubsub: PubSub, tracker: Tracker, spawn: Callable[..., None]) -> None:
+        self.node = pubsub.node
+        self.pubsub = pubsub
+        self.tracker = tracker
+        self._spawn = spawn  # server.nursery_soon: background work from sync callbacks
+        self.hosts: dict[str, Host] = {}
+        pubsub.subscribe(ROUTE_TOPIC, self)
+        tracker.listen(self._on_diff)
+        tracker.listen_peers(self._on_peer)
+
+    def install(self, host: Host) -> None:
+        self.hosts[host.domain] = host
+        host.remote_delivery = self.deliver_remote
+        host.events.hook("session-bound", self._bound, 10)
+        host.events.hook("session-closed", self._closed, 10)
+        host.events.hook("presence/bare", self._probe, 0)
+        host.events.hook("presence/full", self._probe, 0)
+
+    # ---- who is where -----------------------------------------------------------------------
+
+    async def _bound(self, session: Session) -> bool:
+        host = session.host
+        if host is not None and session.jid is not None and not session.closed:
+            meta = {"resource": session.jid.resource, "node": self.node, "at": session.bound_at}
+            with contextlib.suppress(ValueError):  # already tracked: a resumed session
+                self.tracker.track(session, bound_topic(host.domain), session.bare, meta)
+        return False
+
+    async def _closed(self, session: Session) -> bool:
+        if session.host is not None and session.bare:
+            self.tracker.untrack(session, bound_topic(session.host.domain), session.bare)
+        return False
+
+    def node_of(self, domain: str, bare: str, resource: str) -> str | None:
+        """The other node where ``bare/resource`` is bound, if any."""
+        for meta in self.tracker.get_by_key(bound_topic(domain), bare):
+            if meta["resource"] == resource and meta["node"] != self.node:
+                return meta["node"]
+        return None
+
+    def _on_diff(self, diff: Any) -> None:
+        """A session bound elsewhere with the full JID of one of ours: the older one goes."""
+        if not diff.topic.startswith("bound:") or not diff.joins:
+            return
+        host = self.hosts.get(diff.topic[6:])
+        if host is None:
+            return
+        for bare, metas in diff.joins.items():
+            for meta in metas:
+                if meta["node"] == self.node:
+                    continue
+                ours = host.resources_of(bare).get(meta["resource"])
+                if ours is not None and (ours.bound_at, self.node) < (meta["at"], meta["node"]):
+                    log.info("%s/%s bound again on %s", bare, meta["resource"], meta["node"])
+                    ours.replaced()
+
+    # ---- delivery ---------------------------------------------------------------------------
+
+    def deliver_remote(self, host: Host, full: str, stanza: Any) -> bool:
+        bare, _, resource = full.partition("/")
+        node = self.node_of(host.domain, bare, resource)
+        if node is None:
+            return False
+        self.pubsub.direct_broadcast(node, ROUTE_TOPIC, ("deliver", host.domain, full, stanza))
+        return True
+
+    def deliver(self, topic: str, message: object) -> None:
+        """pubsub Subscriber of ROUTE_TOPIC: what other nodes send this one."""
+        kind, domain, *rest = message  # type: ignore[misc]
+        host = self.hosts.get(domain)
+        if host is None:
+            return
+        if kind == "deliver":
+            full, stanza = rest
+            if self.pubsub.local_broadcast(session_topic(full), stanza) == 0:
+                # Gone from here meanwhile: route it again, as for a resource that just left.
+                self._spawn(self._route_forwarded, host, stanza)
+        elif kind == "route":
+            self._spawn(self._route_forwarded, host, rest[0])
+
+    async def _route_forwarded(self, host: Host, stanza: Any) -> None:
+        token = _FORWARDED.set(True)
+        try:
+            await host.route(None, stanza)
+        finally:
+            _FORWARDED.reset(token)
+
+    # ---- probes ----------------------------------------------------------------------------
+
+    async def _probe(self, event: StanzaEvent) -> bool:
+        """A probe for an account with resources on other nodes goes to those nodes too; they
+        answer for their own sessions (the local presence module answers for ours)."""
+        if event.stanza.get("type") != "probe" or _FORWARDED.get() or event.to is None:
+            return False
+        host, bare = event.host, str(event.to.bare)
+        wanted = {m["resource"] for m in host.available_resources(bare)}
+        if event.to.resource is not None:
+            wanted &= {event.to.resource}
+        nodes = {self.node_of(host.domain, bare, r) for r in wanted} - {None}
+        for node in nodes:
+            self.pubsub.direct_broadcast(node, ROUTE_TOPIC, ("route", host.domain, event.stanza))
+        local = [s for s in host.resources_of(bare).values() if s.available]
+        return bool(nodes) and not local  # nobody here: the others answer, not us
+
+    # ---- failed nodes -----------------------------------------------------------------------
+
+    def _on_peer(self, node: str, state: str, entries: list[Entry]) -> None:
+        if state in ("down", "gone") and entries:
+            log.warning("node %s is %s: %d presence(s) left with it", node, state, len(entries))
+            self._spawn(self._unavailable_for, entries)
+        elif state == "up":
+            log.info("node %s is up", node)
+
+    async def _unavailable_for(self, entries: list[Entry]) -> None:
+        """Tell our own sessions that the failed node's users went unavailable."""
+        for entry in entries:
+            host = self.hosts.get(entry.topic.partition(":")[2])
+            if host is None or entry.topic != host.presence_topic:
+                continue
+            full = f"{entry.key}/{entry.meta['resource']}"
+            roster = host.services.get("roster")
+            watchers = [entry.key]  # the account's own resources here
+            if roster is not None:
+                try:
+                    watchers += await roster.contacts(entry.key, _SEES_US)
+                except Exception:
+                    log.exception("cannot read the roster of %s", entry.key)
+            for watcher in watchers:
+                for session in list(host.resources_of(watcher).values()):
+                    if session.available and not session.closed:
+                        gone = make("presence", {"type": "unavailable", "from": full})
+                        gone.set("to", session.full)
+                        self.pubsub.local_broadcast(session_topic(session.full), gone)
+
+
+# ---- xmppd check ---------------------------------------------------------------------------
+
+
+def check(config: Config) -> list[str]:
+    """`xmppd check`: reach Redis, list the nodes it knows; returns the problems found."""
+    import trio
+
+    try:
+        from pubsub.adapters.redis import open_redis, read_nodes
+    except ImportError:
+        return ["cluster: the Redis client is missing: pip install 'xmppd[cluster]' (coredis)"]
+    c = config.cluster
+
+    async def run() -> list[str]:
+        try:
+            with trio.fail_after(10):
+                async with open_redis(c["redis"]) as (client, sharded):
+                    nodes = await read_nodes(
+                        client, c["prefix"], c["down_period"], c["permdown_period"]
+                    )
+        except Exception as exc:
+            return [f"cluster.redis: cannot reach Redis ({', '.join(c['redis'])}): {exc}"]
+        kind = "Redis Cluster, sharded pub/sub" if sharded else "single Redis"
+        print(f"cluster: Redis ok ({kind}); this node: {c['node']}; prefix: {c['prefix']}")
+        if not nodes:
+            print("cluster nodes: none running")
+        for n in nodes:
+            print(f"cluster node: {n.name} {n.state} (last seen {_ago(n.last_seen)} ago)")
+        if any(n.name == c["node"] and n.state == "up" for n in nodes):
+            print(f"note: a node named {c['node']!r} is running (this one, or a name clash)")
+        return []
+
+    return trio.run(run)
+
+
+def _ago(when: float) -> str:
+    import time
+
+    return f"{max(0.0, time.time() - when):.1f}s"
