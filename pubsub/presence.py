@@ -77,6 +77,7 @@ class Tracker:
         max_silent_periods: int = 10,
         down_period: float | None = None,
         permdown_period: float = 1200.0,
+        flush_delay: float | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if down_period is None:
@@ -101,6 +102,11 @@ class Tracker:
         self._topic = tracker_topic(name)
         self._peers: dict[str, _Peer] = {}
         self._silent = 0
+        # With a flush_delay, a local change is gossiped that long after it happened instead
+        # of at the next period: a session that just logged in is reachable from other
+        # nodes in milliseconds, not after up to broadcast_period.
+        self.flush_delay = flush_delay
+        self._wake: trio.Event | None = None
         if self._fanout:
             # Two trackers of one name on one node would take each other for restarts.
             if pubsub.subscriber_count(self._topic):
@@ -114,16 +120,19 @@ class Tracker:
         ref = self._new_ref()
         meta = {**meta, "phx_ref": ref}
         self._state.join(owner, topic, key, meta)  # ValueError if already tracked
+        self._poke()
         self._emit(PresenceDiff(topic, {key: [meta]}, {}))
         return ref
 
     def untrack(self, owner: Hashable, topic: str, key: str) -> None:
         entry = self._state.leave(owner, topic, key)
+        self._poke()
         if entry is not None:
             self._emit(PresenceDiff(topic, {}, {key: [entry.meta]}))
 
     def untrack_all(self, owner: Hashable) -> None:
         self._report([], self._state.leave_owner(owner))
+        self._poke()
 
     def update(
         self, owner: Hashable, topic: str, key: str, meta: dict | Callable[[dict], dict]
@@ -138,6 +147,7 @@ class Tracker:
         ref = self._new_ref()
         new = {**new, "phx_ref": ref, "phx_ref_prev": old.meta["phx_ref"]}
         self._state.leave_join(owner, topic, key, new)
+        self._poke()
         self._emit(PresenceDiff(topic, {key: [new]}, {key: [old.meta]}))
         return ref
 
@@ -173,6 +183,10 @@ class Tracker:
     @property
     def state(self) -> State:
         return self._state
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     def _new_ref(self) -> str:
         return f"{self._ref_prefix}{next(self._refs):x}"
@@ -210,7 +224,13 @@ class Tracker:
             await trio.sleep_forever()
         self.announce()
         while True:
-            await trio.sleep(self.broadcast_period)
+            if self.flush_delay is None:
+                await trio.sleep(self.broadcast_period)
+            else:
+                self._wake = trio.Event()
+                with trio.move_on_after(self.broadcast_period):
+                    await self._wake.wait()
+                    await trio.sleep(self.flush_delay)  # let a burst of changes gather
             self.tick()
 
     def tick(self, now: float | None = None) -> None:

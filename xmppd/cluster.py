@@ -11,8 +11,12 @@ What crosses nodes, and how (docs/cluster.md):
   looks the full JID up in `bound:` and sends ``("deliver", domain, full, stanza)`` to that
   node only (one direct publish; the stanza is serialised once). A node that no longer
   has the session routes the stanza again there, as for a resource that just went away.
-* **Probes** for an account whose available resources are elsewhere are forwarded to those
-  nodes, which answer for their own sessions.
+* **Presence to an account** with no session here but sessions elsewhere (subscription
+  requests and answers) is routed again on one of those nodes, where its roster is cached.
+  Probes go to every node with an available resource of the account; each answers for its
+  own sessions.
+* **Rosters** are cached per node: a change stored on one node tells the others to drop
+  their copy, and to push the change to the account's sessions they hold.
 * **One session per full JID.** When a session bound elsewhere shows up with the same full
   JID as one of ours, the older of the two (bound_at, then node name) gets <conflict/>:
   each node decides the same way, so no coordination is needed.
@@ -93,6 +97,7 @@ def make_bus(config: Config) -> tuple[PubSub, Tracker]:
         max_silent_periods=max(1, int(down / heartbeat / 3)),
         down_period=down,
         permdown_period=cluster["permdown_period"],
+        flush_delay=0.005,  # logins and presence changes reach the other nodes at once
     )
     return bus, tracker
 
@@ -120,8 +125,12 @@ class Cluster:
         host.remote_delivery = self.deliver_remote
         host.events.hook("session-bound", self._bound, 10)
         host.events.hook("session-closed", self._closed, 10)
-        host.events.hook("presence/bare", self._probe, 0)
-        host.events.hook("presence/full", self._probe, 0)
+        # Above every module: subscriptions and probes are handled on the account's node.
+        host.events.hook("presence/bare", self._to_account, 100)
+        host.events.hook("presence/full", self._to_account, 100)
+        rosters = host.services.get("roster")
+        if rosters is not None:
+            rosters.replicate = lambda user, change: self._roster_changed(host, user, change)
 
     # ---- who is where -----------------------------------------------------------------------
 
@@ -184,6 +193,8 @@ class Cluster:
                 self._spawn(self._route_forwarded, host, stanza)
         elif kind == "route":
             self._spawn(self._route_forwarded, host, rest[0])
+        elif kind == "roster":
+            self._roster_from_peer(host, *rest)
 
     async def _route_forwarded(self, host: Host, stanza: Any) -> None:
         token = _FORWARDED.set(True)
@@ -192,22 +203,55 @@ class Cluster:
         finally:
             _FORWARDED.reset(token)
 
-    # ---- probes ----------------------------------------------------------------------------
+    # ---- presence to an account ------------------------------------------------------------
 
-    async def _probe(self, event: StanzaEvent) -> bool:
-        """A probe for an account with resources on other nodes goes to those nodes too; they
-        answer for their own sessions (the local presence module answers for ours)."""
-        if event.stanza.get("type") != "probe" or _FORWARDED.get() or event.to is None:
+    async def _to_account(self, event: StanzaEvent) -> bool:
+        """Presence for an account is handled where its sessions are: that node has its
+        roster cached and answers for its sessions. Probes go to every node with an
+        available resource of the account; each answers for its own."""
+        if _FORWARDED.get() or event.to is None:
             return False
-        host, bare = event.host, str(event.to.bare)
-        wanted = {m["resource"] for m in host.available_resources(bare)}
-        if event.to.resource is not None:
-            wanted &= {event.to.resource}
-        nodes = {self.node_of(host.domain, bare, r) for r in wanted} - {None}
-        for node in nodes:
-            self.pubsub.direct_broadcast(node, ROUTE_TOPIC, ("route", host.domain, event.stanza))
-        local = [s for s in host.resources_of(bare).values() if s.available]
-        return bool(nodes) and not local  # nobody here: the others answer, not us
+        host, to, stanza = event.host, event.to, event.stanza
+        bare, probe = str(to.bare), stanza.get("type") == "probe"
+        if to.resource is not None:  # the router delivers the rest to any node
+            node = self.node_of(host.domain, bare, to.resource) if probe else None
+            return node is not None and self._forward(node, host, stanza)
+        if probe:
+            available = {m["resource"] for m in host.available_resources(bare)}
+            nodes = {self.node_of(host.domain, bare, r) for r in available} - {None}
+            for node in nodes:
+                self._forward(node, host, stanza)  # type: ignore[arg-type]
+            here = any(s.available for s in host.resources_of(bare).values())
+            return bool(nodes) and not here
+        if host.resources_of(bare):
+            return False
+        homes = sorted(
+            {m["node"] for m in self.tracker.get_by_key(bound_topic(host.domain), bare)}
+            - {self.node}
+        )
+        return bool(homes) and self._forward(homes[0], host, stanza)
+
+    def _forward(self, node: str, host: Host, stanza: Any) -> bool:
+        self.pubsub.direct_broadcast(node, ROUTE_TOPIC, ("route", host.domain, stanza))
+        return True
+
+    # ---- rosters ---------------------------------------------------------------------------
+
+    def _roster_changed(self, host: Host, user: str, change: Any) -> None:
+        """A roster stored here: other nodes drop their cached copy (and push, if visible)."""
+        push = None if change is None else (change.contact, change.new, change.version)
+        self.pubsub.broadcast_from(self, ROUTE_TOPIC, ("roster", host.domain, user, push))
+
+    def _roster_from_peer(self, host: Host, user: str, push: Any) -> None:
+        rosters = host.services.get("roster")
+        if rosters is None:
+            return
+        rosters.stale(user)
+        if push is not None:
+            contact, doc, version = push
+            for session in list(host.resources_of(user).values()):
+                if session.interested:
+                    rosters.push_to(session, contact, doc, version)
 
     # ---- failed nodes -----------------------------------------------------------------------
 

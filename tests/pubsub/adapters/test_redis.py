@@ -188,3 +188,17 @@ async def test_late_tracker_gets_full_state(prefix):
         nursery.start_soon(b.run)
         await wait_for(lambda: len(b.list("t")) == 50)
         nursery.cancel_scope.cancel()
+
+
+async def test_flush_delay_gossips_changes_at_once(prefix):
+    async with cluster(prefix, "ab") as nodes, trio.open_nursery() as nursery:
+        a = Tracker(nodes["a"]["bus"], broadcast_period=5, flush_delay=0.005)
+        b = Tracker(nodes["b"]["bus"], broadcast_period=5, flush_delay=0.005)
+        nursery.start_soon(a.run)
+        nursery.start_soon(b.run)
+        await wait_for(lambda: a.peers() and b.peers())
+        a.track("s", "t", "alice", {"r": 1})
+        await wait_for(lambda: b.get_by_key("t", "alice"), timeout=1)  # not 5 s later
+        a.untrack("s", "t", "alice")
+        await wait_for(lambda: not b.get_by_key("t", "alice"), timeout=1)
+        nursery.cancel_scope.cancel()
