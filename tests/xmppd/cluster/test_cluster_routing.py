@@ -3,86 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import subprocess
-import sys
-from typing import Any
 
-from support import ServerProcess, connect, run
-
-_numbers = itertools.count(1)
-GOSSIP = 0.1
-
-
-def users(node: ServerProcess, *names: str) -> list[str]:
-    made = [f"{name}{next(_numbers)}" for name in names]
-    for user in made:
-        result = subprocess.run(
-            [sys.executable, "-m", "xmppd", "adduser", f"{user}@localhost", "--password", "pw"]
-            + ["-c", str(node.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr
-    return made
-
-
-async def login(node: ServerProcess, user: str, resource: str, priority: int = 0) -> Any:
-    client = await connect(node, user, resource, password="pw", presence=False)
-    client.auto_authorize = None
-    client.auto_subscribe = False
-    client.inbox = asyncio.Queue()
-    client.add_event_handler("presence", client.inbox.put_nowait)
-    client.add_event_handler("message", client.inbox.put_nowait)
-    await client.get_roster()
-    client.send_presence(ppriority=priority)
-    await barrier(client)
-    await asyncio.sleep(GOSSIP)  # the other node learns of this session (flush_delay + Redis)
-    return client
-
-
-async def barrier(client: Any) -> None:
-    await client.plugin["xep_0199"].ping(jid="localhost", timeout=5)
-
-
-async def wait_for(client: Any, match: Any, timeout: float = 5) -> Any:
-    async def look() -> Any:
-        while True:
-            stanza = await client.inbox.get()
-            if match(stanza):
-                return stanza
-
-    return await asyncio.wait_for(look(), timeout)
-
-
-def body(text: str) -> Any:
-    return lambda s: s.name == "message" and s["body"] == text
-
-
-def presence(frm: str, type_: str | None = None) -> Any:
-    def match(s: Any) -> bool:
-        shown = s["from"].full if "/" in frm else s["from"].bare
-        return s.name == "presence" and s.xml.get("type") == type_ and shown == frm
-
-    return match
-
-
-async def nothing(client: Any, match: Any, wait: float = 1.0) -> bool:
-    try:
-        await wait_for(client, match, wait)
-    except TimeoutError:
-        return True
-    return False
-
-
-async def befriend(a: Any, b: Any) -> None:
-    for asker, approver in ((a, b), (b, a)):
-        asker.send_presence(pto=approver.boundjid.bare, ptype="subscribe")
-        await barrier(asker)
-        await wait_for(approver, presence(asker.boundjid.bare, "subscribe"))
-        approver.send_presence(pto=asker.boundjid.bare, ptype="subscribed")
-        await barrier(approver)
+from support import run
+from support_cluster import barrier, befriend, body, login, nothing, presence, users, wait_for
 
 
 def test_chat_and_presence_across_nodes(nodes) -> None:
