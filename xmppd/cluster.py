@@ -11,6 +11,9 @@ What crosses nodes, and how (docs/cluster.md):
   looks the full JID up in `bound:` and sends ``("deliver", domain, full, stanza)`` to that
   node only (one direct publish; the stanza is serialised once). A node that no longer
   has the session routes the stanza again there, as for a resource that just went away.
+  The receiving node acknowledges; a delivery not acknowledged within ``ack_timeout`` (the
+  node died, or Redis is down) is routed again, so it ends in offline storage once the
+  node is declared down instead of being lost.
 * **Presence to an account** with no session here but sessions elsewhere (subscription
   requests and answers) is routed again on one of those nodes, where its roster is cached.
   Probes go to every node with an available resource of the account; each answers for its
@@ -30,7 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +46,7 @@ from pubsub.codec import Codec
 from pubsub.state import Entry
 from pubsub.topics import session_topic
 
-from .protocol.stanza import make
+from .protocol.stanza import error_reply, local_name, make
 
 if TYPE_CHECKING:
     from .config import Config
@@ -110,13 +115,25 @@ def _local() -> tuple[PubSub, Tracker]:
 class Cluster:
     """Glue between the hosts of this node and the other nodes (one per server)."""
 
-    def __init__(self, pubsub: PubSub, tracker: Tracker, spawn: Callable[..., None]) -> None:
+    def __init__(
+        self,
+        pubsub: PubSub,
+        tracker: Tracker,
+        spawn: Callable[..., None],
+        ack_timeout: float = 3.0,
+    ) -> None:
         self.node = pubsub.node
         self.pubsub = pubsub
         self.tracker = tracker
         self._spawn = spawn  # server.nursery_soon: background work from sync callbacks
         self.hosts: dict[str, Host] = {}
+        # Deliveries sent to other nodes and not yet acknowledged: id -> (sent, host, stanza).
+        self.ack_timeout = ack_timeout
+        self._pending: dict[int, tuple[float, Host, Any]] = {}
+        self._ids = itertools.count(1)
+        self.redelivered = 0  # unacknowledged deliveries routed again
         pubsub.subscribe(ROUTE_TOPIC, self)
+        spawn(self._expire_loop)
         tracker.listen(self._on_diff)
         tracker.listen_peers(self._on_peer)
 
@@ -177,7 +194,10 @@ class Cluster:
         node = self.node_of(host.domain, bare, resource)
         if node is None:
             return False
-        self.pubsub.direct_broadcast(node, ROUTE_TOPIC, ("deliver", host.domain, full, stanza))
+        ident = next(self._ids)
+        self._pending[ident] = (time.monotonic(), host, stanza)
+        message = ("deliver", host.domain, full, stanza, self.node, ident)
+        self.pubsub.direct_broadcast(node, ROUTE_TOPIC, message)
         return True
 
     def deliver(self, topic: str, message: object) -> None:
@@ -187,14 +207,44 @@ class Cluster:
         if host is None:
             return
         if kind == "deliver":
-            full, stanza = rest
+            full, stanza, sender, ident = rest
             if self.pubsub.local_broadcast(session_topic(full), stanza) == 0:
                 # Gone from here meanwhile: route it again, as for a resource that just left.
                 self._spawn(self._route_forwarded, host, stanza)
+            # Ours now (queued for the session, or routed again from here).
+            self.pubsub.direct_broadcast(sender, ROUTE_TOPIC, ("ack", domain, ident))
+        elif kind == "ack":
+            self._pending.pop(rest[0], None)
         elif kind == "route":
             self._spawn(self._route_forwarded, host, rest[0])
         elif kind == "roster":
             self._roster_from_peer(host, *rest)
+
+    async def _expire_loop(self) -> None:
+        """A delivery nobody acknowledged went to a node that died (or to a Redis that is
+        down): never a silent loss. Messages are routed again, which keeps trying that node
+        until the Tracker declares it down and then stores them offline; an iq request gets
+        an error; anything else is dropped."""
+        import trio
+
+        while True:
+            await trio.sleep(self.ack_timeout / 4)
+            deadline = time.monotonic() - self.ack_timeout
+            late = [i for i, (sent, _h, _s) in self._pending.items() if sent < deadline]
+            for ident in late:
+                _sent, host, stanza = self._pending.pop(ident)
+                kind, type_ = local_name(stanza), stanza.get("type")
+                if kind == "message" and type_ != "error":
+                    self.redelivered += 1
+                    await self._route_again(host, stanza)
+                elif kind == "iq" and type_ in ("get", "set"):
+                    await self._route_again(host, error_reply(stanza, "service-unavailable"))
+
+    async def _route_again(self, host: Host, stanza: Any) -> None:
+        try:
+            await host.route(None, stanza)
+        except Exception:
+            log.exception("routing an unacknowledged stanza again failed")
 
     async def _route_forwarded(self, host: Host, stanza: Any) -> None:
         token = _FORWARDED.set(True)

@@ -108,7 +108,8 @@ class Server:
         for host in self.hosts.values():
             host.modules = loader.load_all(host, self.config)
         if self.config.cluster["enabled"]:
-            self.cluster = Cluster(self.pubsub, self.tracker, self.nursery_soon)
+            ack_timeout = max(1.0, 2 * self.config.cluster["heartbeat"])
+            self.cluster = Cluster(self.pubsub, self.tracker, self.nursery_soon, ack_timeout)
             for host in self.hosts.values():
                 self.cluster.install(host)
 

@@ -56,3 +56,29 @@ async def _next(client, match, timeout: float = 10):
         stanza = await asyncio.wait_for(client.inbox.get(), timeout)
         if match(stanza):
             return stanza
+
+
+def test_messages_sent_before_the_death_is_noticed_are_not_lost(nodes) -> None:
+    """Between the kill and the down period the cluster still lists bob on the dead node.
+    What is routed there meanwhile is never acknowledged, so it is routed again until the
+    node is declared down, and then stored offline."""
+    n1, n2 = nodes
+    alice, bob = users(n1, "alice", "bob")
+
+    async def scenario() -> None:
+        ca = await login(n1, alice, "desk")
+        cb = await login(n2, bob, "phone")
+        assert n2.proc is not None
+        n2.proc.send_signal(signal.SIGKILL)
+        n2.proc.wait()
+        ca.send_message(mto=f"{bob}@localhost/phone", mbody="into the void 1", mtype="chat")
+        ca.send_message(mto=f"{bob}@localhost", mbody="into the void 2", mtype="chat")
+        await barrier(ca)
+        await asyncio.sleep(DOWN + 2)  # declared down; the retries found nobody: offline
+        cb = await login(n1, bob, "phone")
+        await _next(cb, body("into the void 1"))
+        await _next(cb, body("into the void 2"))
+        for c in (ca, cb):
+            await c.close()
+
+    run(scenario())
