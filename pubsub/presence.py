@@ -238,17 +238,26 @@ class Tracker:
         if not self._fanout:
             return
         now = self._clock() if now is None else now
-        state = self._state
-        if state.has_delta():
-            delta = state.take_delta()
-            self._send(("hb", self.replica_id, self.replica, state.clocks(), delta))
-            self._silent = 0
+        if self.flush():
+            pass  # the delta was the heartbeat
         elif self._silent >= self.max_silent_periods:
-            self._send(("hb", self.replica_id, self.replica, state.clocks(), None))
+            self._send(("hb", self.replica_id, self.replica, self._state.clocks(), None))
             self._silent = 0
         else:
             self._silent += 1
         self._detect_downs(now)
+
+    def flush(self) -> bool:
+        """Send the local changes not yet gossiped, now. Call it before sending another node
+        something that refers to them: the adapter keeps one node's messages in order, so
+        the receiver merges the change first. Returns whether there was anything."""
+        state = self._state
+        if not self._fanout or not state.has_delta():
+            return False
+        delta = state.take_delta()
+        self._send(("hb", self.replica_id, self.replica, state.clocks(), delta))
+        self._silent = 0
+        return True
 
     def announce(self) -> None:
         """Heartbeat now with our clocks (peers that do not know us answer and sync)."""

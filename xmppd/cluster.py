@@ -194,6 +194,7 @@ class Cluster:
         node = self.node_of(host.domain, bare, resource)
         if node is None:
             return False
+        self.tracker.flush()  # who is where reaches that node before what refers to it
         ident = next(self._ids)
         self._pending[ident] = (time.monotonic(), host, stanza)
         message = ("deliver", host.domain, full, stanza, self.node, ident)
@@ -282,6 +283,7 @@ class Cluster:
         return bool(homes) and self._forward(homes[0], host, stanza)
 
     def _forward(self, node: str, host: Host, stanza: Any) -> bool:
+        self.tracker.flush()  # e.g. a probe from a session that just bound: its answer
         self.pubsub.direct_broadcast(node, ROUTE_TOPIC, ("route", host.domain, stanza))
         return True
 
