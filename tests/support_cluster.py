@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +34,12 @@ HEARTBEAT, DOWN = 0.2, 2.0
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database made for one test, dropped afterwards."""
+    with fresh_database() as url:
+        yield url
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
     name = f"xmppd_cluster_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
