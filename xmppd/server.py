@@ -47,6 +47,7 @@ class Server:
         self.config = config
         self.pubsub, self.tracker = make_bus(config)  # in-process, or Redis in cluster mode
         self.cluster: Cluster | None = None
+        self.reuse_port = False  # SO_REUSEPORT on every listener: `serve --workers N`
         self.hosts: dict[str, Host] = {}
         self.components: dict[str, Any] = {}  # in-process services on their own domain (MUC)
         self.db: Database | None = None

@@ -34,6 +34,7 @@ from wsproto.connection import Connection, ConnectionType
 from ..protocol.stream import StreamSettings
 from ..protocol.websocket import FramedParser, Refusal, check_upgrade
 from ..session import Session
+from . import listen
 from .connection import Sweeper
 from .tcp import PerAddressCap
 
@@ -195,7 +196,9 @@ async def serve_http(
             for interface in interfaces:
                 host = None if interface == "*" else interface
                 try:
-                    listeners += await trio.open_tcp_listeners(port, host=host)
+                    listeners += await listen.open_tcp_listeners(
+                        port, host=host, reuse_port=server.reuse_port
+                    )
                 except OSError as exc:
                     raise OSError(
                         exc.errno, f"cannot listen for {name} on {interface} port {port}: {exc}"

@@ -14,6 +14,7 @@ import trio
 
 from ..protocol.stream import ServerStream
 from ..session import Session
+from . import listen
 from .connection import ByteStreamConnection, ConnectionLost, Sweeper, is_transient_accept_error
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ async def serve_c2s(
         for name, port, direct in listeners:
             if not port:
                 continue
-            sockets = await _open_listeners(port, c2s["interfaces"], name)
+            sockets = await _open_listeners(port, c2s["interfaces"], name, server.reuse_port)
             bound[name] = sockets[0].getsockname()[1]
             for listener in sockets:
                 handler = partial(_handle, server, cap, sweeper, direct)
@@ -69,13 +70,13 @@ async def serve_c2s(
 
 
 async def _open_listeners(
-    port: int, interfaces: list[str], name: str
+    port: int, interfaces: list[str], name: str, reuse_port: bool = False
 ) -> list[trio.socket.SocketType]:
     sockets: list[trio.socket.SocketType] = []
     for interface in interfaces:
         host = None if interface == "*" else interface
         try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            listeners = await listen.open_tcp_listeners(port, host=host, reuse_port=reuse_port)
         except OSError as exc:
             raise OSError(
                 exc.errno, f"cannot listen for {name} on {interface} port {port}: {exc.strerror}"
