@@ -70,9 +70,9 @@ permdown_period = 60
 """
 
 
-def make_node(base: Path, pg_url: str, node: str, prefix: str) -> ServerProcess:
+def make_node(base: Path, pg_url: str, node: str, prefix: str, redis: str = REDIS) -> ServerProcess:
     (base / node).mkdir(exist_ok=True)
-    return ServerProcess(base / node, extra_config=cluster_config(pg_url, node, prefix))
+    return ServerProcess(base / node, extra_config=cluster_config(pg_url, node, prefix, redis))
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import trio
 from lxml import etree
 
 from pubsub import PubSub, Tracker
@@ -226,8 +227,6 @@ class Cluster:
         down): never a silent loss. Messages are routed again, which keeps trying that node
         until the Tracker declares it down and then stores them offline; an iq request gets
         an error; anything else is dropped."""
-        import trio
-
         while True:
             await trio.sleep(self.ack_timeout / 4)
             deadline = time.monotonic() - self.ack_timeout
@@ -312,28 +311,56 @@ class Cluster:
             log.warning("node %s is %s: %d presence(s) left with it", node, state, len(entries))
             self._spawn(self._unavailable_for, entries)
         elif state == "up":
-            log.info("node %s is up", node)
+            log.info("node %s is up (%d presence(s) back)", node, len(entries))
+            if entries:  # back after a partition or a Redis outage
+                self._spawn(self._available_again, entries)
+
+    async def _watchers_here(self, host: Host, entry: Entry) -> list[Session]:
+        """Our available sessions that see ``entry``'s presence: the account's own, and its
+        contacts subscribed to it."""
+        watchers = [entry.key]
+        roster = host.services.get("roster")
+        if roster is not None:
+            try:
+                watchers += await roster.contacts(entry.key, _SEES_US)
+            except Exception:
+                log.exception("cannot read the roster of %s", entry.key)
+        return [
+            session
+            for watcher in watchers
+            for session in list(host.resources_of(watcher).values())
+            if session.available and not session.closed
+        ]
+
+    def _presence_entries(self, entries: list[Entry]) -> list[tuple[Host, Entry]]:
+        found = []
+        for entry in entries:
+            host = self.hosts.get(entry.topic.partition(":")[2])
+            if host is not None and entry.topic == host.presence_topic:
+                found.append((host, entry))
+        return found
 
     async def _unavailable_for(self, entries: list[Entry]) -> None:
         """Tell our own sessions that the failed node's users went unavailable."""
-        for entry in entries:
-            host = self.hosts.get(entry.topic.partition(":")[2])
-            if host is None or entry.topic != host.presence_topic:
-                continue
+        for host, entry in self._presence_entries(entries):
             full = f"{entry.key}/{entry.meta['resource']}"
-            roster = host.services.get("roster")
-            watchers = [entry.key]  # the account's own resources here
-            if roster is not None:
-                try:
-                    watchers += await roster.contacts(entry.key, _SEES_US)
-                except Exception:
-                    log.exception("cannot read the roster of %s", entry.key)
-            for watcher in watchers:
-                for session in list(host.resources_of(watcher).values()):
-                    if session.available and not session.closed:
-                        gone = make("presence", {"type": "unavailable", "from": full})
-                        gone.set("to", session.full)
-                        self.pubsub.local_broadcast(session_topic(session.full), gone)
+            for session in await self._watchers_here(host, entry):
+                gone = make("presence", {"type": "unavailable", "from": full, "to": session.full})
+                self.pubsub.local_broadcast(session_topic(session.full), gone)
+
+    async def _available_again(self, entries: list[Entry]) -> None:
+        """A node heard again: its users' current presence, for our sessions that were told
+        they had gone. Asked as probes (RFC 6121 §4.3) from each watcher's account, answered
+        by the node holding the session, with the presence it has now. After a few
+        heartbeats: the answer comes back through that node's view of us, which may not
+        have us up yet."""
+        await trio.sleep(3 * self.tracker.broadcast_period)
+        for host, entry in self._presence_entries(entries):
+            full = f"{entry.key}/{entry.meta['resource']}"
+            for bare in sorted({s.bare for s in await self._watchers_here(host, entry)}):
+                if bare != entry.key:  # one's own resources: §4.2.2 has no probe for them
+                    probe = make("presence", {"type": "probe", "from": bare, "to": full})
+                    await self._route_again(host, probe)
 
 
 # ---- xmppd check ---------------------------------------------------------------------------
@@ -341,8 +368,6 @@ class Cluster:
 
 def check(config: Config) -> list[str]:
     """`xmppd check`: reach Redis, list the nodes it knows; returns the problems found."""
-    import trio
-
     try:
         from pubsub.adapters.redis import open_redis, read_nodes
     except ImportError:

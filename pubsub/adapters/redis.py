@@ -45,6 +45,10 @@ __all__ = ["NodeInfo", "RedisAdapter", "open_redis", "read_nodes"]
 _log = logging.getLogger(__name__)
 
 
+class _Deaf(Exception):
+    """The subscription receives nothing although Redis answers: reconnect."""
+
+
 @dataclass(slots=True, frozen=True)
 class NodeInfo:
     name: str
@@ -128,6 +132,8 @@ class RedisAdapter(Adapter):
         self.dropped = 0  # messages not sent (queue full, encode error, Redis error)
         self.sent = 0
         self.received = 0
+        self.failures = 0  # publishes failed in a row
+        self._last_rx = 0.0  # trio time of the last message received (our pings included)
         self._send, self._queue = trio.open_memory_channel[tuple[bytes, bytes]](max_queue)
         self._sharded = False
         self._client: Any = None
@@ -170,14 +176,24 @@ class RedisAdapter(Adapter):
         """Connect, subscribe, then receive. A failure before the first connection raises
         (a misconfigured node should not start); afterwards the adapter reconnects by itself
         while the node keeps serving its local users."""
-        await self._connection(task_status.started)
-        while True:  # the connection ended without our cancellation: Redis went away
-            self.connected = trio.Event()
-            await trio.sleep(self.heartbeat)
+        started = False
+
+        def connected() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
+        while True:
             try:
-                await self._connection(lambda: None)
+                await self._connection(connected)
             except Exception as exc:
-                _log.warning("cluster: Redis unreachable, retrying: %s", exc)
+                if not started:
+                    raise
+                _log.warning("cluster: Redis connection lost, reconnecting: %s", exc)
+            # Ended without our cancellation: Redis went away, or the subscription went deaf.
+            self.connected = trio.Event()
+            await trio.sleep(min(1.0, self.heartbeat))
 
     async def _connection(self, started: Callable[[], None]) -> None:
         channels = [self.all_channel, self.node_channel(self.node)]
@@ -185,8 +201,13 @@ class RedisAdapter(Adapter):
             async with open_redis(self.urls) as (client, self._sharded):
                 self._client = client
                 kind = client.sharded_pubsub if self._sharded else client.pubsub
-                subscriber = kind(channels=channels, ignore_subscribe_messages=True)
+                subscriber = kind(
+                    channels=channels,
+                    ignore_subscribe_messages=True,
+                    retry_policy=self._retry_policy(),
+                )
                 async with subscriber as ps, trio.open_nursery() as nursery:
+                    self._last_rx = trio.current_time()
                     await self._register(client)
                     nursery.start_soon(self._sender, client)
                     nursery.start_soon(self._liveness, client)
@@ -199,7 +220,18 @@ class RedisAdapter(Adapter):
             # trio; the second attempt fails on the closed stream. Nothing is lost.
             _log.debug("cluster: Redis connection closed")
 
+    def _retry_policy(self) -> Any:
+        """Resubscribe within a second of Redis coming back (coredis' default backs off to
+        16 s, longer than a down period: the cluster would stay split for that long)."""
+        from coredis.exceptions import ConnectionError as RedisConnectionError
+        from coredis.retry import ExponentialBackoffRetryPolicy
+
+        return ExponentialBackoffRetryPolicy(
+            (RedisConnectionError,), retries=None, base_delay=0.05, max_delay=1.0
+        )
+
     def _received(self, data: bytes) -> None:
+        self._last_rx = trio.current_time()
         try:
             node, topic, message = self.codec.decode(data)  # type: ignore[misc]
         except (CodecError, TypeError, ValueError) as exc:
@@ -230,20 +262,34 @@ class RedisAdapter(Adapter):
                 self.sent += len(batch)
             except Exception as exc:  # Redis down: drop cluster traffic, keep serving
                 self.dropped += len(batch)
-                _log.warning("publishing %d cluster message(s) failed: %s", len(batch), exc)
+                self.failures += 1
+                if self.failures & (self.failures - 1) == 0:  # 1, 2, 4, 8...: no log flood
+                    _log.warning("publishing to Redis failed (%d times): %s", self.failures, exc)
                 await trio.sleep(0.1)
+            else:
+                if self.failures:
+                    _log.warning("publishing to Redis works again")
+                self.failures = 0
 
     async def _register(self, client: Any) -> None:
         value = f"{self.incarnation} {self.started:.3f} {time.time():.3f}"
         await client.hset(f"{self.prefix}:nodes", {self.node: value})
 
     async def _liveness(self, client: Any) -> None:
+        """Register this node, and check that the subscription still hears: each round
+        sends a ping to our own channel. After a Redis restart coredis (6.9) may keep a
+        subscriber that receives nothing; silence past ``deaf_after`` reconnects."""
+        deaf_after = max(1.0, 3 * self.heartbeat)
         while True:
             await trio.sleep(self.heartbeat)
+            self._enqueue(self.node_channel(self.node), "", None)  # we drop our own: a ping
             try:
                 await self._register(client)
             except Exception as exc:
-                _log.warning("cluster liveness write failed: %s", exc)
+                _log.debug("cluster liveness write failed: %s", exc)  # the sender logs it
+                continue
+            if trio.current_time() - self._last_rx > deaf_after:
+                raise _Deaf(f"nothing received from Redis for {deaf_after:.1f}s")
 
     async def nodes(self) -> list[NodeInfo]:
         """The cluster's nodes as registered in Redis (needs ``run`` to be running)."""
