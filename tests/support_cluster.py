@@ -70,9 +70,12 @@ permdown_period = 60
 """
 
 
-def make_node(base: Path, pg_url: str, node: str, prefix: str, redis: str = REDIS) -> ServerProcess:
+def make_node(
+    base: Path, pg_url: str, node: str, prefix: str, redis: str = REDIS, extra: str = ""
+) -> ServerProcess:
     (base / node).mkdir(exist_ok=True)
-    return ServerProcess(base / node, extra_config=cluster_config(pg_url, node, prefix, redis))
+    config = cluster_config(pg_url, node, prefix, redis) + extra
+    return ServerProcess(base / node, extra_config=config)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pubsub import PubSub, Tracker
 from pubsub.topics import presence_topic, session_topic
 
 from . import router
+from .cluster import bound_topic
 from .events import EventBus
 from .protocol.jid import JID
 
@@ -107,6 +108,12 @@ class Host:
             if not resources:
                 del self.sessions[bare]
             self.pubsub.unsubscribe(session_topic(str(jid)), session)
+
+    def all_resources(self, bare: str) -> set[str]:
+        """Resources bound to the account here and, in cluster mode, on every node."""
+        names = set(self.resources_of(bare))
+        names.update(m["resource"] for m in self.tracker.get_by_key(bound_topic(self.domain), bare))
+        return names
 
     def available_resources(self, bare: str) -> list[dict]:
         """Tracker metas of the account's available resources (any node)."""

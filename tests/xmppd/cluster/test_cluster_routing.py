@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
-from support import run
-from support_cluster import barrier, befriend, body, login, nothing, presence, users, wait_for
+import pytest
+from support import BindRefused, RawClient, run
+from support_cluster import (
+    barrier,
+    befriend,
+    body,
+    login,
+    make_node,
+    nothing,
+    presence,
+    users,
+    wait_for,
+)
 
 
 def test_chat_and_presence_across_nodes(nodes) -> None:
@@ -114,3 +125,33 @@ def test_one_session_per_full_jid_cluster_wide(nodes) -> None:
         await second.close()
 
     run(scenario())
+
+
+def test_sessions_per_account_are_counted_cluster_wide(tmp_path, pg_url, prefix) -> None:
+    limits = "\n[limits]\nresources_per_account = 2\n"
+    n1, n2 = (make_node(tmp_path, pg_url, n, prefix, extra=limits) for n in ("n1", "n2"))
+    try:
+        n1.start()
+        n2.start()
+        (alice,) = users(n1, "alice")
+
+        async def scenario() -> None:
+            one = await login(n1, alice, "one")
+            two = await login(n2, alice, "two")
+            raw = RawClient(n1)
+            try:
+                with pytest.raises(BindRefused) as refused:
+                    raw.login(alice, "pw", resource="three")
+                assert b"resource-constraint" in refused.value.args[0]
+            finally:
+                raw.close()
+            # Rebinding an existing resource is no new session: allowed (and takes over).
+            again = await login(n1, alice, "two")
+            for c in (one, again):
+                await c.close()
+            two.abort()
+
+        run(scenario())
+    finally:
+        n1.stop()
+        n2.stop()
