@@ -134,9 +134,16 @@ class Cluster:
         self._ids = itertools.count(1)
         self.redelivered = 0  # unacknowledged deliveries routed again
         pubsub.subscribe(ROUTE_TOPIC, self)
+        if hasattr(pubsub.adapter, "info"):  # the Redis adapter: shown by `xmppd check`
+            pubsub.adapter.info = self.figures
         spawn(self._expire_loop)
         tracker.listen(self._on_diff)
         tracker.listen_peers(self._on_peer)
+
+    def figures(self) -> dict[str, int]:
+        """This node's figures for the cluster's node registry."""
+        sessions = sum(len(r) for host in self.hosts.values() for r in host.sessions.values())
+        return {"sessions": sessions, "pending_deliveries": len(self._pending)}
 
     def install(self, host: Host) -> None:
         self.hosts[host.domain] = host
@@ -388,7 +395,8 @@ def check(config: Config) -> list[str]:
         if not nodes:
             print("cluster nodes: none running")
         for n in nodes:
-            print(f"cluster node: {n.name} {n.state} (last seen {_ago(n.last_seen)} ago)")
+            figures = "".join(f", {k.replace('_', ' ')}: {v}" for k, v in sorted(n.info.items()))
+            print(f"cluster node: {n.name} {n.state} (last seen {_ago(n.last_seen)} ago{figures})")
         if any(n.name == c["node"] and n.state == "up" for n in nodes):
             print(f"note: a node named {c['node']!r} is running (this one, or a name clash)")
         return []

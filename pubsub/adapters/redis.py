@@ -18,14 +18,16 @@ raising into the local delivery that already happened. The sender writes everyth
 queued in one pipeline per round-trip.
 
 Liveness: besides the Tracker's own heartbeats (which decide when a peer's sessions
-leave), each node writes ``<prefix>:nodes`` (a hash: name -> "incarnation started
-last_seen") every ``heartbeat`` seconds, so tools (``xmppd check``) can list the nodes
-without joining the bus. `nodes()` reads it back with each node's state: "up" (seen
-within ``down_period``), "down" (within ``permdown_period``), older ones are purged.
+leave), each node writes ``<prefix>:nodes`` (a hash: name -> JSON with incarnation,
+start time, last seen and the ``info()`` figures) every ``heartbeat`` seconds, so tools
+(``xmppd check``) can list the nodes without joining the bus. `nodes()` reads it back with
+each node's state: "up" (seen within ``down_period``), "down" (within
+``permdown_period``); older ones are purged.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -56,6 +58,7 @@ class NodeInfo:
     started: float
     last_seen: float
     state: str  # "up" | "down"
+    info: dict[str, int]  # what the node reports about itself (e.g. {"sessions": 12})
 
 
 @asynccontextmanager
@@ -92,13 +95,20 @@ async def read_nodes(
     for name, value in raw.items():
         name = name.decode() if isinstance(name, bytes) else name
         value = value.decode() if isinstance(value, bytes) else value
-        incarnation, started, seen = value.split(" ")
-        age = now - float(seen)
+        try:
+            entry = json.loads(value)
+            seen = float(entry["seen"])
+            incarnation, started = str(entry["incarnation"]), float(entry["started"])
+            info = {str(k): int(v) for k, v in entry.get("info", {}).items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            stale.append(name)  # not ours, or from an incompatible version
+            continue
+        age = now - seen
         if age > permdown_period:
             stale.append(name)
             continue
         state = "up" if age <= down_period else "down"
-        out.append(NodeInfo(name, incarnation, float(started), float(seen), state))
+        out.append(NodeInfo(name, incarnation, started, seen, state, info))
     if stale:
         await client.hdel(f"{prefix}:nodes", stale)
     return sorted(out, key=lambda n: n.name)
@@ -119,8 +129,10 @@ class RedisAdapter(Adapter):
         heartbeat: float = 1.5,
         down_period: float = 30.0,
         permdown_period: float = 1200.0,
+        info: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         super().__init__()
+        self.info = info  # figures published with the liveness entry (session counts)
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         self.prefix = prefix
         self.codec = codec if codec is not None else Codec()
@@ -272,8 +284,10 @@ class RedisAdapter(Adapter):
                 self.failures = 0
 
     async def _register(self, client: Any) -> None:
-        value = f"{self.incarnation} {self.started:.3f} {time.time():.3f}"
-        await client.hset(f"{self.prefix}:nodes", {self.node: value})
+        entry = {"incarnation": self.incarnation, "started": self.started, "seen": time.time()}
+        if self.info is not None:
+            entry["info"] = self.info()
+        await client.hset(f"{self.prefix}:nodes", {self.node: json.dumps(entry)})
 
     async def _liveness(self, client: Any) -> None:
         """Register this node, and check that the subscription still hears: each round

@@ -5,10 +5,12 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from support_cluster import cluster_config, make_node
+from support import RawClient
+from support_cluster import HEARTBEAT, cluster_config, make_node, users
 
 from xmppd.config import parse
 from xmppd.options import ConfigError
@@ -67,11 +69,18 @@ def check(proc) -> subprocess.CompletedProcess[str]:
 
 
 def test_check_reaches_redis_and_lists_the_nodes(nodes, tmp_path: Path, pg_url, prefix) -> None:
+    (alice,) = users(nodes[1], "alice")
+    raw = RawClient(nodes[1])
+    raw.login(alice, "pw")  # one session on n2
+    time.sleep(4 * HEARTBEAT)  # registered with the next liveness write
     other = make_node(tmp_path, pg_url, "n3", prefix)  # not started: checks only
     result = check(other)
+    raw.close()
     assert "cluster: Redis ok (single Redis); this node: n3" in result.stdout, result.stdout
     assert "cluster node: n1 up" in result.stdout
     assert "cluster node: n2 up" in result.stdout
+    assert "sessions: 0)" in result.stdout.split("cluster node: n1")[1].splitlines()[0]
+    assert "sessions: 1)" in result.stdout.split("cluster node: n2")[1].splitlines()[0]
     assert "cluster.redis" not in result.stdout
 
 
