@@ -30,7 +30,7 @@ def test_killed_node_users_go_unavailable_and_messages_go_offline(nodes) -> None
             _next(ca, presence(f"{bob}@localhost/phone", "unavailable")), DOWN + 3
         )
         took = time.monotonic() - killed
-        assert DOWN - HEARTBEAT <= took <= DOWN + 2 * HEARTBEAT + 1, took
+        assert DOWN - HEARTBEAT <= took <= DOWN + 3, took  # slack for a loaded machine
         assert gone["from"].full == f"{bob}@localhost/phone"
         # Messages to bob now go to offline storage, to the bare and to the full JID.
         ca.send_message(mto=f"{bob}@localhost", mbody="while you were out", mtype="chat")
