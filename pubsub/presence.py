@@ -42,6 +42,8 @@ __all__ = ["PresenceDiff", "Tracker"]
 _log = logging.getLogger(__name__)
 
 Listener = Callable[["PresenceDiff"], None]
+# (node, "up" | "down" | "gone" | "bye", entries that joined or left because of it)
+PeerListener = Callable[[str, str, list[Entry]], None]
 
 
 @dataclass(slots=True, frozen=True)
@@ -75,6 +77,7 @@ class Tracker:
         max_silent_periods: int = 10,
         down_period: float | None = None,
         permdown_period: float = 1200.0,
+        flush_delay: float | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if down_period is None:
@@ -93,11 +96,17 @@ class Tracker:
         self._fanout = pubsub.adapter.fanout
         self._state = State(self.replica_id, keep_delta=self._fanout)
         self._listeners: list[Listener] = []
+        self._peer_listeners: list[PeerListener] = []
         self._ref_prefix = secrets.token_urlsafe(6)
         self._refs = itertools.count(1)
         self._topic = tracker_topic(name)
         self._peers: dict[str, _Peer] = {}
         self._silent = 0
+        # With a flush_delay, a local change is gossiped that long after it happened instead
+        # of at the next period: a session that just logged in is reachable from other
+        # nodes in milliseconds, not after up to broadcast_period.
+        self.flush_delay = flush_delay
+        self._wake: trio.Event | None = None
         if self._fanout:
             # Two trackers of one name on one node would take each other for restarts.
             if pubsub.subscriber_count(self._topic):
@@ -111,16 +120,19 @@ class Tracker:
         ref = self._new_ref()
         meta = {**meta, "phx_ref": ref}
         self._state.join(owner, topic, key, meta)  # ValueError if already tracked
+        self._poke()
         self._emit(PresenceDiff(topic, {key: [meta]}, {}))
         return ref
 
     def untrack(self, owner: Hashable, topic: str, key: str) -> None:
         entry = self._state.leave(owner, topic, key)
+        self._poke()
         if entry is not None:
             self._emit(PresenceDiff(topic, {}, {key: [entry.meta]}))
 
     def untrack_all(self, owner: Hashable) -> None:
         self._report([], self._state.leave_owner(owner))
+        self._poke()
 
     def update(
         self, owner: Hashable, topic: str, key: str, meta: dict | Callable[[dict], dict]
@@ -135,6 +147,7 @@ class Tracker:
         ref = self._new_ref()
         new = {**new, "phx_ref": ref, "phx_ref_prev": old.meta["phx_ref"]}
         self._state.leave_join(owner, topic, key, new)
+        self._poke()
         self._emit(PresenceDiff(topic, {key: [new]}, {key: [old.meta]}))
         return ref
 
@@ -156,9 +169,28 @@ class Tracker:
     def unlisten(self, callback: Listener) -> None:
         self._listeners.remove(callback)
 
+    def listen_peers(self, callback: PeerListener) -> None:
+        """Call ``callback(node, state, entries)`` when a peer comes up ("up": its entries
+        joined), goes silent ("down": they left), is purged ("gone") or says goodbye
+        ("bye": its sessions were told to leave by their node), just before the
+        diffs are reported. A leave seen in a diff is either a session that ended (its own
+        node says so) or one whose node failed; only this callback tells them apart."""
+        self._peer_listeners.append(callback)
+
+    def _peer_event(self, node: str, state: str, entries: list[Entry]) -> None:
+        for listener in tuple(self._peer_listeners):
+            try:
+                listener(node, state, entries)
+            except Exception:
+                _log.exception("peer listener %r failed", listener)
+
     @property
     def state(self) -> State:
         return self._state
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     def _new_ref(self) -> str:
         return f"{self._ref_prefix}{next(self._refs):x}"
@@ -196,7 +228,13 @@ class Tracker:
             await trio.sleep_forever()
         self.announce()
         while True:
-            await trio.sleep(self.broadcast_period)
+            if self.flush_delay is None:
+                await trio.sleep(self.broadcast_period)
+            else:
+                self._wake = trio.Event()
+                with trio.move_on_after(self.broadcast_period):
+                    await self._wake.wait()
+                    await trio.sleep(self.flush_delay)  # let a burst of changes gather
             self.tick()
 
     def tick(self, now: float | None = None) -> None:
@@ -204,17 +242,26 @@ class Tracker:
         if not self._fanout:
             return
         now = self._clock() if now is None else now
-        state = self._state
-        if state.has_delta():
-            delta = state.take_delta()
-            self._send(("hb", self.replica_id, self.replica, state.clocks(), delta))
-            self._silent = 0
+        if self.flush():
+            pass  # the delta was the heartbeat
         elif self._silent >= self.max_silent_periods:
-            self._send(("hb", self.replica_id, self.replica, state.clocks(), None))
+            self._send(("hb", self.replica_id, self.replica, self._state.clocks(), None))
             self._silent = 0
         else:
             self._silent += 1
         self._detect_downs(now)
+
+    def flush(self) -> bool:
+        """Send the local changes not yet gossiped, now. Call it before sending another node
+        something that refers to them: the adapter keeps one node's messages in order, so
+        the receiver merges the change first. Returns whether there was anything."""
+        state = self._state
+        if not self._fanout or not state.has_delta():
+            return False
+        delta = state.take_delta()
+        self._send(("hb", self.replica_id, self.replica, state.clocks(), delta))
+        self._silent = 0
+        return True
 
     def announce(self) -> None:
         """Heartbeat now with our clocks (peers that do not know us answer and sync)."""
@@ -235,7 +282,7 @@ class Tracker:
         now = self._clock()
         if kind == "bye":
             if sender in self._peers:
-                self._permdown(sender)
+                self._permdown(sender, "bye")
             return
         peer = self._heard(sender, node, now)
         state = self._state
@@ -261,14 +308,18 @@ class Tracker:
             for old in [r for r, p in self._peers.items() if p.node == node]:
                 self._permdown(old)
             peer = self._peers[sender] = _Peer(node, now)
-            self._report(self._state.replica_up(sender), [])
+            joined = self._state.replica_up(sender)
+            self._peer_event(node, "up", joined)
+            self._report(joined, [])
             # Introduce ourselves so the newcomer can sync without waiting for a heartbeat.
             hello = ("hb", self.replica_id, self.replica, self._state.clocks(), None)
             self.pubsub.direct_broadcast(node, self._topic, hello)
             return peer
         peer.last_seen = now
         if sender in self._state.down:
-            self._report(self._state.replica_up(sender), [])
+            joined = self._state.replica_up(sender)
+            self._peer_event(node, "up", joined)
+            self._report(joined, [])
         return peer
 
     def _request_transfer(self, sender: str, peer: _Peer, now: float) -> None:
@@ -284,10 +335,14 @@ class Tracker:
             if silent > self.permdown_period:
                 self._permdown(replica)
             elif silent > self.down_period and replica not in self._state.down:
-                self._report([], self._state.replica_down(replica))
+                left = self._state.replica_down(replica)
+                self._peer_event(peer.node, "down", left)
+                self._report([], left)
 
-    def _permdown(self, replica: str) -> None:
-        self._report([], self._state.replica_down(replica))
+    def _permdown(self, replica: str, why: str = "gone") -> None:
+        left = self._state.replica_down(replica)
+        self._peer_event(self._peers[replica].node, why, left)
+        self._report([], left)
         self._state.remove_down_replicas(replica)
         del self._peers[replica]
 

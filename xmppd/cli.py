@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = verbs.add_parser("serve", parents=[common], help="run the server")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N processes sharing the ports (SO_REUSEPORT), each a cluster node; needs [cluster]",
+    )
+    serve.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # set by --workers
     serve.set_defaults(run=cmd_serve)
 
     adduser = verbs.add_parser("adduser", parents=[common], help="create an account")
@@ -143,8 +151,18 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     logging.getLogger("xmppd").info(
         "config: %s; data directory: %s", config.path or "built-in defaults", config.data_dir
     )
+    if getattr(args, "workers", 1) > 1:
+        from .workers import supervise
+
+        return supervise(config, args.workers)
+    if getattr(args, "worker", 0):
+        from .workers import worker_config
+
+        worker_config(config, args.worker)
+    server = Server(config)
+    server.reuse_port = bool(getattr(args, "worker", 0))
     try:
-        trio.run(Server(config).run)
+        trio.run(server.run)
     except (OSError, ConfigError, StorageError, BaseExceptionGroup) as error:
         return _report_start_failure(error)
     return 0
@@ -400,6 +418,10 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     ):
         if port:
             problems += _check_port(name, port, interfaces)
+    if config.cluster["enabled"]:
+        from . import cluster
+
+        problems += cluster.check(config)
     for problem in problems:
         print(f"problem: {problem}")
     print("all checks passed" if not problems else f"{len(problems)} problem(s) found")

@@ -130,6 +130,21 @@ HTTP: Schema = {
     ),
     "bosh_polling": Option(float, 2.0, "shortest interval between BOSH polls", min=0),
 }
+CLUSTER: Schema = {  # docs/cluster.md
+    "enabled": Option(bool, False, "run as one node of a cluster (needs Redis and PostgreSQL)"),
+    "node": Option(str, "", "this node's name, unique in the cluster; empty: the host name"),
+    "redis": Option(
+        list, ["redis://127.0.0.1:6379/0"], "Redis URL(s), tried in order (a Redis Cluster works)"
+    ),
+    "prefix": Option(str, "xmppd", "prefix of every Redis key and channel of this cluster"),
+    "heartbeat": Option(float, 1.5, "seconds between presence gossip heartbeats", min=0.05),
+    "down_period": Option(
+        float, 30.0, "seconds of silence before a node's sessions count as gone", min=0.1
+    ),
+    "permdown_period": Option(
+        float, 1200.0, "seconds of silence before a node is forgotten for good", min=1
+    ),
+}
 SECTIONS: dict[str, Schema] = {
     "server": SERVER,
     "storage": STORAGE,
@@ -138,6 +153,7 @@ SECTIONS: dict[str, Schema] = {
     "limits": LIMITS,
     "http": HTTP,
     "auth": AUTH,
+    "cluster": CLUSTER,
 }
 
 
@@ -158,6 +174,7 @@ class Config:
     http: dict[str, Any]
     auth: dict[str, Any]
     hosts: list[HostConfig]
+    cluster: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     path: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
     source: SourceMap | None = None
@@ -285,6 +302,7 @@ def parse(text: str, path: str = "") -> Config:
     }
     if values["storage"]["driver"] == "postgres" and not values["storage"]["dsn"]:
         raise source.error("storage.dsn", "required when driver = 'postgres'")
+    _cluster(values, source)
     for section, key in PATH_OPTIONS:
         values[section][key] = _resolved(values[section][key], base_dir)
     _auth(values["auth"], source, base_dir)
@@ -297,6 +315,34 @@ def parse(text: str, path: str = "") -> Config:
         _host_config(domain, modules_table, data.get("hosts", {}), source) for domain in domains
     ]
     return Config(**values, hosts=hosts, path=path, base_dir=base_dir, source=source)
+
+
+def _cluster(values: dict[str, Any], source: SourceMap) -> None:
+    """Cluster mode: shared storage, a node name, periods the Tracker accepts."""
+    cluster = values["cluster"]
+    if not cluster["node"]:
+        import socket
+
+        cluster["node"] = socket.gethostname()
+    if not cluster["enabled"]:
+        return
+    if values["storage"]["driver"] != "postgres":
+        raise source.error(
+            "storage.driver",
+            "cluster mode needs storage shared by every node: set driver = 'postgres' "
+            "(SQLite is one machine's file)",
+        )
+    if not cluster["redis"] or not all(
+        isinstance(u, str) and u.startswith(("redis://", "rediss://", "unix://"))
+        for u in cluster["redis"]
+    ):
+        raise source.error("cluster.redis", "expected redis:// or rediss:// URLs")
+    if any(c in cluster["node"] for c in " #:/"):
+        raise source.error("cluster.node", "a node name has no spaces, '#', ':' or '/'")
+    if cluster["down_period"] < 2 * cluster["heartbeat"]:
+        raise source.error("cluster.down_period", "must be at least twice cluster.heartbeat")
+    if cluster["permdown_period"] <= cluster["down_period"]:
+        raise source.error("cluster.permdown_period", "must be longer than cluster.down_period")
 
 
 def _resolved(value: str, base_dir: Path) -> str:

@@ -11,6 +11,7 @@ from pubsub import PubSub, Tracker
 from pubsub.topics import presence_topic, session_topic
 
 from . import router
+from .cluster import bound_topic
 from .events import EventBus
 from .protocol.jid import JID
 
@@ -71,6 +72,8 @@ class Host:
         # Services with a domain of their own (conference.<domain>), shared like `hosts`: an
         # object with `domain` and an `events` bus the router fires `<kind>/<scope>` on.
         self.components: dict[str, Any] = {}
+        # Cluster mode (xmppd/cluster.py): delivery to a full JID bound on another node.
+        self.remote_delivery: Callable[[Host, str, Element], bool] | None = None
         router.install(self)
 
     # ---- sessions ---------------------------------------------------------------------------
@@ -107,6 +110,12 @@ class Host:
                 del self.sessions[bare]
             self.pubsub.unsubscribe(session_topic(str(jid)), session)
 
+    def all_resources(self, bare: str) -> set[str]:
+        """Resources bound to the account here and, in cluster mode, on every node."""
+        names = set(self.resources_of(bare))
+        names.update(m["resource"] for m in self.tracker.get_by_key(bound_topic(self.domain), bare))
+        return names
+
     def available_resources(self, bare: str) -> list[dict]:
         """Tracker metas of the account's available resources (any node)."""
         return self.tracker.get_by_key(self.presence_topic, bare)
@@ -117,5 +126,7 @@ class Host:
         await router.route(self, origin, stanza)
 
     def deliver_to_full(self, full: str, stanza: Element) -> bool:
-        """Hand a stanza to the session bound to `full`; False when there is none."""
-        return self.pubsub.broadcast(session_topic(full), stanza) > 0
+        """Hand a stanza to the session bound to `full` (on any node); False when there is none."""
+        if self.pubsub.local_broadcast(session_topic(full), stanza) > 0:
+            return True
+        return self.remote_delivery is not None and self.remote_delivery(self, full, stanza)

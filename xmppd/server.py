@@ -15,9 +15,9 @@ import trio
 
 from auth.internal import InternalAuth
 from auth.tokens import TokenAuth
-from pubsub import PubSub, Tracker
 
 from . import loader
+from .cluster import Cluster, make_bus
 from .config import Config
 from .host import Host
 from .login_gate import LoginGate
@@ -50,8 +50,9 @@ def tune_gc() -> None:
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.pubsub = PubSub()
-        self.tracker = Tracker(self.pubsub)
+        self.pubsub, self.tracker = make_bus(config)  # in-process, or Redis in cluster mode
+        self.cluster: Cluster | None = None
+        self.reuse_port = False  # SO_REUSEPORT on every listener: `serve --workers N`
         self.hosts: dict[str, Host] = {}
         self.components: dict[str, Any] = {}  # in-process services on their own domain (MUC)
         self.db: Database | None = None
@@ -81,7 +82,8 @@ class Server:
                 await nursery.start(self.tracker.run)
                 self._make_hosts()
                 await self._ensure_demo_account()
-                await nursery.start(adminsock.serve_admin, self)  # `xmppd deluser` etc.
+                if self.config.cluster.get("worker", 1) == 1:  # one socket per data dir
+                    await nursery.start(adminsock.serve_admin, self)  # `xmppd deluser` etc.
                 tune_gc()
                 self.ports = await nursery.start(tcp.serve_c2s, self)
                 self.ports.update(await nursery.start(http.serve_http, self))
@@ -124,6 +126,11 @@ class Server:
             self.hosts[host.domain] = host
         for host in self.hosts.values():
             host.modules = loader.load_all(host, self.config)
+        if self.config.cluster["enabled"]:
+            ack_timeout = max(1.0, 2 * self.config.cluster["heartbeat"])
+            self.cluster = Cluster(self.pubsub, self.tracker, self.nursery_soon, ack_timeout)
+            for host in self.hosts.values():
+                self.cluster.install(host)
 
     def _auth_backend(self, storage: Any, domain: str) -> Any:
         backend = InternalAuth(storage.keyval("accounts"))

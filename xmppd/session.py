@@ -263,7 +263,8 @@ class Session:
         bare = f"{request.username}@{host.domain}"
         existing = host.resources_of(bare)
         limit = self.server.config.limits["resources_per_account"]
-        if len(existing) >= limit and request.resource not in existing:
+        names = host.all_resources(bare) if host.remote_delivery else existing  # cluster-wide
+        if len(names) >= limit and request.resource not in names:
             self.stream.bind_failed("resource-constraint", f"at most {limit} sessions per account")
             return
         old = existing.get(request.resource) if request.resource is not None else None

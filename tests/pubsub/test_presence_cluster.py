@@ -201,3 +201,29 @@ def test_one_tracker_per_name_per_bus(cluster):
     with pytest.raises(ValueError):
         Tracker(bus)
     Tracker(bus, name="rooms")  # another name is fine
+
+
+def test_peer_listener_tells_failures_from_ordinary_leaves(cluster, clock):
+    a, b = Node(cluster, "a", clock), Node(cluster, "b", clock)
+    events: list[tuple[str, str, list[str]]] = []
+    b.tracker.listen_peers(
+        lambda node, state, es: events.append((node, state, [e.key for e in es]))
+    )
+    a.tracker.track("s1", "t", "alice", {"res": "1"})
+    a.tracker.track("s2", "t", "bob", {"res": "2"})
+    tick(clock, cluster, a, b)
+    assert events == [("a", "up", [])]
+    a.tracker.untrack("s2", "t", "bob")  # an ordinary leave: no peer event
+    tick(clock, cluster, a, b)
+    assert events == [("a", "up", [])]
+    cluster.cut.add("a")
+    for _ in range(11):
+        tick(clock, cluster, a, b)
+    assert events[-1] == ("a", "down", ["alice"])
+    cluster.cut.clear()
+    for _ in range(4):
+        tick(clock, cluster, a, b)
+    assert events[-1] == ("a", "up", ["alice"])
+    a.tracker.graceful_permdown()
+    cluster.flush()
+    assert events[-1] == ("a", "bye", ["alice"])

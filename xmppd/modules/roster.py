@@ -186,6 +186,9 @@ class Rosters:
         self.max_pending: int = module.options["max_pending"]
         self.cache: dict[str, Roster] = {}
         self.shared: Shared | None = None  # set by a module computing items (directory)
+        # Cluster mode (xmppd/cluster.py): told of every stored change (change None) and
+        # every push, so other nodes drop their cached copy and push to their sessions.
+        self.replicate: Callable[[str, Change | None], None] | None = None
 
     # ---- the service API ------------------------------------------------------------------
 
@@ -300,6 +303,8 @@ class Rosters:
             key = _local(user)
             forget = not new["listed"] and not new["pending_in"] and new["ver"] == 0
             await self.store.set(key, contact, None if forget else new)
+            if self.replicate is not None:
+                self.replicate(user, None)
             if forget:
                 roster.items.pop(contact, None)
             else:
@@ -318,6 +323,8 @@ class Rosters:
     def push(self, user: str, change: Change) -> None:
         """RFC 6121 §2.1.6: a roster push to every interested resource."""
         if change.visible:
+            if self.replicate is not None:
+                self.replicate(user, change)
             for session in list(self.host.resources_of(user).values()):
                 if session.interested:
                     self.push_to(session, change.contact, change.new, change.version)
@@ -405,6 +412,12 @@ class Rosters:
         finally:
             roster.users -= 1
             self.evict(user)
+
+    def stale(self, user: str) -> None:
+        """Another node changed this roster in storage: read it again at the next use."""
+        roster = self.cache.get(user)
+        if roster is not None:
+            roster.loaded = False
 
     def evict(self, user: str) -> None:
         """Drop the cached roster of an account nobody is using any more."""

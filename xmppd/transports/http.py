@@ -47,6 +47,7 @@ from ..protocol.websocket import (
     origin_allowed,
 )
 from ..session import BANNED_TEXT, Session
+from . import listen
 from .connection import Sweeper, drop_frames
 from .httpguard import Pending, client_address, framing_problem, own_origins, parse_networks
 from .tcp import PerAddressCap
@@ -265,7 +266,9 @@ async def serve_http(
             for interface in interfaces:
                 host = None if interface == "*" else interface
                 try:
-                    listeners += await trio.open_tcp_listeners(port, host=host)
+                    listeners += await listen.open_tcp_listeners(
+                        port, host=host, reuse_port=server.reuse_port
+                    )
                 except OSError as exc:
                     raise OSError(
                         exc.errno, f"cannot listen for {name} on {interface} port {port}: {exc}"

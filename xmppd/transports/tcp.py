@@ -15,6 +15,7 @@ import trio
 
 from ..protocol.stream import ServerStream
 from ..session import BANNED_TEXT, Session
+from . import listen
 from .connection import (
     ByteStreamConnection,
     ConnectionLost,
@@ -65,7 +66,7 @@ async def serve_c2s(
         for name, port, direct in listeners:
             if not port:
                 continue
-            sockets = await _open_listeners(port, c2s["interfaces"], name)
+            sockets = await _open_listeners(port, c2s["interfaces"], name, server.reuse_port)
             bound[name] = sockets[0].getsockname()[1]
             gate = HandshakeGate(server.config.limits["tls_handshakes"])
             for listener in sockets:
@@ -80,13 +81,13 @@ async def serve_c2s(
 
 
 async def _open_listeners(
-    port: int, interfaces: list[str], name: str
+    port: int, interfaces: list[str], name: str, reuse_port: bool = False
 ) -> list[trio.socket.SocketType]:
     sockets: list[trio.socket.SocketType] = []
     for interface in interfaces:
         host = None if interface == "*" else interface
         try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            listeners = await listen.open_tcp_listeners(port, host=host, reuse_port=reuse_port)
         except OSError as exc:
             raise OSError(
                 exc.errno, f"cannot listen for {name} on {interface} port {port}: {exc.strerror}"

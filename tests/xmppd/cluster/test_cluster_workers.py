@@ -1,0 +1,103 @@
+"""`xmppd serve --workers N`: several processes share the ports, each a cluster node."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support import run
+from support_cluster import body, login, make_node, users, wait_for
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def tcp_sockets(pid: int) -> int:
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def test_two_workers_share_the_ports_and_chat(tmp_path: Path, pg_url: str, prefix: str) -> None:
+    node = make_node(tmp_path, pg_url, "box", prefix)
+    alice, bob = users(node, "alice", "bob")
+    log = node.log_path.open("ab")
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "xmppd", "serve", "--workers", "2", "-c", str(node.config_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=node.base,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(children(parent.pid)) < 2 and time.monotonic() < deadline:
+            assert parent.poll() is None, node.log_text()[-3000:]
+            time.sleep(0.1)
+        workers = children(parent.pid)
+        assert len(workers) == 2
+        for port in (node.port, node.tls_port, node.https_port):  # every listener, both
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, node.log_text()[-3000:]
+                    time.sleep(0.1)
+        time.sleep(1)  # the second worker binds after the first
+        check = subprocess.run(
+            [sys.executable, "-m", "xmppd", "check", "-c", str(node.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "cluster node: box-w1 up" in check.stdout, check.stdout
+        assert "cluster node: box-w2 up" in check.stdout, check.stdout
+        before = {pid: tcp_sockets(pid) for pid in workers}
+
+        async def scenario() -> None:
+            # Ten sessions per account: the kernel spreads them over both workers.
+            alices = [await login(node, alice, f"a{i}") for i in range(10)]
+            b = await login(node, bob, "b")
+            after = {pid: tcp_sockets(pid) for pid in workers}
+            assert all(after[pid] > before[pid] for pid in workers), (before, after)
+            for i, a in enumerate(alices):  # to each session, wherever it landed
+                b.send_message(mto=a.boundjid.full, mbody=f"to {i}", mtype="chat")
+                await wait_for(a, body(f"to {i}"))
+                a.send_message(mto=f"{bob}@localhost", mbody=f"from {i}", mtype="chat")
+                await wait_for(b, body(f"from {i}"))
+            for c in (*alices, b):
+                await c.close()
+
+        run(scenario())
+    finally:
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=20)
+    assert parent.returncode == 0
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def test_workers_need_cluster_mode(tmp_path: Path) -> None:
+    from support import ServerProcess
+
+    node = ServerProcess(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "xmppd", "serve", "--workers", "2", "-c", str(node.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 78
+    assert "cluster.enabled" in result.stderr
