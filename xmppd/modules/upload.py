@@ -241,10 +241,18 @@ class UploadService:
         return slot
 
     async def account_deleted(self, event: AccountDeleted) -> bool:
+        """The account's files go now; in maintenance mode (no web listener, so no folder
+        known) they are marked expired and the running server's next sweep deletes them."""
+        now = time.time()
         for slot_id in await self.files.get_all(event.local):
             slot = await self.get(slot_id)
-            if slot is not None:
+            if slot is None:
+                continue
+            if self.root is not None:
                 await self.delete(slot)
+            else:
+                slot.expires = slot.put_by = now
+                await self.slots.set(slot.id, asdict(slot))
         await self.files.delete_user(event.local)
         return False
 

@@ -259,3 +259,37 @@ def test_expired_files_are_gone_and_the_daily_quota_holds(short: ServerProcess) 
         await dave.close()
 
     run(daily())
+
+
+def test_a_deleted_account_loses_its_files_running_or_stopped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    proc = start(tmp_path, CONFIG + "cleanup_interval = 0.5\n")
+    folder = proc.data_dir / "upload" / "upload.localhost"
+    try:
+        gets = []
+        for user in ("alice", "bob"):
+
+            async def scenario(user: str = user) -> tuple[str, str]:
+                client = await login(proc, user)
+                urls = await slot(client, "mine.txt", 4, "text/plain")
+                await client.close()
+                return urls
+
+            put, get = run(scenario())
+            assert fetch(proc, "PUT", put, b"data", Content_Type="text/plain")[0] == 201
+            gets.append(get)
+        assert len(list(folder.iterdir())) == 2
+        # while running: at once
+        assert proc.cli("deluser", "alice@localhost").returncode == 0
+        assert fetch(proc, "GET", gets[0])[0] == 404
+        assert len(list(folder.iterdir())) == 1
+        # while stopped: marked, and gone after the next start's first sweep
+        proc.stop()
+        assert proc.cli("deluser", "bob@localhost").returncode == 0
+        proc.start()
+        assert fetch(proc, "GET", gets[1])[0] == 404
+        deadline = time.monotonic() + 5
+        while list(folder.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(folder.iterdir()) == []
+    finally:
+        proc.stop()
