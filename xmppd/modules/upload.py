@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 DAY = 86400
 _SLOT_ID = re.compile(r"[A-Za-z0-9_-]{24}")
 _MIME = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}")
+_HEADER_SAFE = re.compile(r"[\x20-\x7e]{1,200}")  # it becomes a response header
 # Shown inline in a browser; everything else (HTML, SVG, XML, scripts...) is an attachment.
 INLINE_TYPES = re.compile(
     r"image/(png|jpeg|gif|webp|avif|bmp)|audio/[\w.+-]+|video/[\w.+-]+|text/plain"
@@ -80,6 +81,11 @@ def clean_filename(name: str) -> str:
 def disposition(content_type: str, name: str) -> str:
     kind = "inline" if INLINE_TYPES.fullmatch(base_type(content_type)) else "attachment"
     return f"{kind}; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def valid_type(content_type: str) -> bool:
+    """`type/subtype` with parameters that are safe in a response header."""
+    return bool(_MIME.fullmatch(base_type(content_type)) and _HEADER_SAFE.fullmatch(content_type))
 
 
 def base_type(content_type: str) -> str:
@@ -218,7 +224,10 @@ class UploadService:
         if slot.type and base_type(content_type) != base_type(slot.type):
             raise UploadRefused(415, f"the slot is for Content-Type {slot.type}")
         if not slot.type:
-            slot.type = content_type if _MIME.fullmatch(base_type(content_type)) else ""
+            usable = _MIME.fullmatch(base_type(content_type)) and _HEADER_SAFE.fullmatch(
+                content_type
+            )
+            slot.type = content_type if usable else ""
         self._busy.add(slot_id)
         return slot
 
@@ -309,7 +318,7 @@ def load(module: Module) -> None:
         content_type = request.get("content-type", "").strip()
         if not size_text.isdigit() or int(size_text) <= 0:
             return await event.reply_error("bad-request", "size must be a positive integer")
-        if content_type and not _MIME.fullmatch(base_type(content_type)):
+        if content_type and not valid_type(content_type):
             return await event.reply_error("bad-request", "content-type is not a MIME type")
         size = int(size_text)
         if size > max_size:

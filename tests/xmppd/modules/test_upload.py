@@ -222,6 +222,10 @@ def test_too_large_and_over_quota_are_refused(server: ServerProcess) -> None:
         assert error.get("type") == "wait"
         assert error.find(f"{{{STANZAS}}}resource-constraint") is not None
         await slot(carol, "c.bin", 50000, "application/octet-stream")  # exactly the quota
+        # a content type that would split the response header it becomes
+        with pytest.raises(IqError) as bad:
+            await slot(carol, "d.txt", 1, "text/plain\r\nSet-Cookie: x=1")
+        assert bad.value.iq["error"]["condition"] == "bad-request"
         await carol.close()
 
     run(scenario())
