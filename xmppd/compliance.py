@@ -12,6 +12,7 @@ CORE = [
     ("RFC 7622", "complete", "core (protocol/jid.py)", "JID format (PRECIS, IDNA)"),
     ("RFC 5802 / RFC 7677", "complete", "core (protocol/sasl.py)", "SCRAM-SHA-1/256/512, -PLUS"),
     ("RFC 5929", "complete", "core (protocol/sasl.py)", "tls-server-end-point channel binding"),
+    ("XEP-0353", "complete", "core (router)", "call signals reach every non-negative resource"),
     ("XEP-0368", "complete", "core (transports/tcp.py)", "direct TLS listener"),
     ("XEP-0440", "complete", "core (protocol/stream.py)", "channel-binding type in features"),
     ("XEP-0478", "complete", "core (protocol/stream.py)", "stream limits advertisement"),

@@ -240,6 +240,7 @@ DEFAULT_MODULES = [
     "muc",
     "caps",
     "pep",
+    "upload",
 ]
 
 

@@ -35,6 +35,7 @@ DELIVERY = -1.0
 # (§8.3.3.8) names a misconfiguration or bug and is typed cancel in the RFC's example.
 STORAGE_DOWN = "storage is temporarily unavailable; try again later"
 _DELAY = qname(ns.DELAY, "delay")
+_JMI = f"{{{ns.JINGLE_MESSAGE}}}*"
 _VALID_TYPES = {
     "message": frozenset({"normal", "chat", "groupchat", "headline", "error"}),
     "presence": frozenset(
@@ -233,6 +234,12 @@ async def _message_full(event: StanzaEvent) -> bool:
     return True  # headline and error: silently dropped
 
 
+def rings_everywhere(stanza: Element) -> bool:
+    """XEP-0353 call signals go to every non-negative resource, as §8.5.2.1.1 allows, so a
+    call rings on each client of the account, carbons enabled or not."""
+    return stanza.find(_JMI) is not None
+
+
 async def _message_bare(event: StanzaEvent) -> bool:
     """RFC 6121 §8.5.2: highest-priority non-negative resources, else offline or an error."""
     host, stanza = event.host, event.stanza
@@ -242,7 +249,7 @@ async def _message_bare(event: StanzaEvent) -> bool:
         return await event.reply_error("service-unavailable")
     metas = [m for m in host.available_resources(bare) if m.get("priority", 0) >= 0]
     if metas and type_ != "error":
-        if type_ != "headline":
+        if type_ != "headline" and not rings_everywhere(stanza):
             top = max(m.get("priority", 0) for m in metas)
             metas = [m for m in metas if m.get("priority", 0) == top]
         delivered = False
@@ -334,7 +341,8 @@ def reached_elsewhere(host: Host, session: Session, message: Element, stamp: flo
             return False
     to = message.get("to")
     to_account = to is None or "/" not in to  # a bare JID has no '/' (RFC 7622 §3)
-    headline = message.get("type") == "headline"  # to every non-negative resource
+    # to every non-negative resource
+    headline = message.get("type") == "headline" or rings_everywhere(message)
     copied = host.services.get("carbons")  # modules/carbons.py: copied(session, msg, stamp)
     for other in host.resources_of(session.bare).values():
         if other is session or other.closed or other.bound_at > stamp:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from .. import router
 from ..module import Implements, Module, ModuleSpec
 from ..protocol import namespaces as ns
 from ..protocol.stanza import (
@@ -79,10 +80,10 @@ def wrap(direction: str, stanza: Element, bare: str, to: str) -> Element:
     return carbon
 
 
-def top_resources(host: Host, bare: str, type_: str) -> set[str]:
+def top_resources(host: Host, bare: str, type_: str, everywhere: bool = False) -> set[str]:
     """The resources RFC 6121 §8.5.2.1.1 delivers a message to the bare JID to (router rules)."""
     metas = [m for m in host.available_resources(bare) if m.get("priority", 0) >= 0]
-    if metas and type_ != "headline":
+    if metas and type_ != "headline" and not everywhere:
         top = max(m.get("priority", 0) for m in metas)
         metas = [m for m in metas if m.get("priority", 0) == top]
     return {m["resource"] for m in metas}
@@ -96,7 +97,7 @@ def original_recipients(event: StanzaEvent, bare: str) -> set[str] | None:
             return {to.resource}
         if type_ != "chat":
             return None  # RFC 6121 §8.5.3.2.1: only chat falls back to the bare JID
-    return top_resources(event.host, bare, type_)
+    return top_resources(event.host, bare, type_, router.rings_everywhere(event.stanza))
 
 
 def send_copies(host: Host, direction: str, stanza: Element, bare: str, skip: set[str]) -> None:

@@ -67,3 +67,5 @@ PUBSUB_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
 BOOKMARKS = "urn:xmpp:bookmarks:1"  # XEP-0402
 BOOKMARKS_COMPAT = "urn:xmpp:bookmarks:1#compat"
 LEGACY_BOOKMARKS = "storage:bookmarks"  # XEP-0048
+HTTP_UPLOAD = "urn:xmpp:http:upload:0"  # XEP-0363
+EXTDISCO = "urn:xmpp:extdisco:2"  # XEP-0215

@@ -284,6 +284,9 @@ async def serve_http(
                 ", ".join(interfaces),
                 port,
             )
+        from . import upload  # XEP-0363 services learn their URL and folder
+
+        upload.attach(server, bound.get("https"))
         task_status.started(bound)
 
 
@@ -407,6 +410,10 @@ class HttpConnection:
         self, event: h11.Request, headers: dict[str, str], client: str
     ) -> bool:
         """One request after its head; True when the connection may carry the next one."""
+        if event.target.startswith(b"/upload/"):  # XEP-0363 files: transports/upload.py
+            from . import upload
+
+            return await upload.serve(self, event, headers)
         try:
             with trio.fail_after(self.web.config["request_timeout"]):
                 request = await self._read_body(event, headers, client)
@@ -454,7 +461,8 @@ class HttpConnection:
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
         limit = self.web.config["max_body_bytes"]
-        if int(headers.get("content-length", "0") or 0) > limit:
+        uploading = event.target.startswith(b"/upload/")  # streamed: the slot sets the size
+        if not uploading and int(headers.get("content-length", "0") or 0) > limit:
             raise HttpError(413, f"the body is limited to {limit} bytes")
         return event, headers
 
