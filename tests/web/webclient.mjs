@@ -1,0 +1,165 @@
+// The web client (webclient/, served at /) in headless Debian Chromium, driven by
+// tests/web/test_webclient.py. Usage: node webclient.mjs SCENARIO JSON_ARGS
+// Prints one JSON line with the scenario's findings and exits 0; any failure exits 1.
+// Screenshots go to args.artifacts.
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { chromium } from "playwright-core";
+
+const [scenario, rawArgs] = process.argv.slice(2);
+const args = JSON.parse(rawArgs);
+const require = createRequire(import.meta.url);
+const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+const say = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const shot = (page, name) => page.screenshot({ path: path.join(args.artifacts, `${name}.png`) });
+
+async function open(browser, viewport = { width: 1200, height: 800 }) {
+  const context = await browser.newContext({ viewport, ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  page.errors = [];
+  page.on("console", (m) => { if (m.type() === "error") page.errors.push(m.text()); });
+  page.on("pageerror", (e) => page.errors.push(String(e)));
+  return page;
+}
+
+/** axe-core on the page: violations of impact serious or critical, by rule id. */
+async function audit(page) {
+  await page.evaluate(AXE);
+  const result = await page.evaluate(() => window.axe.run(document, {
+    runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] },
+  }));
+  return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => ({ id: v.id, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
+}
+
+/** Tab through the page; which visible controls were never focused (by a description). */
+async function unreachable(page, presses = 80) {
+  await page.evaluate(() => {
+    window.__focused = new Set();
+    document.addEventListener("focusin", (e) => window.__focused.add(e.target), true);
+    document.activeElement && document.activeElement.blur();
+  });
+  for (let i = 0; i < presses; i++) await page.keyboard.press("Tab");
+  return page.evaluate(() => {
+    const controls = [...document.querySelectorAll("button, input, select, textarea, a[href], [tabindex='0']")]
+      .filter((el) => !el.disabled && el.offsetParent !== null);
+    return controls.filter((el) => !window.__focused.has(el))
+      .map((el) => `${el.tagName.toLowerCase()}#${el.id}.${el.className} ${el.getAttribute("aria-label") || el.textContent}`);
+  });
+}
+
+/** Sign in with the host-app token and join the room through the dialog, by keyboard only. */
+async function joinByKeyboard(page, base, token, room, nick) {
+  await page.goto(`${base}/#token=${token}`);
+  await page.waitForFunction(() => window.xmppdClient && window.xmppdClient.state().connected);
+  const button = page.getByRole("button", { name: "Group chat" });
+  await button.focus();
+  await page.keyboard.press("Enter");
+  await page.keyboard.type(room);
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Control+A");
+  await page.keyboard.type(nick);
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: room.split("@")[0] }).waitFor();
+}
+
+async function send(page, text) {
+  const input = page.getByRole("textbox", { name: /^Message / });
+  await input.focus();
+  await page.keyboard.type(text);
+  await page.keyboard.press("Enter");
+}
+
+const scenarios = {
+  async load(browser) {
+    const page = await open(browser);
+    const response = await page.goto(`${args.base}/`);
+    await page.getByRole("button", { name: "Sign in" }).waitFor();
+    const out = {
+      status: response.status(), csp: response.headers()["content-security-policy"] || "",
+      title: await page.title(), serious: await audit(page), unreachable: await unreachable(page, 12),
+    };
+    await shot(page, "login");
+    // A wrong password: the form says so, nothing is stored.
+    await page.getByLabel("Address or user name").fill("nobody");
+    await page.getByLabel("Password").fill("wrong");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    out.login_error = await page.getByRole("alert").first().textContent({ timeout: 5000 });
+    await page.waitForFunction(() => document.querySelector("[role=alert]").textContent.length > 0);
+    out.login_error = await page.getByRole("alert").first().textContent();
+    out.stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
+    out.errors = page.errors.filter((e) => !e.includes("Failed to load resource"));
+    return out;
+  },
+
+  async chat(browser) {
+    const { base, room, tokens } = args;
+    const ann = await open(browser);
+    const bob = await open(browser);
+    await joinByKeyboard(ann, base, tokens.ann, room, "Ann");
+    await joinByKeyboard(bob, base, tokens.bob, room, "Bob");
+    await ann.getByText("2 here").first().waitFor();
+    await send(ann, "Hello Bob, from the web client");
+    await bob.getByText("Hello Bob, from the web client").waitFor();
+    await send(bob, "Hi Ann!");
+    await ann.getByText("Hi Ann!").waitFor();
+    if (args.xmpp_line) await ann.getByText(args.xmpp_line).waitFor();
+    const out = { fragment_gone: !ann.url().includes("token="), title: await ann.title() };
+    // People panel, then the audit and keyboard pass over the full app view.
+    await ann.getByRole("button", { name: "People" }).click();
+    out.occupants = await ann.locator("#occupants .item-name").allTextContents();
+    await shot(ann, "room");
+    out.serious = await audit(ann);
+    out.unreachable = await unreachable(ann);
+    // A reload keeps the session (the token is in sessionStorage) and rejoins the room.
+    await bob.reload();
+    await bob.waitForFunction(() => window.xmppdClient && window.xmppdClient.state().connected);
+    await bob.getByRole("button", { name: /^room/ }).first().waitFor();
+    out.reloaded = await bob.evaluate(() => window.xmppdClient.state().me);
+    // Unread badge and title count while Bob looks elsewhere.
+    await bob.evaluate(() => { window.xmppdClient.state().active = null; });
+    await send(ann, "are you there?");
+    await bob.waitForFunction(() => document.title.startsWith("(1)"));
+    out.bob_title = await bob.title();
+    await shot(bob, "unread");
+    // Phone width: the sidebar collapses to a list; opening a room shows it with a back button.
+    const phone = await open(browser, { width: 390, height: 780 });
+    await phone.goto(`${base}/#token=${tokens.ann}`);
+    await phone.getByRole("button", { name: /^room/ }).first().waitFor();
+    await shot(phone, "phone-list");
+    out.phone_overflow = await phone.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+    await phone.getByRole("button", { name: /^room/ }).first().click();
+    await phone.getByRole("button", { name: "Back to conversations" }).waitFor();
+    out.phone_composer = await phone.getByRole("textbox", { name: /^Message / }).isVisible();
+    out.phone_overflow_room = await phone.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+    await shot(phone, "phone-room");
+    out.phone_serious = await audit(phone);
+    // Sign out: the stored token is gone and the sign-in form is back.
+    await ann.getByRole("button", { name: "Sign out" }).click();
+    await ann.getByRole("button", { name: "Sign in" }).waitFor();
+    out.after_logout = await ann.evaluate(() => sessionStorage.length + localStorage.getItem("xmppd.session"));
+    out.errors = [...ann.errors, ...bob.errors, ...phone.errors];
+    return out;
+  },
+};
+
+async function main() {
+  // Playwright gives every launch a fresh profile (--user-data-dir) of its own and refuses the
+  // flag in args.
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    say(await scenarios[scenario](browser));
+  } finally {
+    await browser.close();
+  }
+}
+
+main().then(() => process.exit(0), (err) => {
+  process.stderr.write(`error: ${err && (err.stack || err)}\n`);
+  process.exit(1);
+});
