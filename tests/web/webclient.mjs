@@ -52,7 +52,12 @@ async function unreachable(page, presses = 80) {
 /** Sign in with the host-app token and join the room through the dialog, by keyboard only. */
 async function joinByKeyboard(page, base, token, room, nick) {
   await page.goto(`${base}/#token=${token}`);
-  await page.waitForFunction(() => window.xmppdClient && window.xmppdClient.state().connected);
+  try {
+    await page.waitForFunction(() => window.xmppdClient && window.xmppdClient.state().connected,
+      null, { timeout: 15000 });
+  } catch (err) {
+    throw new Error(`not connected: ${page.errors.join(" | ")}`);
+  }
   const button = page.getByRole("button", { name: "Group chat" });
   await button.focus();
   await page.keyboard.press("Enter");
@@ -99,7 +104,7 @@ const scenarios = {
     const bob = await open(browser);
     await joinByKeyboard(ann, base, tokens.ann, room, "Ann");
     await joinByKeyboard(bob, base, tokens.bob, room, "Bob");
-    await ann.getByText("2 here").first().waitFor();
+    await ann.getByText(`${args.here} here`).first().waitFor();
     await send(ann, "Hello Bob, from the web client");
     await bob.getByText("Hello Bob, from the web client").waitFor();
     await send(bob, "Hi Ann!");
@@ -115,7 +120,7 @@ const scenarios = {
     // A reload keeps the session (the token is in sessionStorage) and rejoins the room.
     await bob.reload();
     await bob.waitForFunction(() => window.xmppdClient && window.xmppdClient.state().connected);
-    await bob.getByRole("button", { name: /^room/ }).first().waitFor();
+    await bob.getByRole("button", { name: new RegExp(`^${room.split("@")[0]}`) }).first().waitFor();
     out.reloaded = await bob.evaluate(() => window.xmppdClient.state().me);
     // Unread badge and title count while Bob looks elsewhere.
     await bob.evaluate(() => { window.xmppdClient.state().active = null; });
@@ -125,20 +130,19 @@ const scenarios = {
     await shot(bob, "unread");
     // Phone width: the sidebar collapses to a list; opening a room shows it with a back button.
     const phone = await open(browser, { width: 390, height: 780 });
-    await phone.goto(`${base}/#token=${tokens.ann}`);
-    await phone.getByRole("button", { name: /^room/ }).first().waitFor();
-    await shot(phone, "phone-list");
-    out.phone_overflow = await phone.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
-    await phone.getByRole("button", { name: /^room/ }).first().click();
-    await phone.getByRole("button", { name: "Back to conversations" }).waitFor();
+    await joinByKeyboard(phone, base, tokens.ann, room, "AnnPhone");
     out.phone_composer = await phone.getByRole("textbox", { name: /^Message / }).isVisible();
     out.phone_overflow_room = await phone.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
     await shot(phone, "phone-room");
+    await phone.getByRole("button", { name: "Back to conversations" }).click();
+    await phone.getByRole("button", { name: new RegExp(`^${room.split("@")[0]}`) }).first().waitFor();
+    out.phone_overflow = await phone.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+    await shot(phone, "phone-list");
     out.phone_serious = await audit(phone);
     // Sign out: the stored token is gone and the sign-in form is back.
     await ann.getByRole("button", { name: "Sign out" }).click();
     await ann.getByRole("button", { name: "Sign in" }).waitFor();
-    out.after_logout = await ann.evaluate(() => sessionStorage.length + localStorage.getItem("xmppd.session"));
+    out.after_logout = await ann.evaluate(() => [sessionStorage.getItem("xmppd.session"), localStorage.getItem("xmppd.session")]);
     out.errors = [...ann.errors, ...bob.errors, ...phone.errors];
     return out;
   },

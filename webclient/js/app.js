@@ -79,6 +79,8 @@ const app = {
     showLogin(reason ? `Your session ended (${reason}). Sign in again.` : "Your session ended.");
   },
   onUserJoined() {
+    if (state.started) return; // a reconnect: the socket rejoins the rooms itself
+    state.started = true;
     for (const room of savedRooms()) joinRoom(room.jid, room.nick, false);
     renderAll();
   },

@@ -125,9 +125,18 @@ export class Channel {
     for (const fn of this.handlers.get(event) || []) fn(payload);
   }
 
-  /** Resolves with the join reply {status, response}. */
+  once(event, fn) {
+    const wrapper = (payload) => {
+      this.handlers.set(event, this.handlers.get(event).filter((f) => f !== wrapper));
+      fn(payload);
+    };
+    this.on(event, wrapper);
+  }
+
+  /** Resolves with the join reply {status, response}; waits for the socket to open. */
   async join() {
     this.wanted = true;
+    if (!this.socket.connected) return new Promise((resolve) => this.once("joined", resolve));
     return this.rejoin();
   }
 

@@ -125,8 +125,10 @@ export class Connection {
   }
 
   userJoined(reply) {
-    if (reply.status !== "ok") {
-      this.app.onSessionEnded(reply.response && reply.response.reason);
+    if (reply.status !== "ok") {  // refused: the token is no good; else a reconnect retries
+      if (reply.status === "error" && reply.response.reason !== "disconnected") {
+        this.app.onSessionEnded(reply.response.reason);
+      }
       return;
     }
     const r = reply.response || {};
@@ -172,6 +174,7 @@ export class Connection {
   invite(room, jid) { return this.user.push("invite", { room, jid }); }
 
   async joinRoom(room, nick) {
+    if (this.rooms.has(room)) return { status: "ok", response: { nick: this.rooms.get(room).nick } };
     const channel = this.socket.channel(`room:${room}`, { nick });
     const entry = { channel, nick, presence: {} };
     this.rooms.set(room, entry);

@@ -33,18 +33,19 @@ function presenceDot(show) {
 }
 
 function badge(count) {
-  return count ? h("span", { class: "badge", "aria-hidden": "true" }, count > 99 ? "99+" : count) : null;
+  return count ? h("span", { class: "badge" }, count > 99 ? "99+" : count,
+    h("span", { class: "visually-hidden" }, " unread")) : null;
 }
 
 /** One row in the sidebar: a button opening the conversation. */
 function item({ key, name, sub, show, unread, active, onclick }) {
-  const label = [name, show ? showLabel(show) : null, sub, unread ? `${unread} unread` : null]
-    .filter(Boolean).join(", ");
+  // The name is the visible text (WCAG 2.5.3); presence and unread are added for screen readers.
   return h("li", {},
     h("button", { class: `item${active ? " active" : ""}`, "data-key": key, onclick,
-      "aria-label": label, "aria-current": active ? "true" : false },
+      "aria-current": active ? "true" : false },
       h("span", { class: "avatar-wrap" }, avatar(name, key), show !== undefined ? presenceDot(show) : null),
       h("span", { class: "item-text" }, h("span", { class: "item-name" }, name),
+        show !== undefined ? h("span", { class: "visually-hidden" }, `, ${showLabel(show)}`) : null,
         sub ? h("span", { class: "item-sub" }, sub) : null),
       badge(unread)));
 }
@@ -125,10 +126,11 @@ export function conversationView(state, conv, actions) {
       h("button", { class: "secondary", onclick: () => actions.inviteDialog(conv.key) }, "Invite"),
       h("button", { class: "secondary danger", onclick: () => actions.leave(conv.key) }, "Leave")) : null);
   const messages = conv.messages.map((m) => messageView(conv, m, actions, canModerate));
-  const log = h("ol", { class: "messages", id: "messages", role: "log", tabindex: "0",
+  const log = h("div", { class: "messages", id: "messages", role: "log", tabindex: "0",
     "aria-label": `Messages with ${conv.title}`, onscroll: (e) => actions.scrolled(conv.key, e.target) },
-  conv.loading ? h("li", { class: "loading" }, "Loading earlier messages…") : null,
-  messages.length ? messages : h("li", { class: "empty" }, "No messages yet. Say hello!"));
+  h("ol", { class: "message-list" },
+    conv.loading ? h("li", { class: "loading" }, "Loading earlier messages…") : null,
+    messages.length ? messages : h("li", { class: "empty" }, "No messages yet. Say hello!")));
   const typing = h("p", { class: "typing", "aria-live": "polite" },
     conv.typing.size ? `${[...conv.typing].join(", ")} ${conv.typing.size > 1 ? "are" : "is"} typing…` : "");
   const composer = h("form", { class: "composer", onsubmit: (e) => actions.submit(e, conv.key) },
