@@ -205,9 +205,13 @@ const actions = {
     if (!body) return;
     const conv = state.convs.get(key);
     const replace = conv.editing;
+    input.value = ""; // before the await: the echo re-renders the composer meanwhile
     const reply = conv.kind === "room" ? await conn.sendRoom(key, body, replace) : await conn.send(key, body, replace);
-    if (reply.status !== "ok") { announce(`Not sent: ${(reply.response && reply.response.reason) || reply.status}`); return; }
-    input.value = "";
+    if (reply.status !== "ok") {
+      document.getElementById("composer-input").value = body;
+      announce(`Not sent: ${(reply.response && reply.response.reason) || reply.status}`);
+      return;
+    }
     conv.editing = null;
     if (conv.kind === "chat" && !replace) {
       conv.messages.push({ id: (reply.response && reply.response.id) || null, from: state.me, body, mine: true, stamp: null });
@@ -350,7 +354,7 @@ function shell() {
         h("button", { class: "secondary", onclick: newChatDialog }, "New chat"),
         h("button", { class: "secondary", onclick: roomDialog }, "Group chat"),
         h("button", { class: "icon-button", id: "notify-button", onclick: enableNotifications,
-          "aria-label": "Turn on notifications" }, "🔔")),
+          "aria-label": "Turn on notifications" }, "!")),
       h("div", { class: "lists", id: "lists" })),
     h("main", { class: "main", id: "main" }));
   root.setAttribute("aria-busy", "false");

@@ -1,10 +1,11 @@
 """The web client's static files at `/` on the web listener (docs/webclient.md).
 
 The files live in the top-level `webclient/` folder, beside `xmppd/`; `pip install .` installs
-them there too (package data of a `webclient` namespace package, pyproject.toml). No build step: what is in
-the folder is what is served. Files are read once and kept in memory with a strong ETag; every
-answer is revalidated (`no-cache`) since module URLs carry no version, so an upgrade is seen on
-the next load. A strict CSP keeps the page to its own scripts and styles and its own WebSocket.
+them there too (package data of a `webclient` namespace package, pyproject.toml). No build
+step: what is in the folder is what is served. Files are read once and kept in memory with a
+strong ETag; every answer is revalidated (`no-cache`) since module URLs carry no version, so
+an upgrade is seen on the next load. A strict CSP keeps the page to its own scripts, styles
+and WebSocket.
 """
 
 from __future__ import annotations
