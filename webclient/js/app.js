@@ -1,20 +1,22 @@
-// The web client: state, actions and the wiring of session.js to views.js.
+// The web client: state, actions and the wiring of session.js to views.js and dialogs.js.
 import { announce, avatar, h, replaceChildren } from "./dom.js";
+import { openDialogs } from "./dialogs.js";
 import {
-  Connection, forgetSession, login, saveSession, savedSession, tokenFromHash,
+  Connection, forgetSession, login, logoutToken, saveSession, savedSession, tokenFromHash,
 } from "./session.js";
-import { conversationView, loginView, showLabel, sidebarLists, statusMenu } from "./views.js";
+import { conversationView, loginView, showLabel, sidebarLists } from "./views.js";
 
 const root = document.getElementById("app");
 const BASE_TITLE = "Chat";
 let conn = null;
 let state = null;
+let dialogs = null;
 
-function freshState(jid) {
+function freshState(session) {
   return {
-    me: jid, connected: false, status: { show: "available", text: "" },
-    contacts: new Map(), presence: {}, convs: new Map(), active: null, filter: "", panel: null,
-    sidebar: true,
+    me: session.jid, session, connected: false, started: false, status: { show: "available", text: "" },
+    contacts: new Map(), requests: new Map(), presence: {}, convs: new Map(), active: null,
+    filter: "", panel: null, sidebar: true,
     presenceOf(key) {
       const entry = this.presence[key];
       const meta = entry && entry.metas[entry.metas.length - 1];
@@ -25,16 +27,22 @@ function freshState(jid) {
 
 function conversation(key, kind, title) {
   if (!state.convs.has(key)) {
-    state.convs.set(key, { key, kind, title: title || key.split("@")[0], messages: [], unread: 0,
-      typing: new Set(), occupants: {}, nick: null, editing: null, loading: false, done: false });
+    const contact = state.contacts.get(key);
+    state.convs.set(key, { key, kind, title: title || (contact && contact.name) || key.split("@")[0],
+      messages: [], unread: 0, typing: new Set(), occupants: {}, nick: null, editing: null,
+      loading: false, done: false });
   }
   return state.convs.get(key);
 }
+
+const findMessage = (conv, id, msgId) =>
+  conv.messages.find((m) => (id && m.id === id) || (msgId && m.msgId === msgId));
 
 // ---- signing in and out -------------------------------------------------------------------
 
 function showLogin(error = "", busy = false) {
   root.setAttribute("aria-busy", "false");
+  root.classList.remove("sidebar-open");
   root.replaceChildren(loginView({ onSubmit: submitLogin, error, busy }));
   document.title = `Sign in · ${BASE_TITLE}`;
   const field = root.querySelector(error ? "#login-password" : "#login-user");
@@ -59,16 +67,19 @@ async function submitLogin(event) {
   }
 }
 
-function logout() {
+async function logout() {
+  const session = state && state.session;
   forgetSession();
   if (conn) conn.close();
   conn = null;
+  state = null;
   document.title = BASE_TITLE;
   showLogin();
   announce("Signed out");
+  await logoutToken(session);
 }
 
-// ---- the signed-in app --------------------------------------------------------------------
+// ---- events from the server ---------------------------------------------------------------
 
 const app = {
   onConnection(up) { state.connected = up; renderStatusLine(); },
@@ -78,57 +89,72 @@ const app = {
     conn = null;
     showLogin(reason ? `Your session ended (${reason}). Sign in again.` : "Your session ended.");
   },
-  onUserJoined() {
+  onUserJoined(reply, bookmarks) {
+    if (reply.show !== undefined) state.status = { show: reply.show || "available", text: reply.status || "" };
     if (state.started) return; // a reconnect: the socket rejoins the rooms itself
     state.started = true;
-    for (const room of savedRooms()) joinRoom(room.jid, room.nick, false);
+    const rooms = bookmarks ? bookmarks.filter((b) => b.autojoin) : savedRooms();
+    for (const room of rooms) joinRoom(room.jid, room.nick || state.me.split("@")[0], false);
     renderAll();
   },
-  onContacts(list) {
-    for (const c of list) state.contacts.set(c.jid, { jid: c.jid, name: c.name || c.jid.split("@")[0] });
+  onContacts(items, whole) {
+    if (whole) state.contacts.clear();
+    for (const c of items) {
+      if (c.subscription === "remove") state.contacts.delete(c.jid);
+      else state.contacts.set(c.jid, { ...c, name: c.name || c.jid.split("@")[0] });
+    }
     renderSidebar();
   },
+  onSubscribeRequest(from, status) { state.requests.set(from, status || ""); renderSidebar(); },
   onPresence(presence) { state.presence = presence; renderSidebar(); renderConversation(); },
-  onRoomList() { /* the room directory dialog asks when it opens */ },
   onUnread(counts) {
-    for (const [key, n] of Object.entries(counts)) if (state.convs.has(key)) state.convs.get(key).unread = n;
+    for (const [key, n] of Object.entries(counts)) {
+      if (!conn.rooms.has(key) && !state.convs.has(key) && !n) continue;
+      conversation(key, conn.rooms.has(key) ? "room" : "chat").unread = n;
+    }
     renderAll();
   },
-  onInvite(p) { announce(`${p.from} invites you to ${p.room}`); },
+  onInvite(p) {
+    dialogs.invitation(p);
+    announce(`${p.from} invites you to ${p.room}`);
+  },
   onMessage(key, msg) {
     if (!key) return;
     const conv = conversation(key, conn.rooms.has(key) ? "room" : "chat");
     if (msg.replace) {
-      const old = conv.messages.find((m) => m.id === msg.replace);
+      const old = conv.kind === "room" ? findMessage(conv, msg.replace) : findMessage(conv, null, msg.replace);
       if (old) { old.body = msg.body; old.edited = true; renderConversation(); return; }
     }
-    if (msg.id && conv.messages.some((m) => m.id === msg.id)) return;
+    if (msg.id && findMessage(conv, msg.id)) return;
     conv.messages.push(msg);
-    conv.typing.delete(msg.from);
+    conv.typing.delete(conv.kind === "room" ? msg.from : conv.title);
     const seen = state.active === key && !document.hidden;
-    if (!msg.mine && !msg.stamp && !seen) {
-      conv.unread += 1;
+    if (!msg.mine && !msg.delayed && !seen) {
+      if (!conn.full) conv.unread += 1; // else the server counts and says `unread`
       notify(conv, msg);
     }
     if (seen && !msg.mine) conn.markRead(key, msg.id);
     renderAll();
   },
-  onTyping(key, from, what) {
+  onTyping(key, name, what) {
     const conv = state.convs.get(key);
     if (!conv) return;
-    const name = conv.title;
-    if (what === "composing") conv.typing.add(name); else conv.typing.delete(name);
+    const who = conv.kind === "room" ? name : conv.title;
+    if (what === "composing") conv.typing.add(who); else conv.typing.delete(who);
     renderConversation();
   },
-  onMarker(key, id) {
+  onMarker(key, id, msgId, type) {
     const conv = state.convs.get(key);
     if (!conv) return;
-    for (const m of conv.messages) if (m.mine) { m.read = true; if (m.id === id) break; }
+    const upTo = conv.messages.indexOf(findMessage(conv, id, msgId));
+    conv.messages.forEach((m, i) => {
+      if (m.mine && i <= upTo) m[type === "displayed" ? "read" : "delivered"] = true;
+    });
     renderConversation();
   },
-  onRetract(key, id) {
+  onRetract(key, id, msgId) {
     const conv = state.convs.get(key);
-    const msg = conv && conv.messages.find((m) => m.id === id);
+    const msg = conv && findMessage(conv, id, msgId);
     if (msg) { msg.retracted = true; msg.body = ""; renderConversation(); }
   },
   onRoomPresence(room, presence) {
@@ -138,7 +164,10 @@ const app = {
   },
   onRoomClosed(room, reason) {
     const conv = state.convs.get(room);
-    if (conv) conv.messages.push({ id: null, from: "", body: `You left the room${reason ? ` (${reason})` : ""}.`, mine: false, stamp: null, notice: true });
+    const why = { kicked: "You were removed from the room", banned: "You were banned from the room",
+      destroyed: "The room was closed" }[reason] || "You left the room";
+    if (conv) conv.messages.push({ id: null, from: "", body: `${why}.`, mine: false, stamp: null, notice: true });
+    conn.rooms.delete(room);
     forgetRoom(room);
     renderAll();
   },
@@ -151,21 +180,25 @@ function notify(conv, msg) {
   n.onclick = () => { window.focus(); actions.open(conv.key); n.close(); };
 }
 
+// Rooms are remembered in the account's bookmarks (XEP-0402) when the server has them, in this
+// browser otherwise.
 function savedRooms() {
   try { return JSON.parse(localStorage.getItem(`xmppd.rooms.${state.me}`) || "[]"); } catch { return []; }
 }
 function rememberRoom(jid, nick) {
+  if (conn.full) return conn.bookmark(jid, nick);
   const rooms = savedRooms().filter((r) => r.jid !== jid);
   localStorage.setItem(`xmppd.rooms.${state.me}`, JSON.stringify([...rooms, { jid, nick }]));
 }
 function forgetRoom(jid) {
+  if (conn && conn.full) return conn.unbookmark(jid);
   localStorage.setItem(`xmppd.rooms.${state.me}`, JSON.stringify(savedRooms().filter((r) => r.jid !== jid)));
 }
 
 async function joinRoom(jid, nick, open = true) {
   const reply = await conn.joinRoom(jid, nick);
   if (reply.status !== "ok") return (reply.response && reply.response.reason) || "the room refused";
-  const conv = conversation(jid, "room");
+  const conv = conversation(jid, "room", reply.response.config && reply.response.config.name);
   conv.nick = conn.rooms.get(jid).nick;
   rememberRoom(jid, conv.nick);
   if (open) actions.open(jid);
@@ -173,22 +206,18 @@ async function joinRoom(jid, nick, open = true) {
   return null;
 }
 
-function dialog(title, body) {
-  const box = h("dialog", { class: "dialog", "aria-labelledby": "dialog-title" },
-    h("h2", { id: "dialog-title" }, title), body);
-  box.addEventListener("close", () => box.remove());
-  document.body.append(box);
-  box.showModal();
-  return box;
-}
+// ---- what the user does -------------------------------------------------------------------
 
 const actions = {
   can: (feature) => conn && conn.has(feature),
+  me: () => state.me,
+  status: () => state.status,
+  joinRoom,
   open(key, kind) {
     const conv = conversation(key, kind || (conn.rooms.has(key) ? "room" : "chat"));
     state.active = key;
     state.sidebar = false;
-    conv.unread = 0;
+    if (!conn.full) conv.unread = 0;
     const last = [...conv.messages].reverse().find((m) => !m.mine && m.id);
     if (last) conn.markRead(key, last.id);
     renderAll();
@@ -204,27 +233,37 @@ const actions = {
     const body = input.value.trim();
     if (!body) return;
     const conv = state.convs.get(key);
-    const replace = conv.editing;
+    const room = conv.kind === "room";
+    const editing = conv.editing && findMessage(conv, conv.editing);
     input.value = ""; // before the await: the echo re-renders the composer meanwhile
-    const reply = conv.kind === "room" ? await conn.sendRoom(key, body, replace) : await conn.send(key, body, replace);
+    let reply;
+    if (editing) reply = room ? await conn.correctRoom(key, editing, body) : await conn.correct(key, editing, body);
+    else reply = room ? await conn.sendRoom(key, body) : await conn.send(key, body);
     if (reply.status !== "ok") {
       document.getElementById("composer-input").value = body;
       announce(`Not sent: ${(reply.response && reply.response.reason) || reply.status}`);
       return;
     }
     conv.editing = null;
-    if (conv.kind === "chat" && !replace) {
-      conv.messages.push({ id: (reply.response && reply.response.id) || null, from: state.me, body, mine: true, stamp: null });
-    } else if (conv.kind === "chat") {
-      const old = conv.messages.find((m) => m.id === replace);
-      if (old) { old.body = body; old.edited = true; }
+    const r = reply.response || {};
+    if (editing && !room) { editing.body = body; editing.edited = true; }
+    if (!editing && !room && !(r.id && findMessage(conv, r.id))) {
+      conv.messages.push({ id: r.id || null, msgId: r.msg_id || null, from: state.me, body, mine: true,
+        stamp: r.stamp || null });
     }
     conn.typing(key, "active");
+    actions.lastTyping = 0;
     renderConversation();
     document.getElementById("composer-input").focus();
   },
   composerKey(event) {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); event.target.form.requestSubmit(); }
+    if (event.key === "ArrowUp" && !event.target.value) actions.editLast();
+  },
+  editLast() {
+    const conv = state.convs.get(state.active);
+    const last = conv && [...conv.messages].reverse().find((m) => m.mine && !m.retracted);
+    if (last && actions.can("corrections")) actions.edit(conv.key, last);
   },
   typed(key) {
     const now = Date.now();
@@ -241,12 +280,12 @@ const actions = {
   cancelEdit(key) { state.convs.get(key).editing = null; renderConversation(); },
   async retract(key, msg) {
     const conv = state.convs.get(key);
-    const reply = conv.kind === "room" ? await conn.moderate(key, "retract", { id: msg.id }) : await conn.retract(key, msg.id);
-    if (reply.status === "ok") app.onRetract(key, msg.id);
+    const reply = conv.kind === "room" ? await conn.retractRoom(key, msg) : await conn.retract(key, msg);
+    if (reply.status === "ok") app.onRetract(key, msg.id, msg.msgId);
     else announce("The message could not be deleted.");
   },
   async kick(room, nick) {
-    const reply = await conn.moderate(room, "kick", { nick });
+    const reply = await conn.kick(room, nick);
     announce(reply.status === "ok" ? `${nick} was removed.` : `${nick} could not be removed.`);
   },
   async leave(room) {
@@ -254,8 +293,14 @@ const actions = {
     forgetRoom(room);
     state.convs.delete(room);
     state.active = null;
+    state.sidebar = true;
     renderAll();
     announce("You left the room.");
+  },
+  async answer(jid, yes) {
+    await conn.answerSubscription(jid, yes);
+    state.requests.delete(jid);
+    renderSidebar();
   },
   scrolled(key, list) {
     const conv = state.convs.get(key);
@@ -266,68 +311,25 @@ const actions = {
     event.preventDefault();
     const form = event.target;
     state.status = { show: form.show.value, text: form.text.value.trim() };
-    conn.setStatus(state.status.show === "available" ? "" : state.status.show, state.status.text);
+    conn.setStatus(state.status.show === "available" ? null : state.status.show, state.status.text);
     form.closest("dialog").close();
     renderStatusLine();
   },
-  inviteDialog(room) {
-    const box = dialog("Invite to the group chat", h("form", { class: "stack", onsubmit: async (e) => {
-      e.preventDefault();
-      const reply = await conn.invite(room, e.target.jid.value.trim());
-      if (reply.status === "ok") box.close();
-      else e.target.querySelector(".form-error").textContent = "This server cannot send invitations yet.";
-    } }, h("label", { for: "invite-jid" }, "Colleague's address"),
-    h("input", { id: "invite-jid", name: "jid", type: "email", required: true, autocomplete: "off" }),
-    h("p", { class: "form-error", role: "alert" }),
-    h("div", { class: "row" }, h("button", { class: "primary", type: "submit" }, "Invite"),
-      h("button", { class: "secondary", type: "button", onclick: actions.closeDialog }, "Cancel"))));
-  },
+  inviteDialog: (room) => dialogs.invite(room),
 };
 
 async function loadHistory(conv) {
-  if (conv.kind !== "chat" || !conn.has("history")) { conv.done = true; return; }
+  if (!conn.full) { conv.done = true; return; }
   conv.loading = true;
   renderConversation();
   const oldest = conv.messages.find((m) => m.id);
-  const older = await conn.history(conv.key, oldest ? oldest.id : null);
+  const before = oldest ? oldest.id : null;
+  const page = conv.kind === "room" ? await conn.roomHistory(conv.key, before) : await conn.history(conv.key, before);
   conv.loading = false;
-  if (!older || !older.length) conv.done = true;
-  else conv.messages = [...older.filter((m) => !conv.messages.some((x) => x.id && x.id === m.id)), ...conv.messages];
+  if (!page || page.complete || !page.messages.length) conv.done = true;
+  if (page) conv.messages = [...page.messages.filter((m) => !(m.id && findMessage(conv, m.id))), ...conv.messages];
   renderConversation(true);
 }
-
-function newChatDialog() {
-  const box = dialog("Start a chat", h("form", { class: "stack", onsubmit: (e) => {
-    e.preventDefault();
-    const jid = e.target.jid.value.trim().toLowerCase();
-    box.close();
-    actions.open(jid, "chat");
-  } }, h("label", { for: "chat-jid" }, "Address"),
-  h("input", { id: "chat-jid", name: "jid", type: "email", required: true, placeholder: "name@example.org" }),
-  h("div", { class: "row" }, h("button", { class: "primary", type: "submit" }, "Start chat"),
-    h("button", { class: "secondary", type: "button", onclick: actions.closeDialog }, "Cancel"))));
-}
-
-function roomDialog() {
-  const host = state.me.split("@")[1];
-  const box = dialog("Join or create a group chat", h("form", { class: "stack", onsubmit: async (e) => {
-    e.preventDefault();
-    const f = e.target;
-    let jid = f.room.value.trim().toLowerCase();
-    if (!jid.includes("@")) jid = `${jid.replace(/\s+/g, "-")}@conference.${host}`;
-    const error = await joinRoom(jid, f.nick.value.trim() || state.me.split("@")[0]);
-    if (error) f.querySelector(".form-error").textContent = `Could not join: ${error}.`;
-    else box.close();
-  } }, h("label", { for: "room-name" }, "Room name or address"),
-  h("input", { id: "room-name", name: "room", required: true, placeholder: `team@conference.${host}` }),
-  h("label", { for: "room-nick" }, "Your name in the room"),
-  h("input", { id: "room-nick", name: "nick", value: state.me.split("@")[0] }),
-  h("p", { class: "form-error", role: "alert" }),
-  h("div", { class: "row" }, h("button", { class: "primary", type: "submit" }, "Join"),
-    h("button", { class: "secondary", type: "button", onclick: actions.closeDialog }, "Cancel"))));
-}
-
-function statusDialog() { dialog("Your status", statusMenu(state, actions)); }
 
 async function enableNotifications() {
   if (!("Notification" in window)) return announce("This browser has no notifications.");
@@ -345,14 +347,14 @@ function shell() {
       h("div", { class: "me" }, avatar(name, state.me),
         h("div", { class: "item-text" }, h("span", { class: "item-name" }, name),
           h("span", { class: "item-sub", id: "status-line" })),
-        h("button", { class: "icon-button", onclick: statusDialog, "aria-label": "Set your status" }, "✎"),
+        h("button", { class: "icon-button", onclick: dialogs.status, "aria-label": "Set your status" }, "✎"),
         h("button", { class: "icon-button", onclick: logout, "aria-label": "Sign out" }, "⎋")),
       h("div", { class: "search" }, h("label", { for: "search", class: "visually-hidden" }, "Search conversations and people"),
         h("input", { id: "search", type: "search", placeholder: "Search", autocomplete: "off",
           oninput: (e) => { state.filter = e.target.value; renderSidebar(); } })),
       h("div", { class: "row actions" },
-        h("button", { class: "secondary", onclick: newChatDialog }, "New chat"),
-        h("button", { class: "secondary", onclick: roomDialog }, "Group chat"),
+        h("button", { class: "secondary", onclick: dialogs.newChat }, "New chat"),
+        h("button", { class: "secondary", onclick: dialogs.room }, "Group chat"),
         h("button", { class: "icon-button", id: "notify-button", onclick: enableNotifications,
           "aria-label": "Turn on notifications" }, "!")),
       h("div", { class: "lists", id: "lists" })),
@@ -362,7 +364,7 @@ function shell() {
 
 function renderStatusLine() {
   const line = document.getElementById("status-line");
-  if (!line) return;
+  if (!line || !state) return;
   line.textContent = state.connected
     ? `${showLabel(state.status.show)}${state.status.text ? ` · ${state.status.text}` : ""}`
     : "Connecting…";
@@ -386,13 +388,14 @@ function renderConversation(keepTop = false) {
   const focused = document.activeElement && main.contains(document.activeElement) ? document.activeElement.id : null;
   main.replaceChildren(conversationView(state, state.convs.get(state.active), actions));
   const list = document.getElementById("messages");
-  if (list) list.scrollTop = keepTop ? list.scrollHeight - fromBottom : atBottom ? list.scrollHeight : list.scrollHeight - fromBottom;
+  if (list) list.scrollTop = keepTop || !atBottom ? list.scrollHeight - fromBottom : list.scrollHeight;
   const again = document.getElementById("composer-input");
   if (again && draft) again.value = draft;
   if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
 }
 
 function renderAll() {
+  if (!state) return;
   root.classList.toggle("sidebar-open", state.sidebar);
   renderSidebar();
   renderConversation();
@@ -402,12 +405,15 @@ function renderAll() {
 }
 
 async function start(session) {
-  state = freshState(session.jid);
+  state = freshState(session);
   conn = new Connection(session, app);
+  dialogs = openDialogs({ conn, actions, state });
   window.xmppdClient = { state: () => state, connection: () => conn };
   shell();
   renderAll();
-  await conn.start();
+  await conn.start(() => ({
+    show: state.status.show === "available" ? null : state.status.show, status: state.status.text,
+  }));
 }
 
 document.addEventListener("visibilitychange", () => {

@@ -143,7 +143,8 @@ export class Channel {
   async rejoin() {
     const ref = this.socket.makeRef();
     this.joinRef = ref;
-    const reply = await this.socket.request(this.topic, "phx_join", this.params, ref, ref);
+    const params = typeof this.params === "function" ? this.params() : this.params;
+    const reply = await this.socket.request(this.topic, "phx_join", params, ref, ref);
     this.joined = reply.status === "ok";
     if (!this.joined && reply.status === "error") this.wanted = false;
     this.dispatch("joined", reply);

@@ -6,6 +6,7 @@
 import { Socket, syncDiff, syncState } from "./phx.js";
 
 export const LOGIN_PATH = "/login";
+export const LOGOUT_PATH = "/logout";
 const KEY = "xmppd.session";
 
 export function savedSession() {
@@ -55,13 +56,13 @@ export function jidFromToken(token) {
 
 /** POST the password once; resolves to {token, jid} or throws an Error with the reason. */
 export async function login(user, password) {
-  const jid = user.includes("@") ? user : `${user}@${location.hostname}`;
+  const body = user.includes("@") ? { jid: user, password } : { username: user, password };
   let response;
   try {
     response = await fetch(LOGIN_PATH, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ jid, username: user, password }),
+      body: JSON.stringify(body),
       credentials: "omit",
       cache: "no-store",
     });
@@ -69,40 +70,56 @@ export async function login(user, password) {
     throw new Error("The server cannot be reached. Check your connection.");
   }
   if (response.status === 404) throw new Error("Password sign-in is not available on this server.");
-  if (response.status === 429) throw new Error("Too many attempts. Wait a minute and try again.");
-  let body = {};
-  try { body = await response.json(); } catch { /* plain-text errors */ }
-  if (!response.ok || !body.token) {
-    throw new Error(response.status === 401 || response.status === 403
-      ? "Wrong address or password." : body.reason || `Sign-in failed (${response.status}).`);
+  if (response.status === 429) throw new Error("Too many failed attempts. Wait a while and try again.");
+  let answer = {};
+  try { answer = await response.json(); } catch { /* plain-text errors */ }
+  if (response.status === 401) throw new Error("Wrong address or password.");
+  if (!response.ok || !answer.token) {
+    throw new Error(answer.error ? `Sign-in refused: ${answer.error}.` : `Sign-in failed (${response.status}).`);
   }
-  return { token: body.token, jid: (body.jid || jid).split("/")[0].toLowerCase() };
+  return { token: answer.token, jid: String(answer.jid).split("/")[0].toLowerCase(), login: true };
+}
+
+/** Revoke a password-login token (host-app tokens are the host app's to revoke). */
+export function logoutToken(session) {
+  if (!session || !session.login) return Promise.resolve();
+  return fetch(LOGOUT_PATH, {
+    method: "POST", headers: { Authorization: `Bearer ${session.token}` }, credentials: "omit",
+  }).catch(() => undefined);
 }
 
 /**
  * One signed-in user: the socket, the user topic and the rooms, turned into calls on `app`
  * (onContacts, onPresence, onMessage, onTyping, onMarker, onRetract, onRoomPresence, ...).
+ * `full` is true once the server speaks the whole chat protocol (its user join reply carries
+ * `unread`); before that only rooms and plain 1:1 messages exist.
  */
 export class Connection {
   constructor(session, app) {
     this.session = session;
     this.jid = session.jid;
     this.app = app;
-    this.features = new Set();
+    this.full = false;
     this.contactPresence = {};
-    this.rooms = new Map(); // room JID -> {channel, nick, presence}
+    this.rooms = new Map(); // room JID -> {channel, nick, presence, last}
+    this.last = null; // newest 1:1 archive id seen: the `since` of a rejoin
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     this.socket = new Socket(`${scheme}://${location.host}/socket`, () => ({ token: this.session.token }));
     this.socket.on("open", () => app.onConnection(true));
     this.socket.on("close", (event) => {
+      if (this.closed) return; // signed out: nobody is listening any more
       app.onConnection(false);
       if (event.code === 4001 || event.code === 4003) app.onSessionEnded(event.reason);
     });
   }
 
-  async start() {
+  async start(presence) {
     this.socket.connect();
-    this.user = this.socket.channel(`user:${this.jid}`, {});
+    this.user = this.socket.channel(`user:${this.jid}`, () => {
+      const params = { ...presence() };
+      if (this.last) params.since = this.last;
+      return params;
+    });
     const u = this.user;
     u.on("joined", (reply) => this.userJoined(reply));
     u.on("presence_state", (state) => {
@@ -113,18 +130,24 @@ export class Connection {
       this.contactPresence = syncDiff(this.contactPresence, diff);
       this.app.onPresence(this.contactPresence);
     });
-    u.on("contacts", (payload) => this.app.onContacts(payload.contacts || []));
-    u.on("new_msg", (msg) => this.app.onMessage(this.chatKey(msg), this.chatMessage(msg)));
-    u.on("typing", (p) => this.app.onTyping(bare(p.from), p.from, p.state));
-    u.on("marker", (p) => this.app.onMarker(bare(p.from), p.id, p.type || "displayed"));
-    u.on("retract", (p) => this.app.onRetract(bare(p.from === this.jid ? p.to : p.from), p.id));
-    u.on("unread", (p) => this.app.onUnread(p.counts || p));
+    u.on("roster", (p) => this.app.onContacts(p.items || [], true));
+    u.on("roster_push", (p) => this.app.onContacts([p.item], false));
+    u.on("subscribe_request", (p) => this.app.onSubscribeRequest(p.from, p.status));
+    u.on("new_msg", (msg) => {
+      if (msg.id) this.last = msg.id;
+      this.app.onMessage(this.chatKey(msg), this.chatMessage(msg));
+    });
+    u.on("chat_state", (p) => this.app.onTyping(bare(p.from), bare(p.from), p.state));
+    u.on("marker", (p) => {
+      if (bare(p.from) !== this.jid) this.app.onMarker(bare(p.with || p.from), p.id, p.msg_id, p.type);
+    });
+    u.on("retract", (p) => this.app.onRetract(bare(p.with || p.from), p.id, p.msg_id));
+    u.on("unread", (p) => this.app.onUnread({ [p.with]: p.count }));
     u.on("invite", (p) => this.app.onInvite(p));
-    const reply = await u.join();
-    return reply;
+    return u.join();
   }
 
-  userJoined(reply) {
+  async userJoined(reply) {
     if (reply.status !== "ok") {  // refused: the token is no good; else a reconnect retries
       if (reply.status === "error" && reply.response.reason !== "disconnected") {
         this.app.onSessionEnded(reply.response.reason);
@@ -132,51 +155,86 @@ export class Connection {
       return;
     }
     const r = reply.response || {};
-    for (const f of r.features || []) this.features.add(f);
-    if (r.contacts) { this.features.add("contacts"); this.app.onContacts(r.contacts); }
-    if (r.rooms) this.app.onRoomList(r.rooms);
+    this.full = "unread" in r;
     if (r.unread) this.app.onUnread(r.unread);
-    this.app.onUserJoined(r);
+    let bookmarks = null;
+    if (this.full) {
+      const answer = await this.user.push("bookmarks", {});
+      if (answer.status === "ok") bookmarks = answer.response.bookmarks || [];
+    }
+    this.app.onUserJoined(r, bookmarks);
   }
 
-  has(feature) { return this.features.has(feature); }
+  has(feature) { return this.full || feature === "chat"; }
 
   chatKey(msg) {
+    if (msg.with) return bare(msg.with);
     const from = bare(msg.from || "");
     return from === this.jid && msg.to ? bare(msg.to) : from;
   }
 
   chatMessage(msg) {
+    const from = bare(msg.from || "");
     return {
-      id: msg.id || null, from: bare(msg.from || ""), body: msg.body || "", stamp: msg.stamp || null,
-      mine: bare(msg.from || "") === this.jid, replace: msg.replace || null,
+      id: msg.id || null, msgId: msg.msg_id || null, from, body: msg.body || "",
+      stamp: msg.stamp || null, mine: from === this.jid, replace: msg.replace || null,
+      delayed: this.full ? !!msg.delayed : !!msg.stamp, retracted: !!msg.retracted,
     };
   }
 
-  send(to, body, replace = null) {
-    const payload = { to, body };
-    if (replace) payload.replace = replace;
-    return this.user.push("new_msg", payload);
+  roomMessage(entry, msg) {
+    return {
+      id: msg.id || null, msgId: msg.msg_id || null, from: msg.from, body: msg.body || "",
+      stamp: msg.stamp || null, mine: msg.from === entry.nick, replace: msg.replace || null,
+      // Before the full protocol only join history carries a stamp.
+      delayed: this.full ? !!msg.delayed : !!msg.stamp, retracted: !!msg.retracted,
+    };
   }
+
+  send(to, body) { return this.user.push("new_msg", { to, body }); }
+  correct(to, msg, body) { return this.user.push("correct", { to, replace: msg.msgId, body }); }
+  retract(to, msg) { return this.user.push("retract", { to, msg_id: msg.msgId }); }
 
   async history(withJid, before) {
-    const reply = await this.user.push("history", { with: withJid, before, limit: 50 });
+    const payload = { with: withJid, limit: 50 };
+    if (before) payload.before = before;
+    const reply = await this.user.push("history", payload);
     if (reply.status !== "ok") return null;
-    return (reply.response.messages || []).map((m) => this.chatMessage(m));
+    const r = reply.response;
+    return { messages: (r.messages || []).map((m) => this.chatMessage(m)), complete: !!r.complete };
   }
 
-  typing(to, state) { if (this.has("typing")) this.user.push("typing", { to, state }); }
-  markRead(to, id) { if (this.has("markers") && id) this.user.push("displayed", { to, id }); }
-  retract(to, id) { return this.user.push("retract", { to, id }); }
-  setStatus(show, status) { return this.user.push("presence", { show, status }); }
+  typing(to, state) {
+    if (!this.full) return;
+    if (this.rooms.has(to)) this.rooms.get(to).channel.push("chat_state", { state });
+    else this.user.push("chat_state", { to, state });
+  }
+
+  markRead(key, id) {
+    if (!this.full || !id) return;
+    if (this.rooms.has(key)) this.rooms.get(key).channel.push("displayed", { id });
+    else this.user.push("displayed", { with: key, id });
+  }
+
+  setStatus(show, status) { return this.user.push("presence", { show: show || null, status }); }
+  subscribe(jid, name) { return this.user.push("subscribe", { jid, name }); }
+  answerSubscription(jid, yes) { return this.user.push(yes ? "approve" : "deny", { jid }); }
   listRooms() { return this.user.push("rooms", {}); }
-  createRoom(config) { return this.user.push("create_room", config); }
-  invite(room, jid) { return this.user.push("invite", { room, jid }); }
+  createRoom(name, nick, membersOnly) {
+    return this.user.push("room_create", { name, nick, config: { members_only: membersOnly } });
+  }
+  bookmark(jid, nick) { if (this.full) this.user.push("bookmark_set", { jid, nick, autojoin: true }); }
+  unbookmark(jid) { if (this.full) this.user.push("bookmark_remove", { jid }); }
 
   async joinRoom(room, nick) {
     if (this.rooms.has(room)) return { status: "ok", response: { nick: this.rooms.get(room).nick } };
-    const channel = this.socket.channel(`room:${room}`, { nick });
-    const entry = { channel, nick, presence: {} };
+    const entry = { channel: null, nick, presence: {}, last: null };
+    const channel = this.socket.channel(`room:${room}`, () => {
+      const params = { nick: entry.nick };
+      if (entry.last && this.full) params.since = entry.last;
+      return params;
+    });
+    entry.channel = channel;
     this.rooms.set(room, entry);
     channel.on("presence_state", (state) => {
       entry.presence = syncState(entry.presence, state);
@@ -186,11 +244,12 @@ export class Connection {
       entry.presence = syncDiff(entry.presence, diff);
       this.app.onRoomPresence(room, entry.presence);
     });
-    channel.on("new_msg", (msg) => this.app.onMessage(room, {
-      id: msg.id || null, from: msg.from, body: msg.body || "", stamp: msg.stamp || null,
-      mine: msg.from === entry.nick, replace: msg.replace || null,
-    }));
-    channel.on("retract", (p) => this.app.onRetract(room, p.id));
+    channel.on("new_msg", (msg) => {
+      if (msg.id) entry.last = msg.id;
+      this.app.onMessage(room, this.roomMessage(entry, msg));
+    });
+    channel.on("retract", (p) => this.app.onRetract(room, p.id, null));
+    channel.on("chat_state", (p) => { if (p.from !== entry.nick) this.app.onTyping(room, p.from, p.state); });
     channel.on("phx_close", (p) => this.app.onRoomClosed(room, p && p.reason));
     const reply = await channel.join();
     if (reply.status === "ok") entry.nick = (reply.response && reply.response.nick) || nick;
@@ -198,13 +257,24 @@ export class Connection {
     return reply;
   }
 
-  sendRoom(room, body, replace = null) {
-    const payload = { body };
-    if (replace) payload.replace = replace;
-    return this.rooms.get(room).channel.push("new_msg", payload);
+  sendRoom(room, body) { return this.rooms.get(room).channel.push("new_msg", { body }); }
+  correctRoom(room, msg, body) { return this.rooms.get(room).channel.push("correct", { replace: msg.id, body }); }
+  retractRoom(room, msg, moderator) {
+    const channel = this.rooms.get(room).channel;
+    return msg.mine ? channel.push("retract", { id: msg.id }) : channel.push("moderate", { id: msg.id });
   }
+  kick(room, nick) { return this.rooms.get(room).channel.push("kick", { nick }); }
+  invite(room, jid) { return this.rooms.get(room).channel.push("invite", { jid }); }
 
-  moderate(room, action, payload) { return this.rooms.get(room).channel.push(action, payload); }
+  async roomHistory(room, before) {
+    const payload = { limit: 50 };
+    if (before) payload.before = before;
+    const reply = await this.rooms.get(room).channel.push("history", payload);
+    if (reply.status !== "ok") return null;
+    const entry = this.rooms.get(room);
+    const r = reply.response;
+    return { messages: (r.messages || []).map((m) => this.roomMessage(entry, m)), complete: !!r.complete };
+  }
 
   async leaveRoom(room) {
     const entry = this.rooms.get(room);
@@ -212,7 +282,10 @@ export class Connection {
     if (entry) await entry.channel.leave();
   }
 
-  close() { this.socket.disconnect(); }
+  close() {
+    this.closed = true;
+    this.socket.disconnect();
+  }
 }
 
 export function bare(jid) { return String(jid).split("/")[0]; }

@@ -2,7 +2,8 @@
 import { avatar, h, time } from "./dom.js";
 
 export const SHOWS = [
-  ["available", "Available"], ["away", "Away"], ["dnd", "Do not disturb"], ["xa", "Away for long"],
+  ["available", "Available"], ["chat", "Free to chat"], ["away", "Away"], ["dnd", "Do not disturb"],
+  ["xa", "Away for long"],
 ];
 
 export function showLabel(show) {
@@ -67,7 +68,14 @@ export function sidebarLists(state, actions) {
     return item({ key, name, show: p.show, sub: p.status || key,
       unread: conv ? conv.unread : 0, active: state.active === key, onclick: () => actions.open(key, "chat") });
   });
+  const requests = [...state.requests].map(([jid, status]) => h("li", { class: "request" },
+    h("span", { class: "item-text" }, h("span", { class: "item-name" }, jid),
+      h("span", { class: "item-sub" }, status || "wants to see your status")),
+    h("button", { class: "tool", onclick: () => actions.answer(jid, true), "aria-label": `Accept ${jid}` }, "Accept"),
+    h("button", { class: "tool danger", onclick: () => actions.answer(jid, false), "aria-label": `Decline ${jid}` }, "Decline")));
   return [
+    requests.length ? h("h2", { class: "list-title", id: "requests-title" }, "Requests") : null,
+    requests.length ? h("ul", { class: "list", "aria-labelledby": "requests-title" }, requests) : null,
     h("h2", { class: "list-title", id: "rooms-title" }, "Group chats"),
     roomItems.length ? h("ul", { class: "list", "aria-labelledby": "rooms-title" }, roomItems)
       : h("p", { class: "empty" }, q ? "No group chat matches." : "No group chats yet."),
@@ -80,22 +88,24 @@ export function sidebarLists(state, actions) {
 function messageView(conv, msg, actions, canModerate) {
   const own = msg.mine;
   const tools = [];
-  if (msg.id && own && actions.can("corrections")) {
+  const ref = conv.kind === "room" ? msg.id : msg.msgId; // what corrections and retractions name
+  if (ref && own && !msg.retracted && actions.can("corrections")) {
     tools.push(h("button", { class: "tool", onclick: () => actions.edit(conv.key, msg),
       "aria-label": `Edit message: ${msg.body.slice(0, 40)}` }, "Edit"));
   }
-  if (msg.id && ((own && actions.can("retractions")) || (conv.kind === "room" && canModerate))) {
+  if (ref && !msg.retracted && actions.can("retractions") && (own || (conv.kind === "room" && canModerate))) {
     tools.push(h("button", { class: "tool", onclick: () => actions.retract(conv.key, msg),
       "aria-label": `Delete message: ${msg.body.slice(0, 40)}` }, "Delete"));
   }
   const who = conv.kind === "room" ? msg.from : own ? "You" : conv.title;
+  if (msg.notice) return h("li", { class: "notice" }, msg.body);
   return h("li", { class: `msg${own ? " own" : ""}${msg.retracted ? " retracted" : ""}` },
     own ? null : avatar(who, conv.kind === "room" ? `${conv.key}/${msg.from}` : conv.key, "small"),
     h("div", { class: "bubble" },
       h("div", { class: "meta" }, h("span", { class: "who" }, who),
         h("time", { datetime: msg.stamp || "" }, time(msg.stamp)),
         msg.edited ? h("span", { class: "edited" }, "edited") : null,
-        own && msg.read ? h("span", { class: "read" }, "Read") : null),
+        own && (msg.read || msg.delivered) ? h("span", { class: "read" }, msg.read ? "Read" : "Delivered") : null),
       h("p", { class: "body" }, msg.retracted ? "This message was deleted." : msg.body),
       tools.length ? h("div", { class: "tools" }, tools) : null));
 }
