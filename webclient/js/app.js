@@ -110,7 +110,9 @@ const app = {
   onUnread(counts) {
     for (const [key, n] of Object.entries(counts)) {
       if (!conn.rooms.has(key) && !state.convs.has(key) && !n) continue;
-      conversation(key, conn.rooms.has(key) ? "room" : "chat").unread = n;
+      const conv = conversation(key, conn.rooms.has(key) ? "room" : "chat");
+      conv.unread = n;
+      conv.counted = true; // the server counts this one: no local counting
     }
     renderAll();
   },
@@ -130,7 +132,8 @@ const app = {
     conv.typing.delete(conv.kind === "room" ? msg.from : conv.title);
     const seen = state.active === key && !document.hidden;
     if (!msg.mine && !msg.delayed && !seen) {
-      if (!conn.full) conv.unread += 1; // else the server counts and says `unread`
+      // The server counts 1:1 chats and bookmarked rooms and says `unread`; count the rest here.
+      if (!conn.full || (conv.kind === "room" && !conv.counted)) conv.unread += 1;
       notify(conv, msg);
     }
     if (seen && !msg.mine) conn.markRead(key, msg.id);
@@ -217,7 +220,7 @@ const actions = {
     const conv = conversation(key, kind || (conn.rooms.has(key) ? "room" : "chat"));
     state.active = key;
     state.sidebar = false;
-    if (!conn.full) conv.unread = 0;
+    if (!conn.full || !conv.counted) conv.unread = 0;
     const last = [...conv.messages].reverse().find((m) => !m.mine && m.id);
     if (last) conn.markRead(key, last.id);
     renderAll();

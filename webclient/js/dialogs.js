@@ -62,10 +62,10 @@ export function openDialogs({ conn, actions, state }) {
         } },
       h("label", { for: "room-name" }, conn.full ? "Name, or the address of a room to join" : "Room name or address"),
       h("input", { id: "room-name", name: "room", required: true, placeholder: conn.full ? "Design team" : `team@conference.${host}` }),
-      conn.full ? h("label", { class: "check" }, h("input", { type: "checkbox", name: "members" }),
-        " Members only (people join by invitation)") : null,
       h("label", { for: "room-nick" }, "Your name in the room"),
       h("input", { id: "room-nick", name: "nick", value: nickDefault }),
+      conn.full ? h("label", { class: "check" }, h("input", { type: "checkbox", name: "members" }),
+        " Members only (people join by invitation)") : null,
       error, buttons(conn.full ? "Create or join" : "Join", () => box.close()), directory));
       if (conn.full) {
         conn.listRooms().then((reply) => {

@@ -116,7 +116,8 @@ export class Connection {
   async start(presence) {
     this.socket.connect();
     this.user = this.socket.channel(`user:${this.jid}`, () => {
-      const params = { ...presence() };
+      const { show, status } = presence();
+      const params = presencePayload(show, status);
       if (this.last) params.since = this.last;
       return params;
     });
@@ -216,7 +217,7 @@ export class Connection {
     else this.user.push("displayed", { with: key, id });
   }
 
-  setStatus(show, status) { return this.user.push("presence", { show: show || null, status }); }
+  setStatus(show, status) { return this.user.push("presence", presencePayload(show, status)); }
   subscribe(jid, name) { return this.user.push("subscribe", { jid, name }); }
   answerSubscription(jid, yes) { return this.user.push(yes ? "approve" : "deny", { jid }); }
   listRooms() { return this.user.push("rooms", {}); }
@@ -286,6 +287,13 @@ export class Connection {
     this.closed = true;
     this.socket.disconnect();
   }
+}
+
+/** `show` null is plain online; an empty status is left out (the server wants 1 to 1,024). */
+function presencePayload(show, status) {
+  const payload = { show: show || null };
+  if (status) payload.status = status;
+  return payload;
 }
 
 export function bare(jid) { return String(jid).split("/")[0]; }
