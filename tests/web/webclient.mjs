@@ -76,6 +76,21 @@ async function send(page, text) {
   await page.keyboard.press("Enter");
 }
 
+async function signIn(page, base, user, password) {
+  if (!page.url().startsWith(base)) await page.goto(`${base}/`);
+  await page.getByLabel("Address or user name").fill(user);
+  await page.getByLabel("Password").fill(password);
+  await page.getByLabel("Password").press("Enter");
+}
+
+async function dialogForm(page, button, fields, submit) {
+  await page.getByRole("button", { name: button, exact: true }).click();
+  const dialog = page.getByRole("dialog");
+  for (const [label, value] of Object.entries(fields)) await dialog.getByLabel(label).fill(value);
+  await dialog.getByRole("button", { name: submit }).click();
+  await dialog.waitFor({ state: "detached" });
+}
+
 const scenarios = {
   async load(browser) {
     const page = await open(browser);
@@ -144,6 +159,91 @@ const scenarios = {
     await ann.getByRole("button", { name: "Sign in" }).waitFor();
     out.after_logout = await ann.evaluate(() => [sessionStorage.getItem("xmppd.session"), localStorage.getItem("xmppd.session")]);
     out.errors = [...ann.errors, ...bob.errors, ...phone.errors];
+    return out;
+  },
+
+  // The whole chat protocol (docs/channels.md): password login, contacts and presence, status,
+  // 1:1 chat with unread, read markers, typing, corrections, retractions, history; rooms
+  // created, invitations, moderation; sign-out revokes the token.
+  async full(browser) {
+    const { base } = args;
+    const out = {};
+    const alice = await open(browser);
+    const bob = await open(browser);
+    await signIn(alice, base, "alice", "not-the-password");
+    out.wrong_password = await alice.getByRole("alert").filter({ hasText: /./ }).textContent();
+    await signIn(alice, base, "alice", args.passwords.alice);
+    await signIn(bob, base, "bob", args.passwords.bob);
+    for (const page of [alice, bob]) await page.getByRole("button", { name: "New chat" }).waitFor();
+    out.stored = await alice.evaluate(() => JSON.stringify({ ...sessionStorage }) + JSON.stringify({ ...localStorage }));
+    // Contacts: Alice adds Bob, Bob accepts, Alice sees him online, then his status.
+    await dialogForm(alice, "New chat", { Address: "bob@localhost" }, "Start chat");
+    await bob.getByRole("button", { name: "Accept alice@localhost" }).click();
+    await alice.getByRole("button", { name: /^bob\b.*Available/ }).waitFor();
+    await bob.getByRole("button", { name: "Set your status" }).click();
+    await bob.getByLabel("Availability").selectOption("away");
+    await bob.getByLabel("Status message").fill("In a meeting");
+    await bob.getByRole("button", { name: "Set status" }).click();
+    await alice.getByRole("button", { name: /^bob\b.*Away/ }).waitFor();
+    await alice.locator(".conv-header").getByText("Away · In a meeting").waitFor();
+    // 1:1: unread on Bob's side until he opens the chat; Alice sees it read.
+    await send(alice, "Hi Bob, lunch?");
+    await bob.waitForFunction(() => document.title.startsWith("(1)"));
+    out.bob_title = await bob.title();
+    await shot(bob, "contacts-unread");
+    await bob.getByRole("button", { name: /^alice/ }).click();
+    await bob.getByText("Hi Bob, lunch?").waitFor();
+    await alice.locator(".msg.own .read").getByText("Read").waitFor();
+    // Typing, then the answer.
+    await bob.getByRole("textbox", { name: /^Message / }).pressSequentially("Sure");
+    await alice.getByText("bob is typing…").waitFor();
+    await bob.keyboard.press("Enter");
+    await alice.getByText("Sure").waitFor();
+    // Alice corrects her message, then deletes another one.
+    await alice.getByRole("button", { name: "Edit message: Hi Bob, lunch?" }).click();
+    await alice.keyboard.press("Control+A");
+    await alice.keyboard.type("Hi Bob, lunch at noon?");
+    await alice.keyboard.press("Enter");
+    await bob.getByText("Hi Bob, lunch at noon?").waitFor();
+    out.edited = await bob.locator(".msg", { hasText: "lunch at noon" }).locator(".edited").count();
+    await send(alice, "wrong window");
+    await bob.getByText("wrong window").waitFor();
+    await alice.getByRole("button", { name: "Delete message: wrong window" }).click();
+    await bob.getByText("This message was deleted.").waitFor();
+    await shot(alice, "chat");
+    out.serious = await audit(alice);
+    // History: after a reload Bob reads the conversation from the archive.
+    await bob.reload();
+    await bob.getByRole("button", { name: /^alice/ }).click();
+    await bob.getByText("Hi Bob, lunch at noon?").waitFor();
+    // Rooms: Alice creates one and invites Bob, who joins from the invitation.
+    await dialogForm(alice, "Group chat", { "Name, or the address of a room to join": "Planning" }, "Create or join");
+    await alice.getByRole("heading", { name: /^Planning|^planning/ }).waitFor();
+    await alice.getByRole("button", { name: "Invite" }).click();
+    await alice.getByRole("dialog").getByLabel("Colleague's address").fill("bob@localhost");
+    await alice.getByRole("dialog").getByRole("button", { name: "Invite" }).click();
+    await bob.getByRole("dialog").getByRole("button", { name: "Join" }).click();
+    await bob.getByRole("heading", { name: /^Planning|^planning/ }).waitFor();
+    await send(bob, "an off-topic line");
+    await alice.getByText("an off-topic line").waitFor();
+    await alice.getByRole("button", { name: "Delete message: an off-topic line" }).click();
+    await bob.getByText("This message was deleted.").waitFor();
+    await alice.getByRole("button", { name: "People" }).click();
+    await shot(alice, "room-moderator");
+    await alice.getByRole("button", { name: "Remove bob from the room" }).click();
+    await bob.getByText("You were removed from the room.").waitFor();
+    // Sign-out revokes the token: it opens no socket any more.
+    const token = await alice.evaluate(() => JSON.parse(sessionStorage.getItem("xmppd.session")).token);
+    await alice.getByRole("button", { name: "Sign out" }).click();
+    await alice.getByRole("button", { name: "Sign in" }).waitFor();
+    await alice.waitForTimeout(500);
+    out.revoked = await alice.evaluate((t) => new Promise((resolve) => {
+      const ws = new WebSocket(`${location.origin.replace("http", "ws")}/socket/websocket?vsn=2.0.0&token=${t}`);
+      ws.onopen = () => { ws.close(); resolve(false); };
+      ws.onerror = () => resolve(true);
+    }), token);
+    // The refused password (401) and the revoked token probe are logged by Chromium itself.
+    out.errors = [...alice.errors, ...bob.errors].filter((e) => !e.includes("/socket/websocket") && !e.includes("status of 401"));
     return out;
   },
 };

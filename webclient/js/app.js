@@ -202,6 +202,8 @@ async function joinRoom(jid, nick, open = true) {
   const reply = await conn.joinRoom(jid, nick);
   if (reply.status !== "ok") return (reply.response && reply.response.reason) || "the room refused";
   const conv = conversation(jid, "room", reply.response.config && reply.response.config.name);
+  conv.kind = "room"; // a mediated invitation may have opened it as a 1:1 chat with the room
+  if (reply.response.config && reply.response.config.name) conv.title = reply.response.config.name;
   conv.nick = conn.rooms.get(jid).nick;
   rememberRoom(jid, conv.nick);
   if (open) actions.open(jid);
