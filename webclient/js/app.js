@@ -359,9 +359,9 @@ function shell() {
           oninput: (e) => { state.filter = e.target.value; renderSidebar(); } })),
       h("div", { class: "row actions" },
         h("button", { class: "secondary", onclick: dialogs.newChat }, "New chat"),
-        h("button", { class: "secondary", onclick: dialogs.room }, "Group chat"),
-        h("button", { class: "icon-button", id: "notify-button", onclick: enableNotifications,
-          "aria-label": "Turn on notifications" }, "!")),
+        h("button", { class: "secondary", onclick: dialogs.room }, "Group chat")),
+      h("p", { class: "notify", id: "notify-button" }, "Know when a message arrives in another tab: ",
+        h("button", { class: "link", onclick: enableNotifications }, "turn on notifications")),
       h("div", { class: "lists", id: "lists" })),
     h("main", { class: "main", id: "main" }));
   root.setAttribute("aria-busy", "false");

@@ -57,7 +57,7 @@ export function time(stamp) {
 export function replaceChildren(parent, children) {
   const active = document.activeElement;
   const key = active && parent.contains(active) ? active.dataset.key : undefined;
-  parent.replaceChildren(...children);
+  parent.replaceChildren(...children.filter((c) => c !== null && c !== undefined && c !== false));
   if (key !== undefined) {
     const again = parent.querySelector(`[data-key="${CSS.escape(key)}"]`);
     if (again) again.focus();
