@@ -163,7 +163,8 @@ def test_password_login_contacts_chat_and_rooms_between_two_browsers(web: Server
     assert out["wrong_password"] == "Wrong address or password."
     assert "secret" not in out["stored"]  # only the session token is kept
     assert out["bob_title"].startswith("(1) ")
-    assert out["edited"] == 1
+    assert out["edited"] == 1 and out["room_edited"] == 0
+    assert out["unreachable"] == [], out["unreachable"]
     assert out["serious"] == [], out["serious"]
     assert out["revoked"]  # signing out revoked the token
     assert out["errors"] == [], out["errors"]

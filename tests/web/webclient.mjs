@@ -212,6 +212,7 @@ const scenarios = {
     await bob.getByText("This message was deleted.").waitFor();
     await shot(alice, "chat");
     out.serious = await audit(alice);
+    out.unreachable = await unreachable(alice);
     // History: after a reload Bob reads the conversation from the archive.
     await bob.reload();
     await bob.getByRole("button", { name: /^alice/ }).click();
@@ -224,6 +225,14 @@ const scenarios = {
     await alice.getByRole("dialog").getByRole("button", { name: "Invite" }).click();
     await bob.getByRole("dialog").getByRole("button", { name: "Join" }).click();
     await bob.getByRole("heading", { name: /^Planning|^planning/ }).waitFor();
+    await send(alice, "Agenda at 10:00");
+    await bob.getByText("Agenda at 10:00").waitFor();
+    await alice.getByRole("button", { name: "Edit message: Agenda at 10:00" }).click();
+    await alice.keyboard.press("Control+A");
+    await alice.keyboard.type("Agenda at 11:00");
+    await alice.keyboard.press("Enter");
+    await bob.getByText("Agenda at 11:00").waitFor();
+    out.room_edited = await bob.getByText("Agenda at 10:00").count();
     await send(bob, "an off-topic line");
     await alice.getByText("an off-topic line").waitFor();
     await alice.getByRole("button", { name: "Delete message: an off-topic line" }).click();

@@ -123,8 +123,8 @@ const app = {
   onMessage(key, msg) {
     if (!key) return;
     const conv = conversation(key, conn.rooms.has(key) ? "room" : "chat");
-    if (msg.replace) {
-      const old = conv.kind === "room" ? findMessage(conv, msg.replace) : findMessage(conv, null, msg.replace);
+    if (msg.replace) { // XEP-0308 names the original by its msg_id, in rooms too
+      const old = findMessage(conv, null, msg.replace);
       if (old) { old.body = msg.body; old.edited = true; renderConversation(); return; }
     }
     if (msg.id && findMessage(conv, msg.id)) return;
@@ -323,6 +323,23 @@ const actions = {
   inviteDialog: (room) => dialogs.invite(room),
 };
 
+/** History holds corrections and retractions as entries of their own: fold them in. */
+function applyEdits(conv) {
+  const kept = [];
+  for (const m of conv.messages) {
+    const target = (m.replace || m.retract) && findMessage(conv, null, m.replace || m.retract);
+    if (m.retract) {
+      if (target) { target.retracted = true; target.body = ""; }
+    } else if (m.replace && target && target !== m) {
+      target.body = m.body;
+      target.edited = true;
+    } else {
+      kept.push(m);
+    }
+  }
+  conv.messages = kept;
+}
+
 async function loadHistory(conv) {
   if (!conn.full) { conv.done = true; return; }
   conv.loading = true;
@@ -333,6 +350,7 @@ async function loadHistory(conv) {
   conv.loading = false;
   if (!page || page.complete || !page.messages.length) conv.done = true;
   if (page) conv.messages = [...page.messages.filter((m) => !(m.id && findMessage(conv, m.id))), ...conv.messages];
+  applyEdits(conv);
   renderConversation(true);
 }
 

@@ -180,6 +180,7 @@ export class Connection {
       id: msg.id || null, msgId: msg.msg_id || null, from, body: msg.body || "",
       stamp: msg.stamp || null, mine: from === this.jid, replace: msg.replace || null,
       delayed: this.full ? !!msg.delayed : !!msg.stamp, retracted: !!msg.retracted,
+      retract: msg.retract || null, // 1:1 history: this entry retracts that msg_id
     };
   }
 
@@ -259,7 +260,7 @@ export class Connection {
   }
 
   sendRoom(room, body) { return this.rooms.get(room).channel.push("new_msg", { body }); }
-  correctRoom(room, msg, body) { return this.rooms.get(room).channel.push("correct", { replace: msg.id, body }); }
+  correctRoom(room, msg, body) { return this.rooms.get(room).channel.push("correct", { id: msg.id, body }); }
   retractRoom(room, msg, moderator) {
     const channel = this.rooms.get(room).channel;
     return msg.mine ? channel.push("retract", { id: msg.id }) : channel.push("moderate", { id: msg.id });
