@@ -39,9 +39,9 @@ lock_new_rooms = false
 """
 
 
-def token(sub: str, name: str) -> str:
+def token(sub: str, name: str, **more: object) -> str:
     claims = {"sub": sub, "name": name, "aud": "localhost", "exp": int(time.time()) + 600}
-    claims["topics"] = ["room:*@conference.localhost"]
+    claims.update({"topics": ["room:*@conference.localhost"], **more})
     return jws.serialize_compact(
         {"alg": "HS256", "kid": "webmail"}, json.dumps(claims), OctKey.import_key(SECRET)
     )
@@ -144,6 +144,14 @@ def test_two_browsers_chat_in_a_room_with_an_xmpp_occupant(web: ServerProcess) -
     assert out["errors"] == [], out["errors"]
     for name in ("room", "unread", "phone-list", "phone-room"):
         assert (ARTIFACTS / f"{name}.png").is_file()
+
+
+def test_rooms_named_in_a_host_app_token_are_joined_at_sign_in(web: ServerProcess) -> None:
+    room = "support@conference.localhost"
+    signed = token("carol", "Carol Support", rooms=[room])
+    out = browse("token_rooms", base=f"https://127.0.0.1:{web.https_port}", token=signed, room=room)
+    assert out["occupants"] == ["Carol Support"]
+    assert out["errors"] == [], out["errors"]
 
 
 # The whole chat protocol is built on branch `json` (docs/channels.md); until it is merged

@@ -92,6 +92,16 @@ async function dialogForm(page, button, fields, submit) {
 }
 
 const scenarios = {
+  // A host-app token naming rooms: they are joined at sign-in, with the token's name as nick.
+  async token_rooms(browser) {
+    const page = await open(browser);
+    await page.goto(`${args.base}/#token=${args.token}`);
+    await page.getByRole("button", { name: new RegExp(`^${args.room.split("@")[0]}`) }).click();
+    await page.getByRole("button", { name: "People" }).click();
+    await page.locator("#occupants .item-name").first().waitFor();
+    return { occupants: await page.locator("#occupants .item-name").allTextContents(), errors: page.errors };
+  },
+
   async load(browser) {
     const page = await open(browser);
     const response = await page.goto(`${args.base}/`);

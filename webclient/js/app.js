@@ -95,6 +95,8 @@ const app = {
     state.started = true;
     const rooms = bookmarks ? bookmarks.filter((b) => b.autojoin) : savedRooms();
     for (const room of rooms) joinRoom(room.jid, room.nick || state.me.split("@")[0], false);
+    const named = (state.session.rooms || []).filter((jid) => !rooms.some((r) => r.jid === jid));
+    for (const jid of named) joinRoom(jid, undefined, false); // the token's name is the nick
     renderAll();
   },
   onContacts(items, whole) {

@@ -35,23 +35,30 @@ export function tokenFromHash() {
   const token = params.get("token");
   if (!token) return null;
   history.replaceState(null, "", location.pathname + location.search);
-  return { token, jid: params.get("jid") || jidFromToken(token) };
+  const claims = claimsOf(token) || {};
+  // The rooms the host app names in the token are joined at once (docs/channels.md, `rooms`).
+  const rooms = Array.isArray(claims.rooms) ? claims.rooms.filter((r) => typeof r === "string") : [];
+  return { token, jid: params.get("jid") || jidFromClaims(claims), rooms };
 }
 
-/** The user's bare JID from a JWS's claims: `sub`, with `aud` (default: the server's domain). */
-export function jidFromToken(token) {
+/** A JWS's claims (a JWE's are sealed: the app then adds `&jid=` to the fragment). */
+function claimsOf(token) {
   const parts = token.split(".");
   if (parts.length !== 3) return null;
   try {
     const json = atob(parts[1].replace(/-/g, "+").replace(/_/g, "/"));
-    const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(json, (c) => c.charCodeAt(0))));
-    const sub = String(claims.sub || "");
-    if (sub.includes("@")) return sub.toLowerCase();
-    const aud = Array.isArray(claims.aud) ? claims.aud[0] : claims.aud;
-    return sub ? `${sub}@${aud || location.hostname}`.toLowerCase() : null;
+    return JSON.parse(new TextDecoder().decode(Uint8Array.from(json, (c) => c.charCodeAt(0))));
   } catch {
     return null;
   }
+}
+
+/** The user's bare JID: `sub`, with `aud` (by default the server's domain) when it has no @. */
+function jidFromClaims(claims) {
+  const sub = String(claims.sub || "");
+  if (sub.includes("@")) return sub.toLowerCase();
+  const aud = Array.isArray(claims.aud) ? claims.aud[0] : claims.aud;
+  return sub ? `${sub}@${aud || location.hostname}`.toLowerCase() : null;
 }
 
 /** POST the password once; resolves to {token, jid} or throws an Error with the reason. */
