@@ -1,6 +1,7 @@
 // The web client: state, actions and the wiring of session.js to views.js and dialogs.js.
 import { announce, avatar, h, replaceChildren } from "./dom.js";
 import { openDialogs } from "./dialogs.js";
+import { hooks } from "./hooks.js";
 import {
   Connection, forgetSession, login, logoutToken, saveSession, savedSession, tokenFromHash,
 } from "./session.js";
@@ -217,6 +218,7 @@ async function joinRoom(jid, nick, open = true) {
 
 const actions = {
   can: (feature) => conn && conn.has(feature),
+  connection: () => conn,
   me: () => state.me,
   status: () => state.status,
   joinRoom,
@@ -433,7 +435,7 @@ async function start(session) {
   state = freshState(session);
   conn = new Connection(session, app);
   dialogs = openDialogs({ conn, actions, state });
-  window.xmppdClient = { state: () => state, connection: () => conn };
+  window.xmppdClient = { state: () => state, connection: () => conn, hooks };
   shell();
   renderAll();
   await conn.start(() => ({

@@ -1,5 +1,6 @@
 // Rendering: pure functions of the app state building DOM with dom.js (no markup strings).
 import { avatar, h, time } from "./dom.js";
+import { extras } from "./hooks.js";
 
 export const SHOWS = [
   ["available", "Available"], ["chat", "Free to chat"], ["away", "Away"], ["dnd", "Do not disturb"],
@@ -129,6 +130,7 @@ export function conversationView(state, conv, actions) {
     avatar(conv.title, conv.key),
     h("div", { class: "conv-title" }, h("h2", { id: "conv-title" }, conv.title),
       h("p", { class: "item-sub" }, subtitle)),
+    h("div", { class: "conv-actions" }, extras("header", conv, actions.connection())),
     conv.kind === "room" ? h("div", { class: "conv-actions" },
       h("button", { class: "secondary", onclick: () => actions.togglePanel(),
         "aria-expanded": state.panel === "occupants" ? "true" : "false", "aria-controls": "occupants" },
@@ -149,6 +151,7 @@ export function conversationView(state, conv, actions) {
     h("label", { for: "composer-input", class: "visually-hidden" }, `Message ${conv.title}`),
     h("textarea", { id: "composer-input", name: "body", rows: 1, placeholder: `Message ${conv.title}`,
       onkeydown: actions.composerKey, oninput: () => actions.typed(conv.key) }),
+    extras("composer", conv, actions.connection()),
     h("button", { class: "primary", type: "submit" }, conv.editing ? "Save" : "Send"));
   const panel = conv.kind === "room" && state.panel === "occupants"
     ? occupantsView(conv, canModerate, actions) : null;
