@@ -32,7 +32,11 @@ export class Socket {
     this.ws = ws;
     ws.onopen = () => {
       this.attempts = 0;
-      this.heartbeat = setInterval(() => this.request("phoenix", "heartbeat", {}), HEARTBEAT_MS);
+      // An unanswered heartbeat means a dead link the browser has not noticed: reconnect.
+      this.heartbeat = setInterval(async () => {
+        const reply = await this.request("phoenix", "heartbeat", {});
+        if (reply.status === "timeout" && this.ws === ws) ws.close(4000, "heartbeat timeout");
+      }, HEARTBEAT_MS);
       this.emit("open");
       for (const channel of this.channels.values()) if (channel.wanted) channel.rejoin();
     };
