@@ -6,6 +6,7 @@ HTTP/1.1 is parsed by h11 (sans-IO); this file only moves bytes and routes reque
 * `POST /http-bind` -> XEP-0124/0206 BOSH (transports/bosh.py)
 * `GET /.well-known/host-meta` and `host-meta.json` -> XEP-0156 links to both, with CORS
 * `OPTIONS` -> CORS preflight
+* `GET /` and its files -> the web client (transports/webclient.py)
 * `/socket/websocket`, `/socket/longpoll`, `/credentials` -> JSON channels (transports/channels.py)
 
 Two listeners: `tls_port` (HTTPS, the server's certificate) and `port` (plain, loopback by
@@ -52,6 +53,7 @@ from .connection import Sweeper, drop_frames
 from .httpguard import Pending, client_address, framing_problem, own_origins, parse_networks
 from .tcp import PerAddressCap
 from .tls import HandshakeGate
+from .webclient import StaticFiles, find_root
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -71,21 +73,6 @@ _HOST_HEADER = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0
 
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-INDEX_PAGE = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>xmppd</title></head>
-<body><h1>xmppd</h1>
-<p>This port serves XMPP to web clients; there is no web client here yet.</p>
-<ul>
-<li><code>{WEBSOCKET_PATH}</code>: XMPP over WebSocket (RFC 7395, subprotocol
-<code>xmpp</code>)</li>
-<li><code>{BOSH_PATH}</code>: BOSH (XEP-0124, XEP-0206)</li>
-<li><code>/socket/websocket</code>, <code>/socket/longpoll</code>: JSON channels (Phoenix V2)</li>
-<li><a href="{HOST_META}">{HOST_META}</a>, <a href="{HOST_META_JSON}">host-meta.json</a>:
-discovery (XEP-0156)</li>
-</ul>
-<p>XMPP apps (Gajim, Conversations, ...) connect to the server's domain directly.</p>
-</body></html>
-""".encode()
 
 
 class HttpError(Exception):
@@ -130,6 +117,7 @@ class Web:
         self.bosh = BoshManager(self)
         self.channels = ChannelManager(self)
         self._settings: dict[bool, StreamSettings] = {}
+        self.static = StaticFiles(find_root())
 
     def settings(self, *, secure: bool) -> StreamSettings:
         """c2s stream settings without STARTTLS, parsing one framed message per feed (WebSocket
@@ -532,8 +520,10 @@ class HttpConnection:
             if method != "POST":
                 raise HttpError(405, "BOSH requests are POSTs", [("Allow", "POST, OPTIONS")])
             return await web.bosh.handle(request)
-        if path == "/" and method in ("GET", "HEAD"):
-            return 200, [("Content-Type", "text/html; charset=utf-8")], INDEX_PAGE
+        if method in ("GET", "HEAD"):  # the web client (transports/webclient.py)
+            answer = web.static.respond(method, path, request.headers)
+            if answer is not None:
+                return answer
         raise HttpError(404, "not found")
 
     async def _websocket(self, request: Request) -> None:
@@ -567,7 +557,9 @@ class HttpConnection:
         if text:
             body += b"\n"
             headers = [("Content-Type", "text/plain; charset=utf-8"), *headers]
-        headers = [*headers, ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+        headers = [*headers, ("Content-Length", str(len(body)))]
+        if not any(name == "Cache-Control" for name, _ in headers):
+            headers.append(("Cache-Control", "no-store"))
         if status >= 400 and self.h11.their_state is not h11.DONE:
             headers.append(("Connection", "close"))  # the rest of the request stays unread
         try:

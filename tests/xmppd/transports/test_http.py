@@ -212,14 +212,27 @@ def test_responses_carry_reason_phrases(web: ServerProcess) -> None:
     assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
-def test_root_says_what_the_port_serves_on_both_ports(web: ServerProcess) -> None:
+def test_root_serves_the_web_client_on_both_ports(web: ServerProcess) -> None:
     status, headers, body = request(web, "GET", "/")
-    assert status == 200 and headers["content-type"].startswith("text/html")
-    for path in (b"/xmpp-websocket", b"/http-bind", b"/socket/websocket", b"host-meta"):
-        assert path in body
+    assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
+    assert b'<script type="module" src="js/app.js">' in body
+    csp = headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["cache-control"] == "no-cache" and headers["etag"]
     conn = http.client.HTTPConnection("127.0.0.1", web.http_port, timeout=5)
-    conn.request("GET", "/")
+    conn.request("GET", "/js/app.js")
     response = conn.getresponse()
     assert response.status == 200 and response.reason == "OK"
-    assert b"/xmpp-websocket" in response.read()
+    assert response.getheader("content-type") == "text/javascript; charset=utf-8"
+    etag = response.getheader("etag")
+    assert b"import" in response.read()
+    conn.request("GET", "/js/app.js", headers={"If-None-Match": etag})
+    response = conn.getresponse()
+    assert response.status == 304 and response.read() == b""
+    for path in ("/js/../../pyproject.toml", "/.git/config", "/js/", "/nothing.html", "/app.py"):
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert response.status == 404, path
+        response.read()
     conn.close()

@@ -1,0 +1,12 @@
+// Extension points for features built beside the client (file upload, calls): a module adds a
+// function here and its controls appear in every conversation. Each function gets the
+// conversation ({key, kind, title}) and the Connection (session.js: `conn.user` is the user
+// channel, `conn.user.on(event, fn)` hears its events) and returns an element or null.
+export const hooks = {
+  composer: [], // buttons beside Send (e.g. attach a file)
+  header: [], // buttons in the conversation header (e.g. audio and video call)
+};
+
+export function extras(kind, conv, conn) {
+  return hooks[kind].map((make) => make(conv, conn)).filter(Boolean);
+}
