@@ -216,6 +216,7 @@ DEFAULT_MODULES = [
     "muc",
     "caps",
     "pep",
+    "unread",
 ]
 
 

@@ -154,10 +154,25 @@ class RoomApi:
         stanza.set("id", msg_id or secrets.token_hex(8))
         sub(stanza, ns.CLIENT, "body", body)
         if replace is not None:
-            await self._check_own(room, real, replace)
             sub(stanza, ns.CORRECT, "replace", id=replace)
         sub(stanza, ns.SID, "origin-id", id=stanza.get("id") or "")
         return await messages.groupchat(room, real, stanza)
+
+    async def correct(self, room_jid: str, real: str, stanza_id: str, body: str) -> str | None:
+        """XEP-0308: the author replaces its message (named by stanza-id); the correction names
+        the original by its own id, as XMPP clients do."""
+        room = self.room(room_jid)
+        occupant = self.occupant(room, real)
+        retract = element(ns.RETRACT, "retract", id=stanza_id)
+        _item, original = await moderation.check_author(room, occupant, retract)
+        target = original.get("id") or stanza_id
+        return await self.send(room_jid, real, body, replace=target)
+
+    def account_of(self, room_jid: str, nick: str) -> str:
+        occupant = self.room(room_jid).occupants.get(nick)
+        if occupant is None:
+            raise MucError("item-not-found", "no such occupant")
+        return occupant.bare
 
     async def retract(self, room_jid: str, real: str, stanza_id: str) -> None:
         """XEP-0424 by the author (the room checks authorship against its archive)."""
@@ -176,10 +191,6 @@ class RoomApi:
         if reason:
             sub(request, ns.MODERATE, "reason", reason)
         await moderation.moderate(room, room.occupant_of(real), request)
-
-    async def _check_own(self, room: Room, real: str, stanza_id: str) -> None:
-        occupant = self.occupant(room, real)
-        await moderation.check_author(room, occupant, element(ns.RETRACT, "retract", id=stanza_id))
 
     async def subject(self, room_jid: str, real: str, subject: str) -> None:
         room = self.room(room_jid)
