@@ -54,6 +54,15 @@ class ChannelError(Exception):
         )
 
 
+class JsonChannels:
+    """What `session.transport` tells the admin channel (xmppd/admin.py describe)."""
+
+    __slots__ = ("peer",)
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+
+
 class ChannelSession:
     def __init__(self, server: Server, claims: Claims, peer: str, limits: dict[str, Any]) -> None:
         from .rooms import Rooms
@@ -70,8 +79,9 @@ class ChannelSession:
         self.interested, self.carbons, self.directed = False, 0.0, None
         self.csi = self.sm = None
         self.out_filters: tuple = ()
+        self.transport = JsonChannels(peer)
         self.bound_at = time.time()
-        self.closed = False
+        self.closed = self.ended = False
         self.jid = host.bind(self, bare.local or "", f"web-{secrets.token_hex(6)}")
         self.full, self.bare = str(self.jid), str(bare)
         self.protocol = ChannelProtocol(max_channels=limits.get("max_channels", 100))
@@ -294,4 +304,5 @@ class ChannelSession:
             log.exception("%s: session-closed handlers failed", self.id)
         self.server.pubsub.unsubscribe_all(self)
         self.outbox.close()
+        self.ended = True
         log.info("%s closed (%s)", self.id, self.full)
