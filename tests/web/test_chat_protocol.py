@@ -1,7 +1,8 @@
 """The JSON chat protocol (docs/channels.md) with the stock `phoenix` npm client on one side and
 slixmpp on the other, over real sockets: contacts and presence, 1:1 chat with its XEPs mapped
-both ways, history by archive id, unread counts, resuming, rooms. Web users log in with their
-password (POST /login)."""
+both ways, history by archive id, unread counts, resuming, rooms (create with a config,
+bookmarks, invitations, occupants, moderation, retractions, corrections, kicks). Web users log
+in with their password (POST /login)."""
 
 from __future__ import annotations
 
@@ -263,5 +264,93 @@ def test_unread_counts_agree_across_two_tabs_and_an_xmpp_client(web: ServerProce
             await client.close()
         for tab in (tab1, tab2, tab3):
             await tab.close()
+
+    run(scenario())
+
+
+MUC = "http://jabber.org/protocol/muc"
+RETRACT, MODERATE = "urn:xmpp:message-retract:1", "urn:xmpp:message-moderate:1"
+
+
+def test_room_create_invite_moderate_retract_kick(web: ServerProcess) -> None:
+    async def scenario() -> None:
+        alice, _ = await web_user(web, "alice")
+        carol, _ = await web_user(web, "carol")
+        me, you = "user:alice@localhost", "user:carol@localhost"
+        bob = await xmpp(web, "bob", "desk")
+        config = {"members_only": True, "members": ["bob@localhost"]}
+        created = await alice.push(me, "room_create", {"name": "Team", "config": config})
+        room = created["jid"]
+        assert room == "team@conference.localhost"
+        marks = await alice.push(me, "bookmarks")
+        assert {"jid": room, "name": "Team", "autojoin": True} in marks["bookmarks"]
+        direct = await next_where(bob.stanzas, lambda m: "jabber:x:conference" in raw(m))
+        assert f'jid="{room}"' in raw(direct)
+        topic = f"room:{room}"
+        joined = await alice.join(topic, {"nick": "Alice"})
+        assert (joined["role"], joined["affiliation"]) == ("moderator", "owner")
+        assert joined["config"]["members_only"] and joined["config"]["whois"] == "anyone"
+        bob.send_raw(f"<presence to='{room}/Bob'><x xmlns='{MUC}'/></presence>")
+        await alice.presence(topic, lambda s: "Bob" in s)
+        # mediated invitation: carol becomes a member and may enter
+        refused = await carol.request(you, "noop")  # unknown events are refused
+        assert refused["error"]["reason"] == "bad-request"
+        await alice.push(topic, "invite", {"jid": "carol@localhost", "reason": "standup"})
+        invite = await carol.event(you, "invite")
+        assert invite == {
+            "room": room,
+            "from": "alice@localhost",
+            "mediated": True,
+            "reason": "standup",
+        }
+        await carol.join(topic, {"nick": "Carol"})
+        occupants = (await alice.push(topic, "occupants"))["occupants"]
+        assert [(o["nick"], o["role"], o["affiliation"], o["jid"]) for o in occupants] == [
+            ("Alice", "moderator", "owner", "alice@localhost"),
+            ("Bob", "participant", "member", "bob@localhost"),
+            ("Carol", "participant", "member", "carol@localhost"),
+        ]
+        # a moderator retracts bob's message: a retraction, not a new message with fallback
+        bob.send_message(mto=room, mbody="spam spam", mtype="groupchat")
+        spam = await alice.event(topic, "new_msg", lambda m: m["body"] == "spam spam")
+        assert spam["from"] == "Bob" and spam["id"]
+        denied = await carol.request(topic, "moderate", {"id": spam["id"]})
+        assert denied["error"]["reason"] == "forbidden"
+        await alice.push(topic, "moderate", {"id": spam["id"], "reason": "spam"})
+        gone = await carol.event(topic, "retract")
+        assert gone == {"id": spam["id"], "moderated": True, "by": "Alice", "reason": "spam"}
+        seen = await next_where(bob.stanzas, lambda m: "<retract" in raw(m))
+        assert f'<moderated xmlns="{MODERATE}"' in raw(seen)
+        assert not [m for m in carol.events(topic, "new_msg") if "retracted" in m["body"]]
+        # the author corrects, then retracts, her own message
+        sent = await carol.push(topic, "new_msg", {"body": "tpyo", "msg_id": "c-1"})
+        first = await alice.event(topic, "new_msg", lambda m: m["body"] == "tpyo")
+        assert first["id"] == sent["id"] and first["msg_id"] == "c-1"
+        await carol.push(topic, "correct", {"id": sent["id"], "body": "typo"})
+        fixed = await alice.event(topic, "new_msg", lambda m: m["body"] == "typo")
+        assert fixed["replace"] == "c-1"
+        not_hers = await carol.request(topic, "retract", {"id": spam["id"]})
+        assert not_hers["error"]["reason"] in ("forbidden", "item-not-found")
+        await carol.push(topic, "retract", {"id": sent["id"]})
+        own = await alice.event(topic, "retract", lambda r: r["id"] == sent["id"])
+        assert own == {"id": sent["id"], "moderated": False, "from": "Carol"}
+        # the archive shows tombstones
+        history = await alice.push(topic, "history", {"limit": 20})
+        by_id = {m["id"]: m for m in history["messages"]}
+        assert by_id[spam["id"]]["retracted"]["by"] == "Alice"
+        assert by_id[spam["id"]]["body"] == ""
+        # kick: the channel closes with the reason
+        await alice.push(topic, "kick", {"nick": "Carol", "reason": "bye"})
+        closed = await carol.event(topic, "phx_close")
+        assert closed == {"reason": "kicked", "by": "Alice", "text": "bye"}
+        await alice.presence(topic, lambda s: "Carol" not in s)
+        # an open room is listed
+        await alice.push(me, "room_create", {"name": "Open talk"})
+        rooms = (await alice.push(me, "rooms"))["rooms"]
+        assert [r["jid"] for r in rooms] == ["open-talk@conference.localhost"]
+        await bob.close()
+        await alice.close()
+        await carol.close()
+        await asyncio.sleep(0)
 
     run(scenario())

@@ -186,11 +186,11 @@ def room_message(
     stanza: Element, room_jid: str, show_jid: str | None, delayed: bool, author: str = ""
 ) -> dict[str, Any] | None:
     body = child_text(stanza, ns.CLIENT, "body")
-    if body is None:
-        return None
+    if body is None and get_child(stanza, ns.RETRACT, "retracted") is None:
+        return None  # a tombstone has no body but is shown
     out: dict[str, Any] = {
         "from": (stanza.get("from") or "").partition("/")[2],
-        "body": body,
+        "body": body or "",
         "type": "groupchat",
         "stamp": delay_stamp(stanza) or now_stamp(),
     }
