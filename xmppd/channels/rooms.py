@@ -6,6 +6,7 @@ presence of its own removal), rendered here; occupants come as Tracker diffs of 
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from pubsub import PresenceDiff
@@ -162,9 +163,9 @@ class Rooms:
 
     async def _do_new_msg(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:
         body = text_arg(p, "body", limit=MAX_BODY)
-        mid = text_arg(p, "msg_id", optional=True, limit=64)
+        mid = text_arg(p, "msg_id", optional=True, limit=64) or secrets.token_hex(8)
         stanza_id = await api.send(room, self.session.full, body, msg_id=mid)
-        return {"id": stanza_id, "msg_id": mid} if mid else {"id": stanza_id}
+        return {"id": stanza_id, "msg_id": mid}
 
     async def _do_correct(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:
         target = text_arg(p, "id", limit=128)
