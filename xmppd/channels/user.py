@@ -16,7 +16,7 @@ from lxml import etree
 
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
-from ..protocol.stanza import Element, child_text, element, get_child, local_name, make, sub
+from ..protocol.stanza import Element, child_text, get_child, local_name, make, sub
 from ..storage.base import UnknownArchiveId
 from . import render
 from .rooms import REPLAY_MAX, limit_arg, text_arg
@@ -47,7 +47,7 @@ class UserTopic:
     def host(self) -> Any:
         return self.session.host
 
-    def _service(self, name: str) -> Any:
+    def service(self, name: str) -> Any:
         service = self.host.services.get(name)
         if service is None:
             raise ChannelError("service-unavailable", f"the {name} module is not loaded")
@@ -88,7 +88,7 @@ class UserTopic:
 
     async def _replay(self, since: str) -> set[str]:
         s, sent, after, complete = self.session, set(), since, False
-        archive = self._service("mam").store
+        archive = self.service("mam").store
         try:
             while len(sent) < REPLAY_MAX:
                 page = await archive.query(_local(s.bare), after_id=after, limit=100)
@@ -130,7 +130,7 @@ class UserTopic:
     # ---- contacts and presence ----------------------------------------------------------------
 
     async def _roster_items(self) -> list[dict[str, Any]]:
-        rosters = self._service("roster")
+        rosters = self.service("roster")
         bare = self.session.bare
         stored = {jid for jid, d in (await rosters.load(bare)).listed().items()}
         items = []
@@ -139,7 +139,7 @@ class UserTopic:
         return items
 
     async def _pending_requests(self) -> list[dict[str, Any]]:
-        roster = await self._service("roster").load(self.session.bare)
+        roster = await self.service("roster").load(self.session.bare)
         out = []
         for contact, doc in roster.items.items():
             if doc.get("pending_in"):
@@ -310,10 +310,15 @@ class UserTopic:
     async def push(self, push: Any) -> dict[str, Any]:
         if not self.joined:
             raise ChannelError("unmatched topic")
+        from . import own_rooms
+
         handler = getattr(self, f"_do_{push.event}", None)
-        if handler is None:
+        if handler is not None:
+            return await handler(push.payload) or {}
+        request = own_rooms.REQUESTS.get(push.event)
+        if request is None:
             raise ChannelError("bad-request", f"unknown event {push.event!r}")
-        return await handler(push.payload) or {}
+        return await request(self, push.payload) or {}
 
     async def _do_presence(self, p: dict[str, Any]) -> None:
         await self._send_presence(_show(p.get("show")), text_arg(p, "status", optional=True))
@@ -385,12 +390,12 @@ class UserTopic:
         peer = render.bare(_jid(p.get("with")))
         archive_id = text_arg(p, "id", limit=128)
         s = self.session
-        unread = self._service("unread")
+        unread = self.service("unread")
         try:
             count = await unread.mark_read(s.bare, peer, archive_id)
         except UnknownArchiveId:
             raise ChannelError("item-not-found", "no message with that id") from None
-        item = await _fetch(self._service("mam").store, s.bare, archive_id)
+        item = await _fetch(self.service("mam").store, s.bare, archive_id)
         if item is not None:
             stanza = etree.fromstring(item.stanza_xml.encode(), _PARSER)
             sender = render.bare(stanza.get("from") or "")
@@ -404,7 +409,7 @@ class UserTopic:
         before = text_arg(p, "before", optional=True, limit=128)
         after = text_arg(p, "after", optional=True, limit=128)
         try:
-            page = await self._service("mam").store.query(
+            page = await self.service("mam").store.query(
                 _local(self.session.bare),
                 with_jid=with_jid,
                 before_id=before,
@@ -418,7 +423,7 @@ class UserTopic:
         return {"messages": messages, "complete": page.complete}
 
     async def _do_unread(self, p: dict[str, Any]) -> dict[str, Any]:
-        return {"unread": await self._service("unread").counts(self.session.bare)}
+        return {"unread": await self.service("unread").counts(self.session.bare)}
 
     # ---- contacts -------------------------------------------------------------------------------
 
@@ -481,98 +486,6 @@ class UserTopic:
                         break
             raise ChannelError(condition)
         return answer
-
-    # ---- rooms ------------------------------------------------------------------------------
-
-    async def _do_rooms(self, p: dict[str, Any]) -> dict[str, Any]:
-        api = self.session.rooms.api_at(p.get("service"))
-        return {"rooms": api.public_rooms() if api is not None else []}
-
-    async def _do_bookmarks(self, p: dict[str, Any]) -> dict[str, Any]:
-        from ..pep.service import PubsubError, parse
-
-        pep, s = self._service("pep"), self.session
-        try:
-            items = await pep.items(s.bare, ns.BOOKMARKS, s.bare, [], None)
-        except PubsubError:
-            return {"bookmarks": []}
-        out = []
-        for item_id, xml in items:
-            conference = parse(xml)
-            mark: dict[str, Any] = {
-                "jid": item_id,
-                "name": conference.get("name"),
-                "autojoin": conference.get("autojoin") in ("1", "true"),
-            }
-            if (nick := child_text(conference, ns.BOOKMARKS, "nick")) is not None:
-                mark["nick"] = nick
-            out.append(mark)
-        return {"bookmarks": out}
-
-    async def _do_bookmark_set(self, p: dict[str, Any]) -> None:
-        room = render.bare(_jid(p.get("jid")))
-        name, nick = text_arg(p, "name", optional=True), text_arg(p, "nick", optional=True)
-        await self._bookmark(room, name, bool(p.get("autojoin", False)), nick)
-
-    async def _bookmark(
-        self, room: str, name: str | None, autojoin: bool, nick: str | None
-    ) -> None:
-        from ..pep.bookmarks import NODE_CONFIG
-        from ..pep.service import PubsubError
-
-        item = element(ns.PUBSUB, "item", id=room)
-        conference = sub(item, ns.BOOKMARKS, "conference", autojoin="true" if autojoin else "false")
-        if name:
-            conference.set("name", name)
-        if nick:
-            sub(conference, ns.BOOKMARKS, "nick", nick)
-        try:
-            await self._service("pep").publish(
-                self.session.bare, ns.BOOKMARKS, item, dict(NODE_CONFIG)
-            )
-        except PubsubError as exc:
-            raise ChannelError(exc.condition, getattr(exc, "text", None)) from None
-
-    async def _do_bookmark_remove(self, p: dict[str, Any]) -> None:
-        from ..pep.service import PubsubError
-
-        room = render.bare(_jid(p.get("jid")))
-        try:
-            await self._service("pep").retract(self.session.bare, ns.BOOKMARKS, [room], True)
-        except PubsubError as exc:
-            raise ChannelError(exc.condition) from None
-
-    async def _do_room_create(self, p: dict[str, Any]) -> dict[str, Any]:
-        from ..muc.room import MucError
-
-        name = text_arg(p, "name", limit=128)
-        config = p.get("config", {})
-        if not isinstance(config, dict):
-            raise ChannelError("bad-request", "config is an object")
-        members = config.get("members", [])
-        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-            raise ChannelError("bad-request", "config members is a list of JIDs")
-        wanted = p.get("jid")
-        rooms = self.session.rooms
-        if wanted is not None:
-            api, local = rooms.api_for(str(wanted)), JID.parse(str(wanted)).local
-        else:
-            api, local = rooms.api_at(None), None
-            if api is None:
-                raise ChannelError("service-unavailable", "no MUC service here")
-        try:
-            room = await api.create(self.session.jid, name, local, config)
-            for member in members:  # XEP-0249: the creator is not in the room yet
-                invitation = make("message", {"to": str(JID.parse(member).bare)})
-                sub(invitation, ns.CONFERENCE, "x", jid=room.jid)
-                await self.session.route(invitation)
-        except MucError as exc:
-            raise ChannelError(exc.condition, exc.text) from None
-        except JIDError:
-            raise ChannelError("jid-malformed", "a member is not a JID") from None
-        nick = text_arg(p, "nick", optional=True)
-        await self._bookmark(room.jid, name, True, nick)
-        return {"jid": room.jid}
 
 
 def _contact(item: dict[str, Any], rosters: Any, user: str, stored: bool) -> dict[str, Any]:
