@@ -9,6 +9,7 @@ import http.client
 import itertools
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ def http_post(
     conn = http.client.HTTPConnection(
         "127.0.0.1", server.http_port, timeout=30, source_address=(source, 0)
     )
+    for _ in range(100):  # ServerProcess.start does not wait for the plain HTTP port
+        try:
+            conn.connect()
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.05)
     data = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
     conn.request(
         "POST", path, body=data, headers={"Content-Type": "application/json", **(headers or {})}

@@ -213,13 +213,26 @@ def test_history_pages_by_archive_id_and_resume_with_since(web: ServerProcess) -
         mark = newest["messages"][0]["id"]  # m4 seen; the tab closes; m7 arrives meanwhile
         await erin.close()
         frank.send_message(mto="erin@localhost", mbody="m7", mtype="chat")
+        await asyncio.sleep(0.3)  # slixmpp's raw sends may overtake its queued ones
+        frank.send_raw(
+            "<message to='erin@localhost' type='chat' id='x1'><body>oops</body></message>"
+        )
+        frank.send_raw(
+            f"<message to='erin@localhost' type='chat'><retract xmlns='{RETRACT}' id='x1'/>"
+            "<body>fallback</body></message>"
+        )
         await asyncio.sleep(0.5)
         again, _ = await web_user(web, "erin", {"since": mark})
         synced = await again.event(topic, "synced")
         assert synced["complete"]
         replayed = [m["body"] for m in again.events(topic, "new_msg")]
-        assert replayed == ["m5", "m6", "m7"]  # no gap, no duplicate
-        assert synced["last"] == again.events(topic, "new_msg")[-1]["id"]
+        assert replayed == ["m5", "m6", "m7", "oops"]  # no gap, no duplicate
+        (retracted,) = again.events(topic, "retract")  # shown as a retraction, not a message
+        assert (retracted["msg_id"], retracted["from"]) == ("x1", "frank@localhost")
+        assert synced["last"] == retracted["id"]
+        page = await again.push(topic, "history", {"with": "frank@localhost", "limit": 2})
+        assert page["messages"][0]["body"] == "oops" and page["messages"][1]["retract"] == "x1"
+        assert "body" not in page["messages"][1]
         await frank.close()
         await again.close()
 
@@ -344,6 +357,14 @@ def test_room_create_invite_moderate_retract_kick(web: ServerProcess) -> None:
         closed = await carol.event(topic, "phx_close")
         assert closed == {"reason": "kicked", "by": "Alice", "text": "bye"}
         await alice.presence(topic, lambda s: "Carol" not in s)
+        # carol comes back where she left off: what came after, retractions as retractions
+        carol2, _ = await web_user(web, "carol")
+        await carol2.join(topic, {"nick": "Carol", "since": sent["id"]})
+        synced = await carol2.event(topic, "synced")
+        assert [m["body"] for m in carol2.events(topic, "new_msg")] == ["typo"]
+        assert [r["id"] for r in carol2.events(topic, "retract")] == [sent["id"]]
+        assert synced["complete"]
+        await carol2.close()
         # an open room is listed
         await alice.push(me, "room_create", {"name": "Open talk"})
         rooms = (await alice.push(me, "rooms"))["rooms"]

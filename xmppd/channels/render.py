@@ -89,9 +89,10 @@ def chat_message(
     replace = get_child(stanza, ns.CORRECT, "replace")
     if replace is not None and replace.get("id"):
         out["replace"] = replace.get("id")
-    retracted = get_child(stanza, ns.RETRACT, "retracted")
-    if retracted is not None:
-        out["body"], out["retracted"] = "", {"stamp": retracted.get("stamp")}
+    retract = get_child(stanza, ns.RETRACT, "retract")
+    if retract is not None and retract.get("id"):  # archived retraction: no body to show
+        del out["body"]
+        out["retract"] = retract.get("id")
     if delayed:
         out["delayed"] = True
     return out

@@ -121,6 +121,11 @@ class Rooms:
                     room_jid, s.jid, after=after, limit=MAX_PAGE
                 )
                 for item, stanza, author in page:
+                    retraction = render.room_retraction(stanza)
+                    if retraction is not None:  # the original may be older than `since`
+                        s.push(topic, "retract", retraction)
+                        after = item.id
+                        continue
                     rendered = render.room_message(
                         stanza, room_jid, None, True, author if show else ""
                     )
@@ -236,6 +241,8 @@ class Rooms:
         )
         messages = []
         for item, stanza, author in page:
+            if render.room_retraction(stanza) is not None:
+                continue  # the original is a tombstone in the archive already
             rendered = render.room_message(stanza, room, None, True, author if show else "")
             if rendered is not None:
                 rendered["stamp"], rendered["id"] = render.stamp_of(item.timestamp), item.id

@@ -81,8 +81,8 @@ class UserTopic:
         if since is not None:
             seen_ids = await self._replay(since)
         for event, payload in held:
-            if event == "new_msg" and payload.get("id") in seen_ids:
-                continue
+            if event in ("new_msg", "retract") and payload.get("id") in seen_ids:
+                continue  # replayed already
             if event != "presence_diff":  # already in presence_state
                 s.push(self.topic, event, payload)
 
@@ -94,7 +94,11 @@ class UserTopic:
                 page = await archive.query(_local(s.bare), after_id=after, limit=100)
                 for item in page.items:
                     message = self._archived(item)
-                    if message is not None:
+                    if message is not None and "retract" in message:
+                        retract = {k: message[k] for k in ("from", "with", "id")}
+                        s.push(self.topic, "retract", {**retract, "msg_id": message["retract"]})
+                        sent.add(item.id)
+                    elif message is not None:
                         s.push(self.topic, "new_msg", message)
                         sent.add(item.id)
                     after = item.id
