@@ -252,7 +252,7 @@ class UserTopic:
         echoed = direct and stanza.get("from") == s.full  # to ourselves: echoed when sent
         if rendered is not None and not echoed and not any(e == "retract" for e, _ in extras):
             self._emit("new_msg", rendered)
-        if direct and rendered is not None:
+        if direct and rendered is not None and self.joined:  # the user sees it: say so
             self._acknowledge(stanza)
 
     def _acknowledge(self, stanza: Element) -> None:
