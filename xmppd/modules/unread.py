@@ -1,6 +1,6 @@
 """Unread counts per conversation, kept on the server so every client of an account agrees.
 
-For each account and peer (a contact's bare JID) the keyval store `unread` keeps the archive id
+For each account and peer (a contact's bare JID) the map store `unread` keeps the archive id
 of the last message read and how many messages from the peer came after it. An archived 1:1
 message from someone else adds one (`message/*` after MAM has given it its archive id); a read
 marker from any of the account's clients sets the count to the number of the peer's messages
@@ -30,6 +30,7 @@ from ..storage.base import StorageError, UnknownArchiveId
 from .mam import stanza_id_by
 
 if TYPE_CHECKING:
+    from ..events import AccountDeleted
     from ..protocol.stanza import Element
 
 Watcher = Callable[[str, int, "str | None"], None]  # (peer, count, read id)
@@ -41,7 +42,7 @@ class Unread:
     def __init__(self, module: Module) -> None:
         self.host = module.host
         self.log = module.log
-        self.store = module.open_keyval("unread")
+        self.store = module.open_map("unread")  # user -> peer -> {"count", "read"}
         self.locks: dict[str, trio.Lock] = defaultdict(trio.Lock)
         self.watchers: dict[str, set[Watcher]] = defaultdict(set)
 
@@ -62,7 +63,7 @@ class Unread:
                 del self.watchers[bare]
 
     async def counts(self, bare: str) -> dict[str, int]:
-        doc = await self.store.get(_local(bare)) or {}
+        doc = await self.store.get_all(_local(bare))
         return {peer: entry["count"] for peer, entry in doc.items() if entry["count"]}
 
     async def mark_read(self, bare: str, peer: str, archive_id: str) -> int:
@@ -101,22 +102,26 @@ class Unread:
 
     async def _save(self, bare: str, peer: str, count: int, read: str | None) -> None:
         local = _local(bare)
-        doc = await self.store.get(local) or {}
-        old = doc.get(peer)
+        old = await self.store.get(local, peer)
         if old is not None and old["count"] == count and old["read"] == read:
             return
-        doc[peer] = {"count": count, "read": read}
-        await self.store.set(local, doc)
+        await self.store.set(local, peer, {"count": count, "read": read})
         for watcher in list(self.watchers.get(bare, ())):
             watcher(peer, count, read)
 
     async def _bump(self, bare: str, peer: str) -> None:
         async with self.locks[bare]:
-            doc = await self.store.get(_local(bare)) or {}
-            entry = doc.get(peer) or {"count": 0, "read": None}
+            entry = await self.store.get(_local(bare), peer) or {"count": 0, "read": None}
             await self._save(bare, peer, entry["count"] + 1, entry["read"])
 
     # ---- hooks -------------------------------------------------------------------------------
+
+    async def account_deleted(self, event: AccountDeleted) -> bool:
+        """Its counts go, and so do the other accounts' counts of messages from it."""
+        await self.store.delete_user(event.local)
+        for user in await self.store.users_with_key(event.bare):
+            await self.store.set(user, event.bare, None)
+        return False
 
     async def incoming(self, event: StanzaEvent) -> bool:
         stanza, to, sender = event.stanza, event.to, event.sender
@@ -177,6 +182,7 @@ def load(module: Module) -> None:
     for scope in ("full", "bare"):
         module.hook(f"message/{scope}", unread.incoming, -0.3)  # after MAM (-0.25)
         module.hook(f"pre-message/{scope}", unread.outgoing, -0.45)
+    module.hook("account-deleted", unread.account_deleted)
 
 
 spec = ModuleSpec(
