@@ -64,6 +64,9 @@ def schemas() -> tuple[dict, dict]:
         "credentials_lifetime": Option(
             float, 60.0, "seconds a password from /credentials stays usable", min=5, max=3600
         ),
+        "login_lifetime": Option(
+            float, 86400.0, "seconds a POST /login session token lives (<= max_lifetime)", min=60
+        ),
         "apps": Option(dict, {}, "trusted host applications, one table per app name"),
     }
     app = {

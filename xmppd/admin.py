@@ -41,6 +41,7 @@ SOCKET_NAME = "admin.sock"
 # Transport classes by name, as `sessions` shows them (no import of the transport layer here).
 TRANSPORTS = {"ByteStreamConnection": "tcp", "WebSocketConnection": "websocket"}
 TRANSPORTS["BoshConnection"] = "bosh"
+TRANSPORTS["JsonChannels"] = "channels"
 END_WAIT = 3.0  # seconds a deletion waits for the account's sessions to finish ending
 
 

@@ -241,6 +241,7 @@ DEFAULT_MODULES = [
     "caps",
     "pep",
     "upload",
+    "unread",
 ]
 
 

@@ -76,6 +76,7 @@ class Server:
         self.db = await open_database(config.data_dir, **config.database_options)
         try:
             await self.tokens.load(self.db.for_host(config.server["domain"]))
+            self.tokens.enable_login(self._secret())  # POST /login session tokens
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.pubsub.run)

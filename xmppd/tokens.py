@@ -11,13 +11,16 @@ with them. A channel session also ends by itself at its token's `exp` (`deadline
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from auth.tokens import Claims, CredentialStore, TokenVerifier
+from auth.tokens import App, Claims, CredentialStore, TokenVerifier
 
 if TYPE_CHECKING:
     from .storage.base import MapStore, Storage
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("xmppd.tokens")
 STORE = "token-revocations"
 EXPIRED, REVOKED = "token expired", "token revoked"
+LOGIN_APP = "login"  # the built-in app whose tokens POST /login issues
 
 
 class TokenSession(Protocol):
@@ -41,6 +45,44 @@ class TokenService:
         self.credentials = CredentialStore(settings["credentials_lifetime"])
         self.sessions: set[TokenSession] = set()
         self._store: MapStore | None = None
+        self.domain = domain
+        self.login_lifetime = min(
+            settings.get("login_lifetime", 86400.0), settings.get("max_lifetime", 86400.0)
+        )
+        self._login_key: Any = None
+
+    # ---- session tokens for password logins (POST /login, docs/channels.md) ------------------
+
+    def enable_login(self, secret: bytes) -> None:
+        """Sign session tokens with a key derived from the installation's secret; they verify
+        like the tokens of a host app named `login`, for every domain served here."""
+        from joserfc.jwk import OctKey
+
+        key = OctKey.import_key(hmac.new(secret, b"xmppd login tokens", "sha256").digest())
+        self._login_key = key
+        self.verifier.apps[LOGIN_APP] = App(LOGIN_APP, "HS256", key, self.domain, self.domain)
+
+    def issue_login(self, jid: str, name: str = "") -> tuple[str, float]:
+        """A session token for an account whose password was just checked: (token, exp)."""
+        from joserfc import jws
+
+        if self._login_key is None:
+            raise RuntimeError("login tokens are not enabled")
+        now = time.time()
+        exp = float(int(now + self.login_lifetime))
+        claims = {
+            "sub": jid,
+            "aud": self.domain,
+            "iat": int(now),
+            "exp": int(exp),
+            "jti": secrets.token_urlsafe(16),
+            "topics": ["room:*"],
+        }
+        if name:
+            claims["name"] = name
+        header = {"alg": "HS256", "kid": LOGIN_APP, "typ": "JWT"}
+        token = jws.serialize_compact(header, json.dumps(claims), self._login_key)
+        return token, exp
 
     def verify(self, token: str, peer: str = "") -> Claims:
         """The claims of a valid, unrevoked token, or TokenError (logged)."""

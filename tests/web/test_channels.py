@@ -105,7 +105,12 @@ def _round_trip(web: ServerProcess, transport: str, token: str, room: str) -> No
         assert node.returncode == 0, err.decode() + out.decode()
         lines = [json.loads(line) for line in out.decode().splitlines()]
         steps = [line for line in lines if "socket_error" not in line]
-        assert steps[0] == {"joined": {"nick": "webuser"}}
+        joined = steps[0]["joined"]
+        assert (joined["nick"], joined["role"], joined["affiliation"]) == (
+            "webuser",
+            "participant",
+            "none",
+        )
         assert steps[1] == {"presence": ["Gajim", "webuser"]}
         assert {"pushed": True} in steps
         assert steps[-1] == {"reply": "hi from gajim"}

@@ -25,9 +25,10 @@ def _sender(room: Room, real: str) -> Occupant:
     return occupant
 
 
-async def groupchat(room: Room, real: str, stanza: Element) -> None:
+async def groupchat(room: Room, real: str, stanza: Element) -> str | None:
     """Reflect a message to every occupant; messages with a body go to history and archive;
-    a retraction (XEP-0424) of the sender's own message tombstones it first."""
+    a retraction (XEP-0424) of the sender's own message tombstones it first. Returns the
+    room's stanza-id of what was archived (None for a subject change or a chat state)."""
     occupant = _sender(room, real)
     if occupant.role == "visitor":
         raise MucError("forbidden", "you have no voice in this room")
@@ -35,7 +36,7 @@ async def groupchat(room: Room, real: str, stanza: Element) -> None:
     body = get_child(stanza, ns.CLIENT, "body")
     if subject is not None and body is None:
         await change_subject(room, occupant, subject.text or "")
-        return
+        return None
     check_rate(room, occupant)
     retract = get_child(stanza, ns.RETRACT, "retract")
     target = None
@@ -49,14 +50,16 @@ async def groupchat(room: Room, real: str, stanza: Element) -> None:
             out.remove(old)
     for forged in out.findall(_X_USER):  # only the room speaks for real JIDs
         out.remove(forged)
+    stanza_id = None
     if body is not None or retract is not None:  # retractions are archived too (XEP-0424 §6)
-        await _keep(room, occupant, real, out)
+        stanza_id = await _keep(room, occupant, real, out)
     if target is not None:
         await moderation.tombstone(room, *target, moderation.retracted_by_author(out))
     room.service.pubsub.broadcast(room.topic, RoomMessage(out))
+    return stanza_id
 
 
-async def _keep(room: Room, occupant: Occupant, real: str, out: Element) -> None:
+async def _keep(room: Room, occupant: Occupant, real: str, out: Element) -> str:
     """Stamp the room's stanza-id, archive with the author's real JID, add to history."""
     stanza_id = str(uuid.uuid4())
     if not out.get("id"):
@@ -65,6 +68,7 @@ async def _keep(room: Room, occupant: Occupant, real: str, out: Element) -> None
     archived = with_author(out, real, room.affiliation(occupant.bare), occupant.role)
     await room.service.archive_message(room, archived, stanza_id)
     room.history.add(out, author=occupant.bare)
+    return stanza_id
 
 
 def check_rate(room: Room, occupant: Occupant) -> None:
@@ -72,11 +76,11 @@ def check_rate(room: Room, occupant: Occupant) -> None:
     room.service.check_rate(occupant)
 
 
-async def send(room: Room, real: str, body: str) -> None:
+async def send(room: Room, real: str, body: str) -> str | None:
     """Python API: a groupchat message with a body from the occupant at `real`."""
     stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
     sub(stanza, ns.CLIENT, "body", body)
-    await groupchat(room, real, stanza)
+    return await groupchat(room, real, stanza)
 
 
 async def change_subject(room: Room, occupant: Occupant, subject: str) -> None:

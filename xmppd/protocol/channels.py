@@ -257,11 +257,14 @@ class ChannelProtocol:
         self._out.append(Frame(join_ref, None, topic, event, payload))
         return True
 
-    def close(self, topic: str, *, error: bool = False) -> None:
+    def close(
+        self, topic: str, *, error: bool = False, payload: dict[str, Any] | None = None
+    ) -> None:
         """End a channel from the server side: phx_close (or phx_error: the client rejoins)."""
         join_ref = self.joined.pop(topic, None)
         if join_ref is not None:
-            self._out.append(Frame(join_ref, join_ref, topic, ERROR if error else CLOSE, {}))
+            event = ERROR if error else CLOSE
+            self._out.append(Frame(join_ref, join_ref, topic, event, payload or {}))
 
     def frames_to_send(self) -> list[str]:
         out, self._out = self._out, []

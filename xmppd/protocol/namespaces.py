@@ -56,6 +56,7 @@ RETRACT = "urn:xmpp:message-retract:1"  # XEP-0424
 RETRACT_TOMBSTONE = "urn:xmpp:message-retract:1#tombstone"
 MODERATE = "urn:xmpp:message-moderate:1"  # XEP-0425
 FALLBACK = "urn:xmpp:fallback:0"  # XEP-0428
+CORRECT = "urn:xmpp:message-correct:0"  # XEP-0308
 EME = "urn:xmpp:eme:0"  # XEP-0380
 JINGLE_MESSAGE = "urn:xmpp:jingle-message:0"  # XEP-0353
 PUBSUB = "http://jabber.org/protocol/pubsub"  # XEP-0060

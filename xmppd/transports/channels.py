@@ -48,7 +48,8 @@ log = logging.getLogger("xmppd.channels")
 WEBSOCKET_PATH = "/socket/websocket"
 LONGPOLL_PATH = "/socket/longpoll"
 CREDENTIALS_PATH = "/credentials"
-PATHS = (WEBSOCKET_PATH, LONGPOLL_PATH, CREDENTIALS_PATH)
+LOGIN_PATH, LOGOUT_PATH = "/login", "/logout"  # transports/login.py
+PATHS = (WEBSOCKET_PATH, LONGPOLL_PATH, CREDENTIALS_PATH, LOGIN_PATH, LOGOUT_PATH)
 LONGPOLL_WINDOW = 10.0  # seconds a poll is held, and twice that ends an unpolled session
 BEARER_PROTOCOL = "base64url.bearer.phx."
 _SESSION_PREFIX = "lp."
@@ -64,6 +65,10 @@ async def handle(conn: HttpConnection, request: Request) -> tuple[int, list, byt
     if request.method == "OPTIONS":
         return _preflight(web, request)
     web.check_encryption(request)  # a token is as good as a password
+    if request.path in (LOGIN_PATH, LOGOUT_PATH):
+        from . import login
+
+        return await (login.login if request.path == LOGIN_PATH else login.logout)(web, request)
     if request.path == WEBSOCKET_PATH:
         await _websocket(conn, request)
         return 101, [], b""
@@ -207,7 +212,7 @@ class WebSocketChannel:
             if lifetime.cancelled_caught:
                 self.session.end(EXPIRED)  # unless it was revoked
                 reason = self.session.end_reason or EXPIRED
-                self._refuse(TOKEN_CLOSE_CODES[reason], reason)
+                self._refuse(TOKEN_CLOSE_CODES.get(reason, 1001), reason)
         finally:
             with trio.CancelScope(shield=True):
                 await self.session.close()

@@ -1,0 +1,364 @@
+"""The room service's Python API: what front-ends other than XMPP stanzas call (the JSON
+channels, later the admin HTTP API), so that they never reach into rooms, seats and message
+internals. Each call does what the matching stanza handler does, through the same functions
+(messages.groupchat, moderation.moderate, admin.plan_item...), so both kinds of client get the
+same checks and the same result. Refusals are MucError with the XEP-0045 condition.
+
+`real` is always the acting session's full JID: a session must be an occupant for what an
+occupant does, and its account's affiliation counts for the rest.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lxml import etree
+
+from ..protocol import namespaces as ns
+from ..protocol.jid import JID, JIDError
+from ..protocol.stanza import Element, element, make, sub
+from ..storage.base import UnknownArchiveId
+from . import admin, archive, messages, moderation
+from .history import Request, split_author
+from .room import MucError, Occupant, Room
+
+if TYPE_CHECKING:
+    from ..storage.base import ArchiveItem
+    from .service import MucService
+
+MAX_PAGE = 100
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+CONFIG_KEYS = {
+    "name": str,
+    "description": str,
+    "members_only": bool,
+    "public": bool,
+    "persistent": bool,
+    "moderated": bool,
+    "password": str,
+    "whois": str,
+}
+
+
+@dataclass(slots=True)
+class OccupantView:
+    nick: str
+    role: str
+    affiliation: str
+    jid: str | None  # bare; None when the room hides it from the asker
+
+
+class RoomApi:
+    def __init__(self, service: MucService) -> None:
+        self.service = service
+
+    @property
+    def domain(self) -> str:
+        return self.service.domain
+
+    def room(self, room_jid: str) -> Room:
+        try:
+            local = JID.parse(room_jid).local or ""
+        except JIDError:
+            raise MucError("jid-malformed", "not a room JID") from None
+        room = self.service.room(local)
+        if room is None:
+            raise MucError("item-not-found", "no such room")
+        return room
+
+    def occupant(self, room: Room, real: str) -> Occupant:
+        occupant = room.occupant_of(real)
+        if occupant is None:
+            raise MucError("not-acceptable", "you are not in this room")
+        return occupant
+
+    # ---- presence in a room -----------------------------------------------------------------
+
+    async def join(
+        self,
+        room_jid: str,
+        real: JID,
+        nick: str,
+        *,
+        password: str | None = None,
+        history: int | None = None,
+    ) -> Occupant:
+        kwargs: dict[str, Any] = {}
+        if password is not None:
+            kwargs["password"] = password
+        if history is not None:
+            kwargs["history"] = Request(maxstanzas=history)
+        return await self.service.join(room_jid, real, nick, **kwargs)
+
+    async def leave(self, room_jid: str, real: str) -> None:
+        try:
+            room = self.room(room_jid)
+        except MucError:
+            return
+        await room.leave(real)
+
+    def occupants(self, room_jid: str, real: str) -> list[OccupantView]:
+        room = self.room(room_jid)
+        me = room.occupant_of(real)
+        show = me is not None and room.sees_jids(me)
+        return [
+            OccupantView(o.nick, o.role, room.affiliation(o.bare), o.bare if show else None)
+            for o in sorted(room.occupants.values(), key=lambda o: o.nick)
+        ]
+
+    def sees_jids(self, room_jid: str, real: str) -> bool:
+        try:
+            room = self.room(room_jid)
+        except MucError:
+            return False
+        me = room.occupant_of(real)
+        return me is not None and room.sees_jids(me)
+
+    def describe(self, room_jid: str, real: str) -> dict[str, Any]:
+        """What a joined client is told about the room and itself."""
+        room = self.room(room_jid)
+        me = self.occupant(room, real)
+        c = room.config
+        return {
+            "nick": me.nick,
+            "role": me.role,
+            "affiliation": room.affiliation(me.bare),
+            "subject": room.subject or None,
+            "config": {
+                "name": c.name,
+                "members_only": c.members_only,
+                "moderated": c.moderated,
+                "whois": c.whois,
+                "public": c.public,
+                "persistent": c.persistent,
+            },
+        }
+
+    # ---- messages ---------------------------------------------------------------------------
+
+    async def send(
+        self,
+        room_jid: str,
+        real: str,
+        body: str,
+        *,
+        msg_id: str | None = None,
+        replace: str | None = None,
+    ) -> str | None:
+        """A groupchat message (a XEP-0308 correction with `replace`); its stanza-id."""
+        room = self.room(room_jid)
+        stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
+        stanza.set("id", msg_id or secrets.token_hex(8))
+        sub(stanza, ns.CLIENT, "body", body)
+        if replace is not None:
+            sub(stanza, ns.CORRECT, "replace", id=replace)
+        sub(stanza, ns.SID, "origin-id", id=stanza.get("id") or "")
+        return await messages.groupchat(room, real, stanza)
+
+    async def correct(self, room_jid: str, real: str, stanza_id: str, body: str) -> str | None:
+        """XEP-0308: the author replaces its message (named by stanza-id); the correction names
+        the original by its own id, as XMPP clients do."""
+        room = self.room(room_jid)
+        occupant = self.occupant(room, real)
+        retract = element(ns.RETRACT, "retract", id=stanza_id)
+        _item, original = await moderation.check_author(room, occupant, retract)
+        target = original.get("id") or stanza_id
+        return await self.send(room_jid, real, body, replace=target)
+
+    def account_of(self, room_jid: str, nick: str) -> str:
+        occupant = self.room(room_jid).occupants.get(nick)
+        if occupant is None:
+            raise MucError("item-not-found", "no such occupant")
+        return occupant.bare
+
+    async def retract(self, room_jid: str, real: str, stanza_id: str) -> None:
+        """XEP-0424 by the author (the room checks authorship against its archive)."""
+        room = self.room(room_jid)
+        stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
+        stanza.set("id", secrets.token_hex(8))
+        sub(stanza, ns.RETRACT, "retract", id=stanza_id)
+        sub(stanza, ns.FALLBACK, "fallback", **{"for": ns.RETRACT})
+        sub(stanza, ns.CLIENT, "body", "This person attempted to retract a previous message.")
+        await messages.groupchat(room, real, stanza)
+
+    async def moderate(self, room_jid: str, real: str, stanza_id: str, reason: str = "") -> None:
+        room = self.room(room_jid)
+        request = element(ns.MODERATE, "moderate", id=stanza_id)
+        sub(request, ns.RETRACT, "retract")
+        if reason:
+            sub(request, ns.MODERATE, "reason", reason)
+        await moderation.moderate(room, room.occupant_of(real), request)
+
+    async def subject(self, room_jid: str, real: str, subject: str) -> None:
+        room = self.room(room_jid)
+        stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
+        sub(stanza, ns.CLIENT, "subject", subject)
+        await messages.groupchat(room, real, stanza)
+
+    async def chat_state(self, room_jid: str, real: str, state: str) -> None:
+        room = self.room(room_jid)
+        stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
+        sub(stanza, ns.CHATSTATES, state)
+        sub(stanza, ns.HINTS, "no-store")
+        await messages.groupchat(room, real, stanza)
+
+    async def history(
+        self,
+        room_jid: str,
+        real: JID,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[tuple[ArchiveItem, Element, str]], bool, bool]:
+        """A page of the room's archive: (item, stanza without its author, author real JID)
+        oldest first, whether the page is the last in its direction, and whether real JIDs
+        may be shown to the asker (XEP-0313 §6.1.2 rules)."""
+        room = self.room(room_jid)
+        show = archive.check_access(room, real)
+        store = self.service.archive
+        limit = max(1, min(limit, MAX_PAGE))
+        try:
+            page = await store.query(
+                room.archive_owner,
+                after_id=after,
+                before_id=before,
+                limit=limit,
+                backward=after is None,
+            )
+        except UnknownArchiveId:
+            raise MucError("item-not-found", "no message with that id here") from None
+        hidden = await self.service.hidden_authors(set())
+        out = []
+        for item in page.items:
+            stanza, author = split_author(etree.fromstring(item.stanza_xml.encode(), _PARSER))
+            if author.partition("/")[0] in hidden:
+                continue
+            out.append((item, stanza, author))
+        return out, page.complete, show
+
+    # ---- moderation and administration --------------------------------------------------------
+
+    async def kick(self, room_jid: str, real: str, nick: str, reason: str = "") -> None:
+        await self._admin(room_jid, real, {"nick": nick, "role": "none"}, reason)
+
+    async def set_role(
+        self, room_jid: str, real: str, nick: str, role: str, reason: str = ""
+    ) -> None:
+        await self._admin(room_jid, real, {"nick": nick, "role": role}, reason)
+
+    async def set_affiliation(
+        self, room_jid: str, real: str, jid: str, affiliation: str, reason: str = ""
+    ) -> None:
+        await self._admin(room_jid, real, {"jid": jid, "affiliation": affiliation}, reason)
+
+    async def _admin(self, room_jid: str, real: str, attrs: dict[str, str], reason: str) -> None:
+        room = self.room(room_jid)
+        item = element(ns.MUC_ADMIN, "item", **attrs)
+        if reason:
+            sub(item, ns.MUC_ADMIN, "reason", reason)
+        change = admin.plan_item(room, admin.Actor(room, JID.parse(real)), item)
+        await change()
+
+    async def invite(self, room_jid: str, real: str, to: str, reason: str = "") -> None:
+        """Mediated (XEP-0045 §7.8.2): in a members-only room an admin's invitee becomes a
+        member."""
+        room = self.room(room_jid)
+        x = element(ns.MUC_USER, "x")
+        invite = sub(x, ns.MUC_USER, "invite", to=to)
+        if reason:
+            sub(invite, ns.MUC_USER, "reason", reason)
+        await messages.mediated(room, real, x)
+
+    async def destroy(self, room_jid: str, real: str, reason: str = "") -> None:
+        room = self.room(room_jid)
+        if room.affiliation(str(JID.parse(real).bare)) != "owner":
+            raise MucError("forbidden", "only owners may destroy a room")
+        destroy = element(ns.MUC_OWNER, "destroy")
+        if reason:
+            sub(destroy, ns.MUC_OWNER, "reason", reason)
+        await admin.destroy_room(room, destroy)
+
+    # ---- rooms ------------------------------------------------------------------------------
+
+    def public_rooms(self) -> list[dict[str, Any]]:
+        out = []
+        for local in sorted(self.service.rooms):
+            room = self.service.rooms[local]
+            if room.config.public and not room.locked and not room.destroyed:
+                out.append(
+                    {
+                        "jid": room.jid,
+                        "name": room.config.name or local,
+                        "occupants": len(room.occupants),
+                        "members_only": room.config.members_only,
+                        "password": room.config.password_protected,
+                    }
+                )
+        return out
+
+    async def create(
+        self, creator: JID, name: str, local: str | None, config: dict[str, Any]
+    ) -> Room:
+        """A new room owned by `creator`'s account, configured at once (an instant room: not
+        locked, since the configuration comes with the request)."""
+        await self.service.ready()
+        if local is None:
+            local = self._free_local(name)
+        elif await self.service.settled_room(local) is not None:
+            raise MucError("conflict", "a room of that name exists")
+        room = self.service.create(local, creator)
+        room.locked = False
+        apply_config(room, {"name": name, **config})
+        members = config.get("members") or []
+        for member in members:
+            room.affiliations.setdefault(str(JID.parse(member).bare), "member")
+        await room.save()
+        return room
+
+    async def configure(self, room_jid: str, real: str, config: dict[str, Any]) -> None:
+        room = self.room(room_jid)
+        if room.affiliation(str(JID.parse(real).bare)) != "owner":
+            raise MucError("forbidden", "only owners may configure a room")
+        apply_config(room, config)
+        await room.save()
+
+    def _free_local(self, name: str) -> str:
+        base = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.") or "room"
+        base, local, n = base[:40], base[:40], 1
+        while local in self.service.rooms:
+            n += 1
+            local = f"{base}-{n}"
+        return local
+
+
+def apply_config(room: Room, config: dict[str, Any]) -> None:
+    """The JSON config keys (docs/channels.md) onto the room's configuration."""
+    c = room.config
+    for key, kind in CONFIG_KEYS.items():
+        if key in config and not isinstance(config[key], kind):
+            raise MucError("bad-request", f"config {key} must be a {kind.__name__}")
+    if "whois" in config and config["whois"] not in ("moderators", "anyone"):
+        raise MucError("bad-request", "whois is moderators or anyone")
+    for key in ("name", "description", "members_only", "moderated", "whois"):
+        if key in config:
+            setattr(c, key, config[key])
+    if "members_only" in config and "whois" not in config and c.members_only:
+        c.whois = "anyone"
+    c.public = config.get(
+        "public", c.public if "members_only" not in config else not c.members_only
+    )
+    c.persistent = config.get("persistent", True)
+    if "password" in config:
+        c.password = config["password"]
+        c.password_protected = bool(config["password"])
+
+
+def stanza_id_of(stanza: Element, room_jid: str) -> str | None:
+    for sid in stanza.iterchildren(f"{{{ns.SID}}}stanza-id"):
+        if sid.get("by") == room_jid:
+            return sid.get("id")
+    return None
