@@ -61,7 +61,9 @@ async def login(server: ServerProcess, user: str, password: str, mech: str = "PL
     client.enable_starttls = True
     client.connect("127.0.0.1", server.port)
     try:
-        await asyncio.wait_for(client.started, 10)
+        # 30 s: the first login after a start may wait (up to 10 s) for the first read of the
+        # 1,620-user directory, which a loaded CI machine makes slower still.
+        await asyncio.wait_for(client.started, 30)
     except PermissionError:
         client.abort()
         return None, failures
