@@ -9,24 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import psycopg
 import pytest
-from psycopg import sql
+from pgtest import fresh_database
 from support import ServerProcess, connect
 
-ADMIN_DSN = os.environ.get(
-    "XMPPD_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres?connect_timeout=5"
-)
 REDIS = "redis://127.0.0.1:6379/0"
 HEARTBEAT, DOWN = 0.2, 2.0
 
@@ -34,22 +27,8 @@ HEARTBEAT, DOWN = 0.2, 2.0
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database made for one test, dropped afterwards."""
-    with fresh_database() as url:
+    with fresh_database("xmppd_cluster") as url:
         yield url
-
-
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    name = f"xmppd_cluster_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        info = admin.info
-        url = f"postgresql://{quote(info.user)}@{info.host}:{info.port}/{name}"
-    try:
-        yield url
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def cluster_config(pg_url: str, node: str, prefix: str, redis: str = REDIS) -> str:

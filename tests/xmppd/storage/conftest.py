@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 import pytest
+from pgtest import fresh_database
 from psycopg import sql
 
 from xmppd.storage import Database, open_database
@@ -28,26 +28,14 @@ from xmppd.storage.migrations import LATEST_VERSION
 from xmppd.storage.postgres import PostgresDatabase
 from xmppd.storage.sqlite import SQLiteDatabase
 
-ADMIN_DSN = os.environ.get(
-    "XMPPD_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres?connect_timeout=5"
-)
-
 
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """URL of a database created for this test run (without a query string)."""
     if os.environ.get("XMPPD_TEST_NO_POSTGRES") == "1":
         pytest.skip("XMPPD_TEST_NO_POSTGRES=1")
-    name = f"xmppd_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        info = admin.info
-        url = f"postgresql://{quote(info.user)}@{info.host}:{info.port}/{name}"
-    try:
+    with fresh_database("xmppd_test") as url:
         yield url
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
