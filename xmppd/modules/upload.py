@@ -22,7 +22,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 import trio
@@ -34,13 +34,14 @@ from ..options import ConfigError, Option
 from ..protocol import forms
 from ..protocol import namespaces as ns
 from ..protocol.jid import JIDError, prep_domain
-from ..protocol.stanza import element, error_reply, reply, sub
+from ..protocol.stanza import Element, element, error_reply, reply, sub
 from ..router import DELIVERY, StanzaEvent
 
 if TYPE_CHECKING:
     from ..storage.base import KeyValueStore, MapStore
 
 DAY = 86400
+KNOWN_MAX = 4096  # files described from memory (rendered messages); older ones are read
 _SLOT_ID = re.compile(r"[A-Za-z0-9_-]{24}")
 _MIME = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}")
 _HEADER_SAFE = re.compile(r"[\x20-\x7e]{1,200}")  # it becomes a response header
@@ -48,6 +49,12 @@ _HEADER_SAFE = re.compile(r"[\x20-\x7e]{1,200}")  # it becomes a response header
 INLINE_TYPES = re.compile(
     r"image/(png|jpeg|gif|webp|avif|bmp)|audio/[\w.+-]+|video/[\w.+-]+|text/plain"
 )
+
+
+class FileInfo(NamedTuple):
+    name: str
+    type: str  # "" when the uploader named none
+    size: int
 
 
 @dataclass(slots=True)
@@ -103,6 +110,7 @@ class UploadService:
         self.base_url = ""
         self._secret = b""
         self._busy: set[str] = set()  # slots with a PUT under way
+        self._known: dict[str, FileInfo] = {}  # slot id -> file, the latest KNOWN_MAX
 
     # ---- set-up -------------------------------------------------------------------------------
 
@@ -163,7 +171,7 @@ class UploadService:
         get = f"{self.base_url}/{self.domain}/{slot.id}/{quote(slot.name, safe='')}"
         return f"{get}?token={self.token(slot.id)}", get
 
-    # ---- slots (XMPP side) --------------------------------------------------------------------
+    # ---- slots: the one place their rules live (XEP-0363 iq and JSON channels alike) --------
 
     async def usage(self, owner: str, now: float) -> tuple[int, int]:
         """(bytes kept, bytes requested in the last 24 hours) of one account."""
@@ -175,19 +183,35 @@ class UploadService:
                 today += doc["size"]
         return kept, today
 
-    async def request(self, owner: str, name: str, size: int, content_type: str) -> Slot:
+    async def grant(self, owner: str, filename: str, size: object, content_type: str) -> Slot:
+        """A slot for account `owner` (local part), or SlotRefused saying why not."""
+        if self.root is None:
+            raise SlotRefused("service-unavailable", "the web listener is off")
+        if isinstance(size, str) and size.isdigit():
+            size = int(size)
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise SlotRefused("bad-request", "size must be a positive integer")
+        content_type = content_type.strip()
+        if content_type and not valid_type(content_type):
+            raise SlotRefused("bad-request", "content-type is not a MIME type")
+        max_size = self.options["max_file_size"]
+        if size > max_size:
+            text = f"files are limited to {max_size} bytes"
+            raise SlotRefused("not-acceptable", text, max_file_size=max_size)
         now = time.time()
         kept, today = await self.usage(owner, now)
         quota, daily = self.options["quota"], self.options["daily_quota"]
         if quota and kept + size > quota:
-            raise QuotaReached(f"your files would exceed your quota of {quota} bytes")
+            text = f"your files would exceed your quota of {quota} bytes"
+            raise SlotRefused("resource-constraint", text)
         if daily and today + size > daily:
-            raise QuotaReached(f"you may upload {daily} bytes a day", retry=now + DAY)
+            text = f"you may upload {daily} bytes a day"
+            raise SlotRefused("resource-constraint", text, retry=now + DAY)
         expire_after = self.options["expire_after"]
         slot = Slot(
             id=secrets.token_urlsafe(18),
             owner=owner,
-            name=name,
+            name=clean_filename(filename),
             size=size,
             type=content_type,
             created=now,
@@ -197,7 +221,42 @@ class UploadService:
         await self.slots.set(slot.id, asdict(slot))
         record = {"size": size, "created": now, "expires": slot.expires}
         await self.files.set(owner, slot.id, record)
+        self._remember(slot)
         return slot
+
+    # ---- what a shared URL points at (JSON channels render files with name, type, size) -----
+
+    def slot_id_of(self, url: str) -> str | None:
+        """The slot of one of this service's GET URLs, else None."""
+        prefix = f"{self.base_url}/{self.domain}/"
+        if not self.base_url or not url.startswith(prefix):
+            return None
+        slot_id, _, name = url[len(prefix) :].partition("/")
+        if not _SLOT_ID.fullmatch(slot_id) or not name or "/" in name or "?" in name:
+            return None
+        return slot_id
+
+    def known(self, url: str) -> FileInfo | None:
+        """What this process knows of the file at `url` without asking storage."""
+        slot_id = self.slot_id_of(url)
+        return self._known.get(slot_id) if slot_id is not None else None
+
+    async def describe(self, url: str) -> FileInfo | None:
+        """Name, type and size of one of our files (storage asked when not known here)."""
+        slot_id = self.slot_id_of(url)
+        if slot_id is None:
+            return None
+        if slot_id not in self._known:
+            slot = await self.get(slot_id)
+            if slot is None:
+                return None
+            self._remember(slot)
+        return self._known.get(slot_id)
+
+    def _remember(self, slot: Slot) -> None:
+        self._known[slot.id] = FileInfo(slot.name, slot.type, slot.size)
+        while len(self._known) > KNOWN_MAX:
+            del self._known[next(iter(self._known))]
 
     # ---- the bytes (HTTP side, called by transports/upload.py) -------------------------------
 
@@ -239,6 +298,7 @@ class UploadService:
         self.part_path(slot.id).rename(self.path(slot.id))
         slot.done = True
         await self.slots.set(slot.id, asdict(slot))
+        self._remember(slot)  # the type may come with the PUT
 
     async def lookup(self, slot_id: str, name: str) -> Slot:
         """The stored file a GET asks for; UploadRefused(404) when there is none (any more)."""
@@ -266,14 +326,36 @@ class UploadService:
         return False
 
 
-class QuotaReached(Exception):
-    def __init__(self, text: str, retry: float | None = None) -> None:
-        super().__init__(text)
-        self.text, self.retry = text, retry
+class SlotRefused(Exception):
+    """A slot request refused: a stanza error condition and words; `max_file_size` with
+    not-acceptable (the file is too large), `retry` (a time) when a daily quota is spent."""
+
+    def __init__(
+        self,
+        condition: str,
+        text: str,
+        *,
+        max_file_size: int | None = None,
+        retry: float | None = None,
+    ) -> None:
+        super().__init__(condition, text)
+        self.condition, self.text = condition, text
+        self.max_file_size, self.retry = max_file_size, retry
 
 
 def _stamp(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def refusal(request: Element, exc: SlotRefused) -> Element:
+    """The XEP-0363 §4 error for a refused slot, with its application condition."""
+    detail = None
+    if exc.max_file_size is not None:
+        detail = element(ns.HTTP_UPLOAD, "file-too-large")
+        sub(detail, ns.HTTP_UPLOAD, "max-file-size", str(exc.max_file_size))
+    elif exc.retry is not None:
+        detail = element(ns.HTTP_UPLOAD, "retry", stamp=_stamp(exc.retry))
+    return error_reply(request, exc.condition, exc.text, app_condition=detail)
 
 
 def load(module: Module) -> None:
@@ -311,36 +393,21 @@ def load(module: Module) -> None:
         sender = event.sender
         if sender is None or sender.domain != host.domain or not sender.local:
             return await event.reply_error("not-allowed", "only accounts of this server upload")
-        if service.root is None:
-            return await event.reply_error("service-unavailable", "the web listener is off")
-        name = clean_filename(request.get("filename", ""))
-        size_text = request.get("size", "")
-        content_type = request.get("content-type", "").strip()
-        if not size_text.isdigit() or int(size_text) <= 0:
-            return await event.reply_error("bad-request", "size must be a positive integer")
-        if content_type and not valid_type(content_type):
-            return await event.reply_error("bad-request", "content-type is not a MIME type")
-        size = int(size_text)
-        if size > max_size:
-            too_large = element(ns.HTTP_UPLOAD, "file-too-large")
-            sub(too_large, ns.HTTP_UPLOAD, "max-file-size", str(max_size))
-            text = f"files are limited to {max_size} bytes"
-            err = error_reply(event.stanza, "not-acceptable", text, app_condition=too_large)
-            return await event.reply(err)
         try:
-            new = await service.request(sender.local, name, size, content_type)
-        except QuotaReached as exc:
-            retry = None
-            if exc.retry is not None:
-                retry = element(ns.HTTP_UPLOAD, "retry", stamp=_stamp(exc.retry))
-            err = error_reply(event.stanza, "resource-constraint", exc.text, app_condition=retry)
-            return await event.reply(err)
+            new = await service.grant(
+                sender.local,
+                request.get("filename", ""),
+                request.get("size", ""),
+                request.get("content-type", ""),
+            )
+        except SlotRefused as exc:
+            return await event.reply(refusal(event.stanza, exc))
         put_url, get_url = service.urls(new)
         result = reply(event.stanza)
         slot_el = sub(result, ns.HTTP_UPLOAD, "slot")
         sub(slot_el, ns.HTTP_UPLOAD, "put", url=put_url)
         sub(slot_el, ns.HTTP_UPLOAD, "get", url=get_url)
-        module.log.info("upload slot %s for %s: %d bytes", new.id, sender.bare, size)
+        module.log.info("upload slot %s for %s: %d bytes", new.id, sender.bare, new.size)
         return await event.reply(result)
 
     async def on_iq(event: StanzaEvent) -> bool:
