@@ -18,7 +18,7 @@ from ..protocol import namespaces as ns
 from ..protocol.channels import Join, Push
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, child_text, get_child, make, sub
-from . import render
+from . import files, render
 from .session import MAX_BODY, ChannelError
 
 if TYPE_CHECKING:
@@ -130,6 +130,8 @@ class Rooms:
                         stanza, room_jid, None, True, author if show else ""
                     )
                     if rendered is not None:
+                        files.annotate(rendered, stanza, s)
+                        await files.complete([rendered], s)
                         rendered["stamp"] = render.stamp_of(item.timestamp)
                         rendered["id"] = item.id
                         s.push(topic, "new_msg", rendered)
@@ -167,9 +169,10 @@ class Rooms:
             raise ChannelError(exc.condition, exc.text) from None
 
     async def _do_new_msg(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:
-        body = text_arg(p, "body", limit=MAX_BODY)
+        url = files.file_arg(p)
+        body = url or text_arg(p, "body", limit=MAX_BODY)
         mid = text_arg(p, "msg_id", optional=True, limit=64) or secrets.token_hex(8)
-        stanza_id = await api.send(room, self.session.full, body, msg_id=mid)
+        stanza_id = await api.send(room, self.session.full, body, msg_id=mid, oob=url)
         return {"id": stanza_id, "msg_id": mid}
 
     async def _do_correct(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:
@@ -245,8 +248,10 @@ class Rooms:
                 continue  # the original is a tombstone in the archive already
             rendered = render.room_message(stanza, room, None, True, author if show else "")
             if rendered is not None:
+                files.annotate(rendered, stanza, self.session)
                 rendered["stamp"], rendered["id"] = render.stamp_of(item.timestamp), item.id
                 messages.append(rendered)
+        await files.complete(messages, self.session)
         return {"messages": messages, "complete": complete}
 
     async def _do_subject(self, api: RoomApi, room: str, p: dict[str, Any]) -> None:
@@ -306,6 +311,7 @@ class Rooms:
         delayed = render.delay_stamp(stanza) is not None
         message = render.room_message(stanza, room_jid, None, delayed)
         if message is not None:
+            files.annotate(message, stanza, self.session)
             self._emit(topic, "new_msg", message)
             return
         nick = (stanza.get("from") or "").partition("/")[2]

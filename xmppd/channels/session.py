@@ -40,18 +40,18 @@ IQ_TIMEOUT = 10.0
 
 
 class ChannelError(Exception):
-    """A refused request: `reason` (and `text`) go back in the phx_reply error response."""
+    """A refused request: `reason` (and `text`, and any `details`) go back in the phx_reply
+    error response."""
 
-    def __init__(self, reason: str, text: str | None = None) -> None:
+    def __init__(self, reason: str, text: str | None = None, **details: Any) -> None:
         super().__init__(reason if text is None else f"{reason}: {text}")
-        self.reason, self.text = reason, text
+        self.reason, self.text, self.details = reason, text, details
 
     def payload(self) -> dict[str, Any]:
-        return (
-            {"reason": self.reason}
-            if self.text is None
-            else {"reason": self.reason, "text": self.text}
-        )
+        out: dict[str, Any] = {"reason": self.reason}
+        if self.text is not None:
+            out["text"] = self.text
+        return {**out, **self.details}
 
 
 class JsonChannels:

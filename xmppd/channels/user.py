@@ -18,7 +18,7 @@ from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, child_text, get_child, local_name, make, sub
 from ..storage.base import UnknownArchiveId
-from . import render
+from . import files, render
 from .rooms import REPLAY_MAX, limit_arg, text_arg
 from .session import MAX_BODY, ChannelError
 
@@ -70,7 +70,14 @@ class UserTopic:
             await self._send_presence(show, status)
         counts = await unread.counts(s.bare) if unread is not None else {}
         s.protocol.accept(
-            join, {"jid": s.full, "show": self.show, "status": self.status, "unread": counts}
+            join,
+            {
+                "jid": s.full,
+                "show": self.show,
+                "status": self.status,
+                "unread": counts,
+                **files.join_info(s),
+            },
         )
         held, self._held = self._held, None
         s.push(self.topic, "roster", {"items": await self._roster_items()})
@@ -94,6 +101,8 @@ class UserTopic:
                 page = await archive.query(_local(s.bare), after_id=after, limit=100)
                 for item in page.items:
                     message = self._archived(item)
+                    if message is not None and "file" in message:
+                        await files.complete([message], s)
                     if message is not None and "retract" in message:
                         retract = {k: message[k] for k in ("from", "with", "id")}
                         s.push(self.topic, "retract", {**retract, "msg_id": message["retract"]})
@@ -244,6 +253,7 @@ class UserTopic:
         s = self.session
         archive_id = render.stanza_id(stanza, s.bare)
         rendered = render.chat_message(stanza, s.bare, archive_id, None, False)
+        files.annotate(rendered, stanza, s)
         extras = render.chat_extras(stanza, s.bare)
         for event, payload in extras:
             if event == "retract" and archive_id is not None:
@@ -307,6 +317,7 @@ class UserTopic:
         message = render.chat_message(stanza, self.session.bare, item.id, stamp, True)
         if message is not None and "from" not in stanza.attrib:
             message["from"] = render.bare(item.with_jid)
+        files.annotate(message, stanza, self.session)
         return message
 
     # ---- requests -----------------------------------------------------------------------------
@@ -319,7 +330,7 @@ class UserTopic:
         handler = getattr(self, f"_do_{push.event}", None)
         if handler is not None:
             return await handler(push.payload) or {}
-        request = own_rooms.REQUESTS.get(push.event)
+        request = own_rooms.REQUESTS.get(push.event) or files.REQUESTS.get(push.event)
         if request is None:
             raise ChannelError("bad-request", f"unknown event {push.event!r}")
         return await request(self, push.payload) or {}
@@ -361,12 +372,14 @@ class UserTopic:
 
     async def _do_new_msg(self, p: dict[str, Any]) -> dict[str, Any]:
         to = _jid(p.get("to"))
-        body = text_arg(p, "body", limit=MAX_BODY)
+        url = files.file_arg(p)
+        body = url or text_arg(p, "body", limit=MAX_BODY)
         mid = text_arg(p, "msg_id", optional=True, limit=64)
         type_ = p.get("type", "chat")
         if type_ not in ("chat", "normal"):
             raise ChannelError("bad-request", "type is chat or normal")
-        return await self._send_chat(render.outgoing_chat(to, body, mid, type_), to)
+        message = render.outgoing_chat(to, body, mid, type_)
+        return await self._send_chat(files.add_oob(message, url) if url else message, to)
 
     async def _do_correct(self, p: dict[str, Any]) -> dict[str, Any]:
         to = _jid(p.get("to"))
@@ -424,6 +437,7 @@ class UserTopic:
         except UnknownArchiveId:
             raise ChannelError("item-not-found", "no message with that id") from None
         messages = [m for m in (self._archived(i) for i in page.items) if m is not None]
+        await files.complete(messages, self.session)
         return {"messages": messages, "complete": page.complete}
 
     async def _do_unread(self, p: dict[str, Any]) -> dict[str, Any]:

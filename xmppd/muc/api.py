@@ -147,14 +147,18 @@ class RoomApi:
         *,
         msg_id: str | None = None,
         replace: str | None = None,
+        oob: str | None = None,
     ) -> str | None:
-        """A groupchat message (a XEP-0308 correction with `replace`); its stanza-id."""
+        """A groupchat message (a XEP-0308 correction with `replace`, a file shared by its URL
+        with XEP-0066 `oob`); its stanza-id."""
         room = self.room(room_jid)
         stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
         stanza.set("id", msg_id or secrets.token_hex(8))
         sub(stanza, ns.CLIENT, "body", body)
         if replace is not None:
             sub(stanza, ns.CORRECT, "replace", id=replace)
+        if oob is not None:
+            sub(sub(stanza, ns.OOB, "x"), ns.OOB, "url", oob)
         sub(stanza, ns.SID, "origin-id", id=stanza.get("id") or "")
         return await messages.groupchat(room, real, stanza)
 

@@ -69,4 +69,5 @@ BOOKMARKS = "urn:xmpp:bookmarks:1"  # XEP-0402
 BOOKMARKS_COMPAT = "urn:xmpp:bookmarks:1#compat"
 LEGACY_BOOKMARKS = "storage:bookmarks"  # XEP-0048
 HTTP_UPLOAD = "urn:xmpp:http:upload:0"  # XEP-0363
+OOB = "jabber:x:oob"  # XEP-0066 out-of-band data: a file shared by its URL
 EXTDISCO = "urn:xmpp:extdisco:2"  # XEP-0215

@@ -109,7 +109,8 @@ class Web:
         self.connections = PerAddressCap(server.config.limits["connections_per_ip"])
         self.pending = Pending(self.config["pending_per_ip"], self.trusted)
         origins = self.config["origins"]
-        self.allowed_origins = own_origins(server.config) | {
+        self.own_origins = own_origins(server.config)
+        self.allowed_origins = self.own_origins | {
             "*" if o == "*" else normalize_origin(o) or o for o in origins
         }
         self._refused_origins: set[str] = set()
@@ -275,6 +276,7 @@ async def serve_http(
         from . import upload  # XEP-0363 services learn their URL and folder
 
         upload.attach(server, bound.get("https"))
+        web.static.file_origins = upload.origins(server)  # the client shows and uploads files
         task_status.started(bound)
 
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 import trio
 
 from ..modules.upload import UploadRefused, UploadService, disposition
+from ..protocol.websocket import normalize_origin
 
 if TYPE_CHECKING:
-    from .http import HttpConnection
+    from .http import HttpConnection, Request
 
 PREFIX = "/upload/"
 CHUNK = 64 * 1024
@@ -59,6 +60,37 @@ def attach(server: object, tls_port: int | None) -> None:
         server.nursery_soon(service.sweep_forever)
 
 
+def origins(server: object) -> tuple[str, ...]:
+    """The origins of the upload services' URLs (for the web client's CSP)."""
+    from ..server import Server
+
+    assert isinstance(server, Server)
+    found = set()
+    for host in server.hosts.values():
+        service = host.services.get("upload")
+        if isinstance(service, UploadService) and service.base_url:
+            origin = normalize_origin(_origin_of(service.base_url))
+            if origin:
+                found.add(origin)
+    return tuple(sorted(found))
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _cors(conn: HttpConnection, request: Request) -> list[tuple[str, str]]:
+    """CORS for the configured origins (http.cors_origins), and for pages this server serves
+    itself: the web client loaded from another of the server's names than the upload URL's
+    (an address, the plain port) uploads and shows files too."""
+    cors = conn.web.cors_headers(request)
+    origin = request.headers.get("origin")
+    if cors or origin is None or normalize_origin(origin) not in conn.web.own_origins:
+        return cors
+    return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+
+
 def _locate(conn: HttpConnection, path: str) -> tuple[UploadService, str, str]:
     parts = path[len(PREFIX) :].split("/")
     if len(parts) == 3:
@@ -79,7 +111,7 @@ async def serve(conn: HttpConnection, event: h11.Request, headers: dict[str, str
     secure = conn.tls or conn.web.config["plain_is_encrypted"]
     scheme = "https" if conn.tls else "http"
     request = Request(method, path, headers, b"", conn.peer, secure, scheme, query)
-    cors = conn.web.cors_headers(request)
+    cors = _cors(conn, request)
     try:
         service, slot_id, name = _locate(conn, path)
         if method != "PUT":

@@ -36,12 +36,16 @@ def find_root() -> Path | None:
     return root if (root / "index.html").is_file() else None
 
 
-def csp(host: str | None) -> str:
-    """`connect-src` names the page's own WebSocket: CSP2 browsers do not match ws: to 'self'."""
+def csp(host: str | None, file_origins: tuple[str, ...] = ()) -> str:
+    """`connect-src` names the page's own WebSocket: CSP2 browsers do not match ws: to 'self'.
+    `file_origins` are where the upload service's files live (its URL names the domain, which
+    may not be the host the page was loaded from): images, media and uploads may use them."""
     sockets = f" wss://{host} ws://{host}" if host and _HOST.fullmatch(host) else ""
+    files = "".join(f" {origin}" for origin in file_origins)
     return (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-        f"media-src 'self' blob:; connect-src 'self'{sockets}; object-src 'none'; "
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        f"img-src 'self' data: blob:{files}; media-src 'self' blob:{files}; "
+        f"connect-src 'self'{sockets}{files}; object-src 'none'; "
         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
 
@@ -52,6 +56,7 @@ class StaticFiles:
     def __init__(self, root: Path | None) -> None:
         self.root = root
         self._cache: dict[str, tuple[bytes, str, str]] = {}
+        self.file_origins: tuple[str, ...] = ()  # set when the upload services are attached
 
     def lookup(self, path: str) -> tuple[bytes, str, str] | None:
         if self.root is None:
@@ -89,7 +94,7 @@ class StaticFiles:
         ]
         if kind.startswith("text/html"):
             common += [
-                ("Content-Security-Policy", csp(headers.get("host"))),
+                ("Content-Security-Policy", csp(headers.get("host"), self.file_origins)),
                 ("X-Frame-Options", "DENY"),
                 ("Permissions-Policy", "camera=(self), microphone=(self), geolocation=()"),
             ]
