@@ -36,6 +36,8 @@ algorithm = "HS256"
 key = "{SECRET}"
 [modules.muc]
 lock_new_rooms = false
+[modules.upload]
+max_file_size = 1500000
 """
 
 
@@ -177,4 +179,34 @@ def test_password_login_contacts_chat_and_rooms_between_two_browsers(web: Server
     assert out["revoked"]  # signing out revoked the token
     assert out["errors"] == [], out["errors"]
     for name in ("contacts-unread", "chat", "room-moderator"):
+        assert (ARTIFACTS / f"{name}.png").is_file()
+
+
+@pytest.mark.skipif(not CHAT_PROTOCOL, reason="needs the full JSON chat protocol (branch json)")
+def test_files_shared_between_two_browsers_with_progress_previews_and_refusals(
+    web: ServerProcess,
+) -> None:
+    passwords = {"fay": "fay-secret", "gus": "gus-secret"}
+    for user, password in passwords.items():
+        web.add_user(user, password)
+    out = browse("files", 180, base=f"https://127.0.0.1:{web.https_port}", passwords=passwords)
+    progress = out["progress"]
+    assert progress["label"] == "Uploading holiday.mov" and progress["max"] == 1200000
+    assert 0 < progress["value"] < progress["max"]  # throttled: seen part way
+    assert out["focus_after_cancel"] == "Attach a file"
+    assert out["cancelled_arrived"] == 0  # the cancelled upload was never shared
+    assert out["saw_progress"]
+    preview = out["preview"]
+    assert preview["width"] == 480 and out["full_width"] == 480
+    assert preview["bytes"] == out["image_bytes"] and preview["type"] == "image/png"
+    assert preview["url"].startswith(f"https://localhost:{web.https_port}/upload/")
+    assert out["focus_after_lightbox"] == "Open image sunset.png"
+    assert out["drop_highlight"] == 1
+    assert "minutes.pdf" in out["link"]["text"] and "PDF · 29 KB" in out["link"]["text"]
+    assert "too big" in out["too_big"] and "1.4 MB" in out["too_big"]
+    for audit in ("progress_serious", "serious", "error_serious"):
+        assert out[audit] == [], (audit, out[audit])
+    assert out["unreachable"] == [], out["unreachable"]
+    assert out["errors"] == [], out["errors"]
+    for name in ("files", "upload-progress"):
         assert (ARTIFACTS / f"{name}.png").is_file()

@@ -4,6 +4,7 @@
 // Screenshots go to args.artifacts.
 import { readFileSync } from "node:fs";
 import path from "node:path";
+import zlib from "node:zlib";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
 
@@ -89,6 +90,42 @@ async function dialogForm(page, button, fields, submit) {
   for (const [label, value] of Object.entries(fields)) await dialog.getByLabel(label).fill(value);
   await dialog.getByRole("button", { name: submit }).click();
   await dialog.waitFor({ state: "detached" });
+}
+
+/** A real PNG (RGB, no interlace): a sunset-ish gradient, so the preview is worth a look. */
+function png(width, height) {
+  const raw = Buffer.alloc((width * 3 + 1) * height);
+  for (let y = 0; y < height; y++) {
+    const row = y * (width * 3 + 1);
+    for (let x = 0; x < width; x++) {
+      const sun = Math.max(0, 1 - Math.hypot(x - width * 0.65, y - height * 0.55) / (height * 0.35));
+      const sky = y / height;
+      raw[row + 1 + x * 3] = Math.min(255, 40 + 200 * sky + 60 * sun);
+      raw[row + 2 + x * 3] = Math.min(255, 60 + 90 * sky + 150 * sun);
+      raw[row + 3 + x * 3] = Math.min(255, 140 - 90 * sky + 40 * sun);
+    }
+  }
+  const chunk = (type, data) => {
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, "latin1"), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(body));
+    return Buffer.concat([head, body, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8);
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", header), chunk("IDAT", zlib.deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]);
+}
+
+/** Pick files through the attach button's file chooser, as a user does. */
+async function attach(page, files) {
+  const [chooser] = await Promise.all([page.waitForEvent("filechooser"),
+    page.getByRole("button", { name: "Attach a file" }).click()]);
+  await chooser.setFiles(files);
 }
 
 const scenarios = {
@@ -265,6 +302,106 @@ const scenarios = {
     out.errors = [...alice.errors, ...bob.errors].filter((e) => !e.includes("/socket/websocket") && !e.includes("status of 401"));
     return out;
   },
+};
+
+// Files: an upload shows its progress and can be cancelled; an image shared by file chooser is
+// previewed on the other side (and the file fetched back), a PDF dropped on the conversation
+// arrives as a download link, a file over the limit is refused in words.
+scenarios.files = async (browser) => {
+  const { base, passwords } = args;
+  const out = {};
+  const fay = await open(browser);
+  const gus = await open(browser);
+  await signIn(fay, base, "fay", passwords.fay);
+  await signIn(gus, base, "gus", passwords.gus);
+  for (const page of [fay, gus]) await page.getByRole("button", { name: "New chat" }).waitFor();
+  await dialogForm(fay, "New chat", { Address: "gus@localhost" }, "Start chat");
+  await send(fay, "Photos from the trip");
+  await gus.getByRole("button", { name: "Accept fay@localhost" }).click();
+  await gus.getByRole("button", { name: /^fay/ }).click();
+  await gus.getByText("Photos from the trip").waitFor();
+  // A slow upload (throttled to 64 KB/s): the progress bar moves, then the user cancels it.
+  const cdp = await fay.context().newCDPSession(fay);
+  await cdp.send("Network.enable");
+  await cdp.send("Network.emulateNetworkConditions",
+    { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 64 * 1024 });
+  await attach(fay, { name: "holiday.mov", mimeType: "video/quicktime", buffer: Buffer.alloc(1200000, 7) });
+  const bar = fay.getByRole("progressbar", { name: "Uploading holiday.mov" });
+  await bar.waitFor();
+  await fay.waitForFunction(() => Number(document.getElementById("upload-progress").value) > 0, null, { timeout: 20000 });
+  out.progress = await fay.evaluate(() => {
+    const el = document.getElementById("upload-progress");
+    return { value: Number(el.value), max: Number(el.max), label: document.getElementById("upload-label").textContent };
+  });
+  out.progress_serious = await audit(fay);
+  await shot(fay, "upload-progress");
+  await fay.getByRole("button", { name: "Cancel upload" }).click();
+  await bar.waitFor({ state: "detached" });
+  out.focus_after_cancel = await fay.evaluate(() => document.activeElement.getAttribute("aria-label"));
+  await cdp.send("Network.emulateNetworkConditions",
+    { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  // An image through the file chooser: the bar shows while it goes, then the preview.
+  await fay.evaluate(() => {
+    window.__sawProgress = false;
+    new MutationObserver(() => { if (document.getElementById("upload-progress")) window.__sawProgress = true; })
+      .observe(document.body, { childList: true, subtree: true });
+  });
+  const image = png(480, 320);
+  await attach(fay, { name: "sunset.png", mimeType: "image/png", buffer: image });
+  await fay.locator(".msg.own img[alt='sunset.png']").waitFor();
+  out.saw_progress = await fay.evaluate(() => window.__sawProgress);
+  const preview = gus.getByRole("button", { name: "Open image sunset.png" });
+  await preview.waitFor();
+  await gus.waitForFunction(() => {
+    const img = document.querySelector(".msg img[alt='sunset.png']");
+    return img && img.complete && img.naturalWidth > 0;
+  });
+  out.preview = await gus.evaluate(async () => {
+    const img = document.querySelector(".msg img[alt='sunset.png']");
+    const fetched = await fetch(img.src);
+    return { width: img.naturalWidth, bytes: (await fetched.arrayBuffer()).byteLength,
+      type: fetched.headers.get("content-type"), url: img.src };
+  });
+  out.image_bytes = image.length;
+  await preview.click();
+  const box = gus.getByRole("dialog", { name: "sunset.png" });
+  await box.waitFor();
+  out.full_width = await box.locator("img").evaluate((img) => img.naturalWidth);
+  await gus.keyboard.press("Escape");
+  await box.waitFor({ state: "detached" });
+  out.focus_after_lightbox = await gus.evaluate(() => document.activeElement.getAttribute("aria-label"));
+  // Gus drops a PDF on the conversation: Fay gets a link with its name and size.
+  const pdf = Buffer.concat([Buffer.from("%PDF-1.4\n"), Buffer.alloc(30000, 32)]);
+  const transfer = await gus.evaluateHandle((bytes) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new Uint8Array(bytes)], "minutes.pdf", { type: "application/pdf" }));
+    return dt;
+  }, [...pdf]);
+  await gus.dispatchEvent(".messages", "dragover", { dataTransfer: transfer });
+  out.drop_highlight = await gus.locator(".conversation.drop-target").count();
+  await gus.dispatchEvent(".messages", "drop", { dataTransfer: transfer });
+  const link = fay.getByRole("link", { name: /minutes\.pdf/ });
+  await link.waitFor();
+  out.link = { text: await link.textContent(), href: await link.getAttribute("href") };
+  await send(gus, "Lovely! And here are the minutes.");
+  await gus.getByText("Lovely! And here are the minutes.").waitFor();
+  await gus.getByRole("link", { name: /minutes\.pdf/ }).waitFor();
+  await gus.evaluate(() => document.activeElement.blur());
+  await shot(gus, "files");
+  out.serious = await audit(gus);
+  out.unreachable = await unreachable(gus);
+  // Over the server's limit: refused in words, nothing sent.
+  await attach(fay, { name: "huge.zip", mimeType: "application/zip", buffer: Buffer.alloc(1600000, 1) });
+  const alert = fay.locator("#upload-error");
+  await alert.waitFor();
+  out.too_big = await alert.textContent();
+  out.error_serious = await audit(fay);
+  await fay.getByRole("button", { name: "Dismiss" }).click();
+  await alert.waitFor({ state: "detached" });
+  out.sent_after = await gus.locator(".msg").count();
+  out.cancelled_arrived = await gus.getByText("holiday.mov").count();
+  out.errors = [...fay.errors, ...gus.errors];
+  return out;
 };
 
 async function main() {

@@ -2,6 +2,7 @@
 import { announce, avatar, h, replaceChildren } from "./dom.js";
 import { openDialogs } from "./dialogs.js";
 import { hooks } from "./hooks.js";
+import "./files.js"; // attach, drag and drop, upload with progress, shared files shown
 import {
   Connection, forgetSession, login, logoutToken, saveSession, savedSession, tokenFromHash,
 } from "./session.js";

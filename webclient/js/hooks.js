@@ -5,8 +5,18 @@
 export const hooks = {
   composer: [], // buttons beside Send (e.g. attach a file)
   header: [], // buttons in the conversation header (e.g. audio and video call)
+  attachment: [], // (msg, conv, conn): what a message carries besides text (e.g. a shared file)
 };
 
 export function extras(kind, conv, conn) {
   return hooks[kind].map((make) => make(conv, conn)).filter(Boolean);
+}
+
+/** The first element an attachment hook makes for this message, or null. */
+export function attachment(msg, conv, conn) {
+  for (const make of hooks.attachment) {
+    const el = make(msg, conv, conn);
+    if (el) return el;
+  }
+  return null;
 }

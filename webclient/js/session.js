@@ -164,6 +164,7 @@ export class Connection {
     }
     const r = reply.response || {};
     this.full = "unread" in r;
+    this.upload = r.upload || null; // {max_file_size, url}: the server keeps shared files
     if (r.unread) this.app.onUnread(r.unread);
     let bookmarks = null;
     if (this.full) {
@@ -188,6 +189,7 @@ export class Connection {
       stamp: msg.stamp || null, mine: from === this.jid, replace: msg.replace || null,
       delayed: this.full ? !!msg.delayed : !!msg.stamp, retracted: !!msg.retracted,
       retract: msg.retract || null, // 1:1 history: this entry retracts that msg_id
+      file: msg.file || null,
     };
   }
 
@@ -197,7 +199,21 @@ export class Connection {
       stamp: msg.stamp || null, mine: msg.from === entry.nick, replace: msg.replace || null,
       // Before the full protocol only join history carries a stamp.
       delayed: this.full ? !!msg.delayed : !!msg.stamp, retracted: !!msg.retracted,
+      file: msg.file || null,
     };
+  }
+
+  /** A slot for one file (the server's upload rules): {put, get, headers} or the refusal. */
+  uploadSlot(name, size, type) {
+    const payload = { filename: name, size };
+    if (type) payload.content_type = type;
+    return this.user.push("upload_slot", payload);
+  }
+
+  /** Share an uploaded file in a chat or room: its URL is the body, XEP-0066 for XMPP. */
+  shareFile(key, url) {
+    const entry = this.rooms.get(key);
+    return entry ? entry.channel.push("new_msg", { file: { url } }) : this.user.push("new_msg", { to: key, file: { url } });
   }
 
   send(to, body) { return this.user.push("new_msg", { to, body }); }

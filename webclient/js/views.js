@@ -1,6 +1,6 @@
 // Rendering: pure functions of the app state building DOM with dom.js (no markup strings).
 import { avatar, h, time } from "./dom.js";
-import { extras } from "./hooks.js";
+import { attachment, extras } from "./hooks.js";
 
 export const SHOWS = [
   ["available", "Available"], ["chat", "Free to chat"], ["away", "Away"], ["dnd", "Do not disturb"],
@@ -90,13 +90,14 @@ function messageView(conv, msg, actions, canModerate) {
   const own = msg.mine;
   const tools = [];
   const ref = conv.kind === "room" ? msg.id : msg.msgId; // what corrections and retractions name
-  if (ref && own && !msg.retracted && actions.can("corrections")) {
+  const attached = msg.file && !msg.retracted ? attachment(msg, conv, actions.connection()) : null;
+  if (ref && own && !msg.retracted && !msg.file && actions.can("corrections")) {
     tools.push(h("button", { class: "tool", onclick: () => actions.edit(conv.key, msg),
       "aria-label": `Edit message: ${msg.body.slice(0, 40)}` }, "Edit"));
   }
   if (ref && !msg.retracted && actions.can("retractions") && (own || (conv.kind === "room" && canModerate))) {
     tools.push(h("button", { class: "tool", onclick: () => actions.retract(conv.key, msg),
-      "aria-label": `Delete message: ${msg.body.slice(0, 40)}` }, "Delete"));
+      "aria-label": `Delete message: ${(msg.file ? msg.file.name : msg.body).slice(0, 40)}` }, "Delete"));
   }
   const who = conv.kind === "room" ? msg.from : own ? "You" : conv.title;
   if (msg.notice) return h("li", { class: "notice" }, msg.body);
@@ -107,7 +108,9 @@ function messageView(conv, msg, actions, canModerate) {
         h("time", { datetime: msg.stamp || "" }, time(msg.stamp)),
         msg.edited ? h("span", { class: "edited" }, "edited") : null,
         own && (msg.read || msg.delivered) ? h("span", { class: "read" }, msg.read ? "Read" : "Delivered") : null),
-      h("p", { class: "body" }, msg.retracted ? "This message was deleted." : msg.body),
+      attached && msg.body === msg.file.url ? null
+        : h("p", { class: "body" }, msg.retracted ? "This message was deleted." : msg.body),
+      attached,
       tools.length ? h("div", { class: "tools" }, tools) : null));
 }
 
