@@ -83,6 +83,8 @@ def test_the_page_loads_at_root_with_a_strict_csp_and_no_console_errors(
     assert out["status"] == 200
     assert "default-src 'self'" in out["csp"] and "script-src 'self'" in out["csp"]
     assert f"wss://127.0.0.1:{web.https_port}" in out["csp"]
+    # Shared files live at the upload service's URL (the domain's name, not this address).
+    assert f"img-src 'self' data: blob: https://localhost:{web.https_port};" in out["csp"]
     assert out["serious"] == [], out["serious"]
     assert out["unreachable"] == [], out["unreachable"]
     assert out["errors"] == [], out["errors"]

@@ -1,8 +1,9 @@
 """XEP-0363 HTTP File Upload on `upload.<domain>`: slots here, the bytes on the web listener.
 
-An account asks the service for a slot (filename, size, content type). Within the per-file
-limit and its quotas (bytes stored, bytes requested in the last 24 hours) it gets a PUT URL
-signed with the installation's secret and a GET URL. The web listener
+An account asks the service for a slot (filename, size, content type), with a XEP-0363 iq or
+over the JSON channels (channels/files.py); both call `UploadService.grant`, where the rules
+live. Within the per-file limit and its quotas (bytes stored, bytes requested in the last 24
+hours) it gets a PUT URL signed with the installation's secret and a GET URL. The web listener
 (transports/upload.py) checks a PUT against the slot (exact size, same content type, unused,
 not past its deadline), stores the file in `<data_dir>/upload/<domain>/`, then serves it with
 its content type and headers that keep a browser from running it (docs/web.md). A sweeper
@@ -155,6 +156,7 @@ class UploadService:
             self.part_path(slot.id).unlink(missing_ok=True)
         await self.slots.set(slot.id, None)
         await self.files.set(slot.owner, slot.id, None)
+        self._known.pop(slot.id, None)
 
     def path(self, slot_id: str) -> Path:
         assert self.root is not None
