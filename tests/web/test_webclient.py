@@ -209,6 +209,8 @@ def test_files_shared_between_two_browsers_with_progress_previews_and_refusals(
     for audit in ("progress_serious", "serious", "error_serious"):
         assert out[audit] == [], (audit, out[audit])
     assert out["unreachable"] == [], out["unreachable"]
+    assert "minutes.pdf" in out["history_link"]  # from the archive after a reload
+    assert out["room_preview"] == "fay"  # a file dropped in a group chat
     assert out["errors"] == [], out["errors"]
     for name in ("files", "upload-progress"):
         assert (ARTIFACTS / f"{name}.png").is_file()

@@ -398,8 +398,30 @@ scenarios.files = async (browser) => {
   out.error_serious = await audit(fay);
   await fay.getByRole("button", { name: "Dismiss" }).click();
   await alert.waitFor({ state: "detached" });
-  out.sent_after = await gus.locator(".msg").count();
   out.cancelled_arrived = await gus.getByText("holiday.mov").count();
+  // From the archive: after a reload the preview and the link come back with the history.
+  await gus.reload();
+  await gus.getByRole("button", { name: /^fay/ }).click();
+  await gus.getByRole("button", { name: "Open image sunset.png" }).waitFor();
+  out.history_link = await gus.getByRole("link", { name: /minutes\.pdf/ }).textContent();
+  // In a group chat: Fay drops an image, Gus (who joined from the invitation) sees it.
+  await dialogForm(fay, "Group chat", { "Name, or the address of a room to join": "Trip" }, "Create or join");
+  await fay.getByRole("heading", { name: /^Trip|^trip/ }).waitFor();
+  await fay.getByRole("button", { name: "Invite" }).click();
+  await fay.getByRole("dialog").getByLabel("Colleague's address").fill("gus@localhost");
+  await fay.getByRole("dialog").getByRole("button", { name: "Invite" }).click();
+  await gus.getByRole("dialog").getByRole("button", { name: "Join" }).click();
+  await gus.getByRole("heading", { name: /^Trip|^trip/ }).waitFor();
+  const roomImage = await fay.evaluateHandle((bytes) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new Uint8Array(bytes)], "beach.png", { type: "image/png" }));
+    return dt;
+  }, [...png(300, 200)]);
+  await fay.dispatchEvent(".messages", "dragover", { dataTransfer: roomImage });
+  await fay.dispatchEvent(".messages", "drop", { dataTransfer: roomImage });
+  await gus.getByRole("button", { name: "Open image beach.png" }).waitFor();
+  out.room_preview = await gus.locator(".msg", { hasText: "" }).filter({ has: gus.locator("img[alt='beach.png']") })
+    .locator(".who").textContent();
   out.errors = [...fay.errors, ...gus.errors];
   return out;
 };
