@@ -183,7 +183,7 @@ const app = {
 function notify(conv, msg) {
   if (!document.hidden || !("Notification" in window) || Notification.permission !== "granted") return;
   const n = new Notification(conv.kind === "room" ? `${msg.from} in ${conv.title}` : conv.title,
-    { body: msg.body.slice(0, 140), tag: conv.key, icon: "icon.svg" });
+    { body: (msg.file ? `Shared a file: ${msg.file.name}` : msg.body).slice(0, 140), tag: conv.key, icon: "icon.svg" });
   n.onclick = () => { window.focus(); actions.open(conv.key); n.close(); };
 }
 
@@ -272,7 +272,7 @@ const actions = {
   },
   editLast() {
     const conv = state.convs.get(state.active);
-    const last = conv && [...conv.messages].reverse().find((m) => m.mine && !m.retracted);
+    const last = conv && [...conv.messages].reverse().find((m) => m.mine && !m.retracted && !m.file);
     if (last && actions.can("corrections")) actions.edit(conv.key, last);
   },
   typed(key) {
