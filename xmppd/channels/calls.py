@@ -251,7 +251,7 @@ def _signal_body(p: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 1024:
             raise ChannelError("bad-request", "sdpMLineIndex is an integer from 0 to 1023")
         out["sdpMLineIndex"] = index
-    return out
+    return {"candidate": out}
 
 
 def _peer(value: Any) -> JID:

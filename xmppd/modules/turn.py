@@ -85,7 +85,7 @@ class Turn:
         (every turn: and turns: URL shares the credentials)."""
         username, password, expiry = self.credentials(user)
         found = self.services()
-        stun = [ice_url(s) for s in found if s["type"] == "stun"]
+        stun = list(dict.fromkeys(ice_url(s) for s in found if s["type"] == "stun"))
         turn = [ice_url(s) for s in found if s["type"] != "stun"]
         servers: list[dict[str, Any]] = [{"urls": stun}] if stun else []
         servers.append({"urls": turn, "username": username, "credential": password})
