@@ -181,12 +181,34 @@ function showIncoming(current) {
   incoming.addEventListener("cancel", (e) => { e.preventDefault(); declineCall(current); }); // Escape declines
   document.body.append(incoming);
   incoming.showModal();
+  incoming.stopRinging = ringTone();
   announce(`Incoming ${kind} from ${who}`);
 }
 
 function closeIncoming() {
-  if (incoming) { incoming.close(); incoming.remove(); }
+  if (incoming) { incoming.stopRinging(); incoming.close(); incoming.remove(); }
   incoming = null;
+}
+
+/** A soft two-tone ring (made with Web Audio: no sound file); returns its stop function.
+ * Browsers keep it silent until the user has interacted with the page (autoplay rules). */
+function ringTone() {
+  let ctx;
+  try { ctx = new AudioContext(); } catch { return () => {}; }
+  const gain = ctx.createGain();
+  gain.gain.value = 0;
+  gain.connect(ctx.destination);
+  for (const hz of [440, 480]) {
+    const tone = ctx.createOscillator();
+    tone.frequency.value = hz;
+    tone.connect(gain);
+    tone.start();
+  }
+  let on = false;
+  const beat = () => { on = !on; gain.gain.setTargetAtTime(on ? 0.06 : 0, ctx.currentTime, 0.03); };
+  beat();
+  const timer = setInterval(beat, 1500);
+  return () => { clearInterval(timer); ctx.close(); };
 }
 
 async function acceptCall(current) {
