@@ -97,3 +97,29 @@ def test_the_turn_credentials_open_an_allocation_on_coturn(
     assert allocate(turn_port, turn["username"], turn["password"][:-2] + "AA") == ("error", 401)
     old = f"{int(time.time()) - 10}:alice@localhost"
     assert allocate(turn_port, old, turn_rest(old)) == ("error", 401)
+
+
+def test_ice_servers_share_the_xep_0215_services_and_credentials() -> None:
+    """What the JSON channels hand web clients (`ice_servers`) is the same configuration and
+    the same TURN REST credentials, as WebRTC URLs (RFC 7064/7065), IPv6 hosts bracketed."""
+    from xmppd.modules.turn import Turn
+
+    options = {
+        "host": "2001:db8::7", "port": 3478, "tls_port": 5349, "transports": ["udp", "tcp"],
+        "stun": True, "secret": SECRET, "ttl": 600, "relay_only": True,
+    }  # fmt: skip
+    out = Turn(options).ice_servers("bob@localhost")
+    stun, turn = out["ice_servers"]
+    assert stun == {"urls": ["stun:[2001:db8::7]:3478"]}
+    assert turn["urls"] == [
+        "turn:[2001:db8::7]:3478?transport=udp",
+        "turn:[2001:db8::7]:3478?transport=tcp",
+        "turns:[2001:db8::7]:5349?transport=tcp",
+    ]
+    assert turn["username"] == f"{out['expires']}:bob@localhost"
+    assert turn["credential"] == turn_rest(turn["username"])
+    assert 590 <= out["expires"] - time.time() <= 610 and out["relay_only"] is True
+    no_stun = Turn({**options, "host": "turn.example", "stun": False}).ice_servers("bob@localhost")
+    assert [s["urls"][0] for s in no_stun["ice_servers"]] == [
+        "turn:turn.example:3478?transport=udp"
+    ]
