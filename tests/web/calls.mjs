@@ -113,23 +113,39 @@ const scenarios = {
     return out;
   },
 
-  // Bob declines an audio call; Alice reads "Declined", both are idle again.
+  // Alice audio-calls Bob; Carol's call while Bob is ringing gets "Busy"; Bob declines Alice's
+  // ("Declined"); then Bob does not answer Carol ("No answer", his dialog closes, missed call).
   async decline(browser) {
     const out = {};
-    const alice = await open(browser);
-    const bob = await open(browser);
+    const [alice, bob, carol] = [await open(browser), await open(browser), await open(browser)];
     await signIn(alice, "alice", args.passwords.alice);
     await signIn(bob, "bob", args.passwords.bob);
+    await signIn(carol, "carol", args.passwords.carol);
     await openChat(alice, "bob@localhost");
+    await openChat(carol, "bob@localhost");
     await alice.getByRole("button", { name: "Audio call with bob" }).click();
     await bob.getByRole("dialog", { name: "Incoming audio call" }).waitFor();
+    await carol.getByRole("button", { name: "Video call with bob" }).click();
+    await until(carol, () => document.querySelector(".call-status").textContent === "Busy");
+    out.carol_busy = await carol.locator(".call-status").textContent();
     await bob.getByRole("button", { name: "Decline audio call from alice" }).click();
     await until(alice, () => document.querySelector(".call-status").textContent === "Declined");
     out.alice_status = await alice.locator(".call-status").textContent();
     out.alice = await callState(alice);
     out.bob = await callState(bob);
     out.dialogs = await bob.evaluate(() => document.querySelectorAll("dialog").length);
-    out.errors = [...alice.errors, ...bob.errors];
+    // No answer: Carol rings for 3 s only.
+    await idle(carol);
+    await carol.evaluate(() => { window.xmppdCalls.ringSeconds = 3; });
+    await carol.locator(".call-view").waitFor({ state: "detached" }); // the "Busy" notice goes
+    await carol.getByRole("button", { name: "Video call with bob" }).click();
+    await bob.getByRole("dialog", { name: "Incoming video call" }).waitFor();
+    await until(carol, () => document.querySelector(".call-status").textContent === "No answer");
+    out.carol_no_answer = await carol.locator(".call-status").textContent();
+    await bob.getByRole("dialog", { name: "Incoming video call" }).waitFor({ state: "detached" });
+    out.bob_missed = await bob.locator("#announcer").textContent();
+    out.bob_after = await callState(bob);
+    out.errors = [...alice.errors, ...bob.errors, ...carol.errors];
     return out;
   },
 };

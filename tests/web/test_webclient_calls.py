@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE / "artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SECRET = "turn-" + secrets.token_hex(8)
-PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}
+PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
 pytestmark = pytest.mark.skipif(not shutil.which("turnserver"), reason="coturn not installed")
 
 
@@ -93,9 +93,13 @@ def test_a_video_call_connects_through_the_turn_relay_and_hangs_up(web: ServerPr
     shutil.copyfile(ARTIFACTS / "call.png", ROOT / "docs" / "screenshots" / "webclient-call.png")
 
 
-def test_a_declined_call_says_so_and_both_are_idle(web: ServerProcess) -> None:
+def test_busy_declined_and_unanswered_calls_say_so_and_end_idle(web: ServerProcess) -> None:
     out = browse(web, "decline")
+    assert out["carol_busy"] == "Busy"  # Bob was ringing for Alice
     assert out["alice_status"] == "Declined"
     assert out["alice"] == out["bob"] == {"phase": "idle"}
     assert out["dialogs"] == 0
+    assert out["carol_no_answer"] == "No answer"
+    assert out["bob_missed"] == "Missed call from carol."
+    assert out["bob_after"] == {"phase": "idle"}
     assert out["errors"] == [], out["errors"]

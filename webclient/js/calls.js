@@ -6,7 +6,6 @@
 import { announce, avatar, h } from "./dom.js";
 import { hooks } from "./hooks.js";
 
-const RING_MS = 45000; // unanswered for this long: "No answer"
 const CONNECT_MS = 30000; // accepted but no media path for this long: give up
 const NOTICE_MS = 4000; // how long an end state ("Declined", "Busy") stays on screen
 const ENDINGS = {
@@ -57,6 +56,7 @@ const push = (event, payload) => conn.user.push(event, payload);
 
 // The tests (and the curious) read the call from here: its phase, and the media path.
 window.xmppdCalls = {
+  ringSeconds: 45, // unanswered for this long: "No answer" (the callee rings 5 s longer)
   state: () => (call ? { phase: call.phase, media: call.media, role: call.role,
     connection: call.pc ? call.pc.connectionState : null,
     policy: call.pc ? call.pc.getConfiguration().iceTransportPolicy : null } : { phase: "idle" }),
@@ -96,7 +96,7 @@ async function startCall(peer, title, media) {
     end(reason === "not-acceptable" ? "You blocked this contact" : `The call could not be placed (${reason || reply.status})`);
     return;
   }
-  later(RING_MS, () => {
+  later(window.xmppdCalls.ringSeconds * 1000, () => {
     if (call === current && current.phase === "calling") {
       push("call_retract", { to: peer, call_id: current.id, reason: "timeout" });
       end("No answer");
@@ -160,7 +160,7 @@ function onPropose(p) {
   const current = call;
   push("call_ring", { to: from, call_id: p.call_id });
   showIncoming(current);
-  later(RING_MS + 5000, () => { if (call === current && current.phase === "ringing") missed(current.peer, "Missed call"); });
+  later(window.xmppdCalls.ringSeconds * 1000 + 5000, () => { if (call === current && current.phase === "ringing") missed(current.peer, "Missed call"); });
 }
 
 function showIncoming(current) {
