@@ -143,7 +143,7 @@ const scenarios = {
     await until(carol, () => document.querySelector(".call-status").textContent === "No answer");
     out.carol_no_answer = await carol.locator(".call-status").textContent();
     await bob.getByRole("dialog", { name: "Incoming video call" }).waitFor({ state: "detached" });
-    await until(bob, () => document.querySelector("#announcer").textContent !== ""); // set after 50 ms
+    await until(bob, () => document.querySelector("#announcer").textContent.startsWith("Missed"));
     out.bob_missed = await bob.locator("#announcer").textContent();
     out.bob_after = await callState(bob);
     out.errors = [...alice.errors, ...bob.errors, ...carol.errors];
