@@ -7,13 +7,17 @@ allocation on a real coturn."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import shutil
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import pytest
 from coturn import allocate, coturn
+from joserfc import jws
+from joserfc.jwk import OctKey
 from phx import HERE, Phx, login
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -23,6 +27,7 @@ from xmppd.config import DEFAULT_MODULES
 
 USERS = {u: f"{u}-secret" for u in ("alice", "bob", "carol", "dave", "erin")}
 SECRET = "turn-" + secrets.token_hex(8)
+APP_KEY = "a-webmail-secret-of-at-least-32-bytes!"
 JMI = "urn:xmpp:jingle-message:0"
 RTP = "urn:xmpp:jingle:apps:rtp:1"
 CARBONS = "urn:xmpp:carbons:2"
@@ -49,6 +54,7 @@ def web(tmp_path_factory: pytest.TempPathFactory, turn_port: int) -> Iterator[Se
     extra = (
         f'[modules]\nenabled = [{enabled}]\n[modules.turn]\nhost = "127.0.0.1"\n'
         f'port = {turn_port}\nsecret = "{SECRET}"\nttl = 600\nrelay_only = true\n'
+        f'[auth.tokens.apps.webmail]\nalgorithm = "HS256"\nkey = "{APP_KEY}"\n'
     )
     server = ServerProcess(tmp_path_factory.mktemp("calls"), extra_config=extra)
     for user, password in USERS.items():
@@ -289,5 +295,29 @@ def test_calls_follow_blocking_and_bad_or_too_many_requests_are_refused(
         for client in (bob, dave, erin_xmpp):
             await client.close()
         await erin.close()
+
+    run(scenario())
+
+
+def test_guests_get_no_turn_credentials(web: ServerProcess) -> None:
+    """A host app's guest (role `guest`) may chat but gets no relay access, as XEP-0215 gives
+    none to anyone but accounts."""
+
+    def token(sub: str, role: str) -> str:
+        claims = {"sub": sub, "aud": "localhost", "exp": int(time.time()) + 600, "role": role}
+        key = OctKey.import_key(APP_KEY)
+        return jws.serialize_compact({"alg": "HS256", "kid": "webmail"}, json.dumps(claims), key)
+
+    async def scenario() -> None:
+        for sub, role, expected in (("visitor", "guest", "forbidden"), ("member", "user", None)):
+            phx = await Phx.open(web, token(sub, role))
+            topic = f"user:{sub}@localhost"
+            await phx.join(topic)
+            answer = await phx.request(topic, "ice_servers")
+            if expected is None:
+                assert answer["ok"]["ice_servers"][1]["username"].endswith(f":{sub}@localhost")
+            else:
+                assert answer["error"]["reason"] == expected, answer
+            await phx.close()
 
     run(scenario())

@@ -40,8 +40,8 @@ REASONS = (
     "general-error", "media-error", "security-error",
 )  # fmt: skip
 DEFAULT_REASON = {"reject": "decline", "retract": "cancel", "finish": "success"}
-# JSON request -> XEP-0353 element, and back; `accept` is what older clients (0.3) send to
-# their own account when they take a call.
+# JSON request -> XEP-0353 element, and back (`accept` is what clients of XEP-0353 0.3 sent
+# their own account when they took a call: the same news as a carbon of `proceed`).
 ACTIONS = {
     "ring": "ringing", "accept": "proceed", "reject": "reject", "retract": "retract",
     "finish": "finish",
@@ -82,6 +82,8 @@ class Calls:
         return await self.answer(action, p)
 
     def ice_servers(self) -> dict[str, Any]:
+        if self.session.claims.role == "guest":  # like XEP-0215: relay access for accounts only
+            raise ChannelError("forbidden", "guests get no TURN credentials")
         turn = self.session.host.services.get("turn")
         if turn is None:  # no TURN server configured: direct connections only
             return {"ice_servers": [], "expires": None, "relay_only": False}
