@@ -127,13 +127,18 @@ function onAccept(p) {
     elsewhereOr(p, "Answered on another device", null);
     return;
   }
-  if (call.role !== "caller" || call.phase !== "calling") return;
+  const from = `${p.from}/${p.resource}`;
+  if (call.role !== "caller") return;
+  if (call.phase !== "calling") { // a second client of theirs accepted too: it is not needed
+    if (from !== call.peerFull) push("call_finish", { to: from, call_id: call.id, reason: "cancel" });
+    return;
+  }
   if (!p.webrtc) {
-    push("call_finish", { to: `${p.from}/${p.resource}`, call_id: call.id, reason: "failed-application" });
+    push("call_finish", { to: from, call_id: call.id, reason: "failed-application" });
     end(ENDINGS["failed-application"]);
     return;
   }
-  call.peerFull = `${p.from}/${p.resource}`;
+  call.peerFull = from;
   connecting();
   offer(call);
 }
@@ -353,8 +358,12 @@ function end(text) {
 }
 
 function closeView(view) {
+  if (!view.isConnected) return;
   if (view.open) view.close();
   view.remove();
+  // The header button that opened the call may have been drawn again meanwhile.
+  const input = document.getElementById("composer-input");
+  if (input && (!document.activeElement || document.activeElement === document.body)) input.focus();
 }
 
 function stopTracks(stream) {
