@@ -61,11 +61,14 @@ const scenarios = {
     const alice = await open(browser);
     const bob = await open(browser, { width: 390, height: 780 });
     await signIn(alice, "alice", args.passwords.alice);
+    const bobTab = await open(browser); // Bob's second tab rings too
     await signIn(bob, "bob", args.passwords.bob);
+    await signIn(bobTab, "bob", args.passwords.bob);
     await openChat(alice, "bob@localhost");
     await alice.getByRole("button", { name: "Video call with bob" }).click();
     const ring = bob.getByRole("dialog", { name: "Incoming video call" });
     await ring.waitFor();
+    await bobTab.getByRole("dialog", { name: "Incoming video call" }).waitFor();
     out.ring_text = await ring.locator("[aria-live]").textContent();
     out.ring_live = await ring.locator("[aria-live]").getAttribute("aria-live");
     out.ring_focus = await bob.evaluate(() => document.activeElement.getAttribute("aria-label"));
@@ -73,6 +76,10 @@ const scenarios = {
     out.ring_serious = await audit(bob);
     await shot(bob, "call-incoming");
     await bob.keyboard.press("Enter"); // the focused Accept button
+    await bobTab.getByRole("dialog", { name: "Incoming video call" }).waitFor({ state: "detached" });
+    await until(bobTab, () => document.querySelector("#announcer").textContent.startsWith("Answered"));
+    out.other_tab = await bobTab.locator("#announcer").textContent();
+    out.other_tab_state = await callState(bobTab);
     const connected = () => window.xmppdCalls.state().connection === "connected"
       && window.xmppdCalls.state().phase === "active";
     await until(alice, connected);
@@ -109,7 +116,7 @@ const scenarios = {
     await idle(bob);
     await bob.waitForTimeout(4500);
     out.views_left = await bob.evaluate(() => document.querySelectorAll(".call-view").length);
-    out.errors = [...alice.errors, ...bob.errors];
+    out.errors = [...alice.errors, ...bob.errors, ...bobTab.errors];
     return out;
   },
 

@@ -1,7 +1,8 @@
 """Calls in the web client (webclient/js/calls.js) in headless Debian Chromium with fake media
 devices (tests/web/calls.mjs): a video call between two browsers reaches `connected` with
 `iceTransportPolicy: "relay"` through a real coturn on loopback, so the media path is the TURN
-relay; hanging up returns both to idle; a declined call says so. Screenshots go to
+relay; Bob's second tab stops ringing when he answers in the first; hanging up returns both
+to idle; busy, declined and unanswered calls say so. Screenshots go to
 tests/web/artifacts/ and the in-call view to docs/screenshots/webclient-call.png."""
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def test_a_video_call_connects_through_the_turn_relay_and_hangs_up(web: ServerPr
     assert out["ring_text"] == "alice is calling you."
     assert out["ring_live"] == "assertive"
     assert out["ring_focus"] == "Accept video call from alice"
+    assert out["other_tab"] == "Answered on another device."  # Bob's second tab stopped ringing
+    assert out["other_tab_state"] == {"phase": "idle"}
     assert out["alice_status"].startswith(("Calling bob", "Ringing"))
     for side in ("alice", "bob"):
         assert out[side] == {
