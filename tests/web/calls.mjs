@@ -93,7 +93,7 @@ const scenarios = {
     for (const page of [alice, bob]) {
       await until(page, () => document.querySelector("#call-remote").videoWidth > 0);
     }
-    await alice.waitForTimeout(1500); // the duration clock ticks
+    await until(alice, () => document.querySelector(".call-time").textContent >= "00:01"); // the clock ticks
     out.duration = await alice.locator(".call-time").textContent();
     await shot(alice, "call");
     await shot(bob, "call-phone");

@@ -291,7 +291,7 @@ def test_calls_follow_blocking_and_bad_or_too_many_requests_are_refused(
             if "error" in answer:
                 break
         assert answer["error"]["reason"] == "resource-constraint", answer
-        assert 4 <= sent <= 5, sent
+        assert 4 <= sent <= 6, sent  # a slow machine may have earned one or two back
         for client in (bob, dave, erin_xmpp):
             await client.close()
         await erin.close()
