@@ -3,6 +3,7 @@ import { announce, avatar, h, replaceChildren } from "./dom.js";
 import { openDialogs } from "./dialogs.js";
 import { hooks } from "./hooks.js";
 import "./files.js"; // attach, drag and drop, upload with progress, shared files shown
+import "./calls.js";
 import {
   Connection, forgetSession, login, logoutToken, saveSession, savedSession, tokenFromHash,
 } from "./session.js";
@@ -439,9 +440,11 @@ async function start(session) {
   window.xmppdClient = { state: () => state, connection: () => conn, hooks };
   shell();
   renderAll();
-  await conn.start(() => ({
+  const started = conn.start(() => ({
     show: state.status.show === "available" ? null : state.status.show, status: state.status.text,
   }));
+  for (const ready of hooks.connected) ready(conn); // conn.user exists once start() began
+  await started;
 }
 
 document.addEventListener("visibilitychange", () => {

@@ -6,6 +6,7 @@ export const hooks = {
   composer: [], // buttons beside Send (e.g. attach a file)
   header: [], // buttons in the conversation header (e.g. audio and video call)
   attachment: [], // (msg, conv, conn): what a message carries besides text (e.g. a shared file)
+  connected: [], // fn(conn) when a Connection starts: listen to `conn.user` events (calls.js)
 };
 
 export function extras(kind, conv, conn) {

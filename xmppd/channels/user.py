@@ -19,6 +19,7 @@ from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, child_text, get_child, local_name, make, sub
 from ..storage.base import UnknownArchiveId
 from . import files, render
+from .calls import Calls
 from .rooms import REPLAY_MAX, limit_arg, text_arg
 from .session import MAX_BODY, ChannelError
 
@@ -42,6 +43,7 @@ class UserTopic:
         self._held: list[tuple[str, dict[str, Any]]] | None = None  # events during the join
         self.show: str | None = None
         self.status: str | None = None
+        self.calls = Calls(self)
 
     @property
     def host(self) -> Any:
@@ -240,14 +242,14 @@ class UserTopic:
 
     def message(self, stanza: Element) -> None:
         """A message for this resource: direct, or a carbon of one to or from the account."""
-        if stanza.get("type") == "error":
-            return
         carbon = render.unwrap_carbon(stanza)
         direct = carbon is None
         if carbon is not None:
             if (stanza.get("from") or self.session.bare) != self.session.bare:
                 return  # XEP-0280 §11: only the account's own server sends carbons
             stanza = carbon[0]
+        if self.calls.message(stanza, carbon=not direct) or stanza.get("type") == "error":
+            return
         if self._invitation(stanza):
             return
         s = self.session
@@ -330,6 +332,8 @@ class UserTopic:
         handler = getattr(self, f"_do_{push.event}", None)
         if handler is not None:
             return await handler(push.payload) or {}
+        if push.event.startswith("call_") or push.event == "ice_servers":
+            return await self.calls.request(push.event, push.payload) or {}
         request = own_rooms.REQUESTS.get(push.event) or files.REQUESTS.get(push.event)
         if request is None:
             raise ChannelError("bad-request", f"unknown event {push.event!r}")

@@ -5,6 +5,9 @@ Credentials follow the TURN REST API (draft-uberti-behave-turn-rest-00 §2.2), t
 username `<expiry unix time>:<bare JID>`, password base64(HMAC-SHA1(shared secret, username)).
 The TURN server only needs the same secret; a leaked password stops working at its expiry.
 Only accounts of this host get services (an anonymous request would hand out relay access).
+
+`host.services["turn"]` is a `Turn`: the same services and credentials as WebRTC ICE servers,
+for the JSON channels' `ice_servers` request (xmppd/channels/calls.py).
 """
 
 from __future__ import annotations
@@ -48,6 +51,47 @@ def services(options: dict[str, Any]) -> list[dict[str, str]]:
     return found
 
 
+def ice_url(item: dict[str, str]) -> str:
+    """A service as a WebRTC ICE server URL (RFC 7064, RFC 7065)."""
+    host = f"[{item['host']}]" if ":" in item["host"] else item["host"]
+    url = f"{item['type']}:{host}:{item['port']}"
+    return url if item["type"] == "stun" else f"{url}?transport={item['transport']}"
+
+
+class Turn:
+    """The configured services with fresh credentials for one user, as XEP-0215 elements or as
+    a WebRTC `RTCConfiguration.iceServers` list."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        self.relay_only: bool = options["relay_only"]
+
+    def services(self) -> list[dict[str, str]]:
+        return services(self.options)
+
+    def credentials(self, user: str) -> tuple[str, str, int]:
+        return credentials(self.options["secret"], user, self.options["ttl"])
+
+    def service_element(self, parent: Element, item: dict[str, str], user: str) -> None:
+        attrs = dict(item)
+        if item["type"] in ("turn", "turns"):
+            username, password, expiry = self.credentials(user)
+            attrs |= {"username": username, "password": password, "expires": _stamp(expiry)}
+            attrs["restricted"] = "1"
+        sub(parent, ns.EXTDISCO, "service", **attrs)
+
+    def ice_servers(self, user: str) -> dict[str, Any]:
+        """`{"ice_servers": [...], "expires", "relay_only"}`: one STUN entry, one TURN entry
+        (every turn: and turns: URL shares the credentials)."""
+        username, password, expiry = self.credentials(user)
+        found = self.services()
+        stun = list(dict.fromkeys(ice_url(s) for s in found if s["type"] == "stun"))
+        turn = [ice_url(s) for s in found if s["type"] != "stun"]
+        servers: list[dict[str, Any]] = [{"urls": stun}] if stun else []
+        servers.append({"urls": turn, "username": username, "credential": password})
+        return {"ice_servers": servers, "expires": expiry, "relay_only": self.relay_only}
+
+
 def load(module: Module) -> None:
     options = module.options
     if not options["host"] or not options["secret"]:
@@ -56,15 +100,9 @@ def load(module: Module) -> None:
         if transport not in ("udp", "tcp"):
             raise ConfigError(f"unknown transport {transport!r}", "modules.turn.transports")
     host = module.host
+    turn = host.services["turn"] = Turn(options)
     module.add_feature(ns.EXTDISCO)
-
-    def service_element(parent: Element, item: dict[str, str], user: str) -> None:
-        attrs = dict(item)
-        if item["type"] in ("turn", "turns"):
-            username, password, expiry = credentials(options["secret"], user, options["ttl"])
-            attrs |= {"username": username, "password": password, "expires": _stamp(expiry)}
-            attrs["restricted"] = "1"
-        sub(parent, ns.EXTDISCO, "service", **attrs)
+    service_element = turn.service_element
 
     def local_user(event: StanzaEvent) -> str | None:
         sender = event.sender
@@ -124,6 +162,9 @@ spec = ModuleSpec(
         "stun": Option(bool, True, "list the server as a STUN service too"),
         "secret": Option(str, "", "shared secret, the TURN server's static-auth-secret (required)"),
         "ttl": Option(int, 86400, "seconds the credentials stay valid", min=60),
+        "relay_only": Option(
+            bool, False, "web calls use only the TURN relay (peers never see each other's address)"
+        ),
     },
     implements=(Implements("XEP-0215", "1.0.0", note="TURN REST API credentials (shared secret)"),),
 )
