@@ -118,6 +118,9 @@ class Web:
         self.channels = ChannelManager(self)
         self._settings: dict[bool, StreamSettings] = {}
         self.static = StaticFiles(find_root())
+        from ..api.service import AdminApi  # the admin API imports Request/HttpError from here
+
+        self.api = AdminApi(server)
 
     def settings(self, *, secure: bool) -> StreamSettings:
         """c2s stream settings without STARTTLS, parsing one framed message per feed (WebSocket
@@ -382,6 +385,10 @@ class HttpConnection:
             if head is None:
                 return
             client = client_address(self.peer, head[1], web.trusted)
+            banned = web.server.bans.address_refusal(client)  # xmppd/bans.py
+            if banned:
+                await self._respond(403, [], banned.encode(), text=True)
+                return
             if not web.connections.acquire(client):
                 log.warning("refused an HTTP request from %s: too many open", client)
                 text = b"too many connections from your address"
@@ -512,6 +519,8 @@ class HttpConnection:
         if path == WEBSOCKET_PATH:
             await self._websocket(request)
             return 101, [], b""
+        if path.startswith("/api/"):  # the admin HTTP API (xmppd/api/, docs/api.md)
+            return await web.api.handle(request)
         if path in CHANNEL_PATHS:  # JSON channels (Phoenix) and /credentials: docs/channels.md
             from .channels import handle
 
