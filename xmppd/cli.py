@@ -410,7 +410,7 @@ def cmd_api_key(config: Config, args: argparse.Namespace) -> int:
     key, digest = new_key()
     print(f"API key (shown once; give it to the client): {key}\n")
     print("Add to the config file, then restart the server:\n")
-    print(f"[api.keys.{args.name}]\nhash = \"{digest}\"\nscopes = {json.dumps(scopes)}")
+    print(f'[api.keys.{args.name}]\nhash = "{digest}"\nscopes = {json.dumps(scopes)}')
     return 0
 
 
