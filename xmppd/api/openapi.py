@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from . import bans, rooms, system, users  # noqa: F401  (they register their routes)
 from .routes import ROUTES, Route
 from .schema import COMPONENTS, ref
 
@@ -14,6 +15,7 @@ PREFIX = "/api/v1"
 ALWAYS = {
     401: "no key, or an unknown one (WWW-Authenticate: Bearer)",
     403: "the address is outside api.allow, or the key lacks the route's scope",
+    422: "a parameter (an unknown one too) or body field is invalid; `field` names it",
     429: "the key's request rate is exceeded (Retry-After)",
     504: "the request took longer than api.request_timeout",
 }
@@ -21,9 +23,7 @@ WITH_BODY = {
     400: "the body is not JSON",
     413: "the body is larger than api.max_body_bytes",
     415: "the body is not application/json",
-    422: "a field is invalid; `field` names it",
 }
-WITH_PARAMS = {422: "a parameter is invalid; `field` names it"}
 SPECIFIC = {404: "no such object", 409: "a conflict with the current state (details in error)"}
 SUCCESS = {200: "done", 201: "created", 204: "done"}
 
@@ -83,7 +83,8 @@ def _operation(route: Route) -> dict[str, Any]:
     if params:
         op["parameters"] = params
     if route.body is not None:
-        op["requestBody"] = {"required": True, "content": _json(route.body)}
+        required = body_required(route)
+        op["requestBody"] = {"required": required, "content": _json(route.body)}
     responses: dict[str, Any] = {}
     if route.status == 204:
         responses["204"] = {"description": SUCCESS[204]}
@@ -95,13 +96,25 @@ def _operation(route: Route) -> dict[str, Any]:
     errors = dict(ALWAYS)
     if route.body is not None:
         errors.update(WITH_BODY)
-    if params:
-        errors.update(WITH_PARAMS)
     errors.update({status: SPECIFIC[status] for status in route.errors})
     for status in sorted(errors):
         responses[str(status)] = _error(errors[status])
+    if "413" in responses:  # beyond http.max_body_bytes the web listener answers first
+        responses["413"]["content"]["text/plain"] = {"schema": {"type": "string"}}
+    responses["431"] = {  # answered by the web listener before the API sees the request
+        "description": "the request line and headers exceed http.max_header_bytes",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
     op["responses"] = responses
     return op
+
+
+def body_required(route: Route) -> bool:
+    """A body with required fields must be sent; one without may be left out (`{}`)."""
+    schema = route.body or {}
+    if "$ref" in schema:
+        schema = COMPONENTS[schema["$ref"].rpartition("/")[2]]
+    return bool(schema.get("required"))
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:

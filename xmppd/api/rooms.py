@@ -97,7 +97,7 @@ def describe(room: Room) -> dict[str, Any]:
     ),
     query={
         "q": {"type": "string", "maxLength": 200, "description": "part of the JID or name"},
-        "after": {"type": "string", "maxLength": 3071, "description": "the `next` of a page"},
+        "after": {"type": "string", "maxLength": 300, "description": "the `next` of a page"},
         "limit": LIMIT,
     },
 )

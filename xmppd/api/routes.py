@@ -19,9 +19,17 @@ if TYPE_CHECKING:
 class ApiError(Exception):
     """An answer other than success: HTTP status, a word, a sentence (and the field at fault)."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = headers or []
 
     def body(self) -> dict[str, Any]:
         out = {"error": self.code, "message": self.message}

@@ -23,6 +23,7 @@ import trio
 from ..ratelimit import TokenBucket
 from . import bans, rooms, system, users  # noqa: F401  (they register their routes)
 from .keys import ApiKey, find_key
+from .openapi import body_required
 from .routes import ROUTES, ApiError, Call, Route
 from .schema import COMPONENTS, Invalid, check
 
@@ -54,7 +55,9 @@ class AdminApi:
             if not self.keys:
                 raise ApiError(404, "not-found", "the admin API is off (no key in [api.keys])")
             self._check_address(request.peer)
-            if request.path == OPENAPI_PATH and request.method == "GET":
+            if request.path == OPENAPI_PATH:
+                if request.method != "GET":
+                    raise ApiError(405, "method-not-allowed", "use GET", headers=[("Allow", "GET")])
                 return 200, [("Content-Type", JSON_TYPE)], self.document()
             route, params = self._find(request.method, request.path)
             key = self._authenticate(request, route)
@@ -103,7 +106,9 @@ class AdminApi:
                 return route, {k: unquote(v) for k, v in match.groupdict().items()}
             allowed.append(route.method)
         if allowed:
-            raise ApiError(405, "method-not-allowed", f"use {', '.join(sorted(allowed))}")
+            methods = ", ".join(sorted(allowed))
+            allow = [("Allow", methods)]
+            raise ApiError(405, "method-not-allowed", f"use {methods}", headers=allow)
         raise ApiError(404, "not-found", "no such route (see /api/openapi.json)")
 
     def _authenticate(self, request: Request, route: Route) -> ApiKey:
@@ -131,8 +136,8 @@ class AdminApi:
         values: dict[str, Any] = {}
         for name, raw in parse_qsl(request.query, keep_blank_values=True):
             schema = route.query.get(name)
-            if schema is None:
-                continue  # unknown parameters are ignored, as HTTP APIs usually do
+            if schema is None:  # a typo must not silently widen a query
+                raise ApiError(422, "invalid", "unknown parameter", name)
             values[name] = _typed(name, raw, schema)
         for name, schema in route.query.items():
             if name not in values and "default" in schema:
@@ -145,11 +150,15 @@ class AdminApi:
         limit = self.settings["max_body_bytes"]
         if len(request.body) > limit:
             raise ApiError(413, "too-big", f"the body is limited to {limit} bytes")
+        if not request.body.strip():
+            if body_required(route):
+                raise ApiError(422, "invalid", "a JSON body is required")
+            return {}
         kind = request.headers.get("content-type", JSON_TYPE).partition(";")[0].strip().lower()
         if kind != JSON_TYPE:
             raise ApiError(415, "unsupported-media-type", "send application/json")
         try:
-            body = json.loads(request.body or b"{}", parse_constant=_no_constant)
+            body = json.loads(request.body, parse_constant=_no_constant)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ApiError(400, "bad-json", f"the body is not JSON: {exc}") from None
         try:
@@ -159,7 +168,7 @@ class AdminApi:
         return body
 
     def _error(self, exc: ApiError) -> tuple[int, list[tuple[str, str]], bytes]:
-        headers = [("Content-Type", JSON_TYPE)]
+        headers = [("Content-Type", JSON_TYPE), *exc.headers]
         if exc.status == 401:
             headers.append(("WWW-Authenticate", 'Bearer realm="xmppd"'))
         if exc.status == 429:

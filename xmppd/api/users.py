@@ -71,7 +71,7 @@ def describe(call: Call, host: Host, bare: str) -> dict[str, Any]:
     ),
     query={
         "q": {"type": "string", "maxLength": 200, "description": "part of the JID"},
-        "after": {"type": "string", "maxLength": 3071, "description": "the `next` of a page"},
+        "after": {"type": "string", "maxLength": 300, "description": "the `next` of a page"},
         "limit": LIMIT,
     },
 )

@@ -386,7 +386,7 @@ class HttpConnection:
                 return
             client = client_address(self.peer, head[1], web.trusted)
             banned = web.server.bans.address_refusal(client)  # xmppd/bans.py
-            if banned:
+            if banned and not head[0].target.startswith(b"/api/"):  # api.allow rules there
                 await self._respond(403, [], banned.encode(), text=True)
                 return
             if not web.connections.acquire(client):
