@@ -67,8 +67,15 @@ def sasl_answer(server: ServerProcess, user: str, password: str, source: str | N
         raw.take()
         token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
         raw.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
-        reply = raw.read_until(b"ailure>")
-        return reply.decode(errors="replace")
+        deadline = time.monotonic() + 10
+        while b"<success" not in raw.buffer and b"ailure>" not in raw.buffer:
+            assert time.monotonic() < deadline, raw.buffer
+            raw.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            chunk = raw.sock.recv(65536)
+            if not chunk:
+                break
+            raw.buffer += chunk
+        return raw.buffer.decode(errors="replace")
     finally:
         raw.close()
 
