@@ -17,6 +17,8 @@ ALWAYS = {
     403: "the address is outside api.allow, or the key lacks the route's scope",
     422: "a parameter (an unknown one too) or body field is invalid; `field` names it",
     429: "the key's request rate is exceeded (Retry-After)",
+    500: "a bug (logged with its traceback)",
+    503: "the database is unavailable",
     504: "the request took longer than api.request_timeout",
 }
 WITH_BODY = {

@@ -315,10 +315,13 @@ async def _messages(call: Call) -> Any:
     room = await find_room(call)
     q = call.query
     forward = "after" in q or ("start" in q and "before" not in q)
-    page = rsm.Request(max=q["limit"], after=q.get("after"), before=q.get("before", ""))
+    if forward:  # RSM <after/>: from the oldest end, bounded by `before` when given
+        page = rsm.Request(max=q["limit"], after=q.get("after"))
+    else:  # RSM <before/>: "" asks for the newest page
+        page = rsm.Request(max=q["limit"], before=q.get("before", ""))
     query = Query(page=page, limit=q["limit"], start=_time(q, "start"), end=_time(q, "end"))
     if forward:
-        page.before, query.before_id = None, q.get("before")
+        query.before_id = q.get("before")
     try:
         result = await run_query(room.service.archive, room.archive_owner, query)
     except QueryError as exc:

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, unquote
 import trio
 
 from ..ratelimit import TokenBucket
+from ..storage.base import StorageError
 from . import bans, rooms, system, users  # noqa: F401  (they register their routes)
 from .keys import ApiKey, find_key
 from .openapi import body_required
@@ -69,6 +70,12 @@ class AdminApi:
             return self._error(exc)
         except trio.TooSlowError:
             return self._error(ApiError(504, "timeout", "the request took too long"))
+        except StorageError as exc:
+            log.error("API %s %s: storage: %s", request.method, request.path, exc)
+            return self._error(ApiError(503, "storage-unavailable", "the database is unavailable"))
+        except Exception:
+            log.exception("API %s %s failed", request.method, request.path)
+            return self._error(ApiError(500, "internal", "the request failed; see the server log"))
         if route.method != "GET":
             detail = "; ".join(call.audit) or json.dumps(params, sort_keys=True)
             audit_log.info("key=%s %s %s: %s", key.name, route.method, request.path, detail)
