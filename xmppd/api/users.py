@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from .. import admin
@@ -52,12 +53,11 @@ async def existing(call: Call, jid: str | None = None) -> tuple[Host, str]:
 def describe(call: Call, host: Host, bare: str) -> dict[str, Any]:
     bans = call.server.bans
     ban = bans.bans.get(("account", bare))
-    now_active = ban is not None and ban.active(__import__("time").time())
     return {
         "jid": bare,
         "disabled": bare in bans.disabled,
         "sessions": len(host.resources_of(bare)),
-        "ban": ban.public() if ban is not None and now_active else None,
+        "ban": ban.public() if ban is not None and ban.active(time.time()) else None,
     }
 
 
