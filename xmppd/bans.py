@@ -205,10 +205,11 @@ class BanService:
             target = bare_jid(target)
         else:
             raise BanError("bad-kind", f"kind is one of {', '.join(KINDS)}")
-        found = None
-        if kind == "room":
+        outcast = None
+        if kind == "room":  # the room's rules are checked before anything is stored
             found = await self._room(room)
             room = found.jid
+            outcast = self._plan(found, target, "outcast", reason)
         old = self.bans.get((kind, f"{room} {target}" if room else target))
         ban = Ban(
             old.id if old else secrets.token_hex(8), kind, target, room, until, reason, by, now
@@ -219,8 +220,8 @@ class BanService:
         log.info("%s ban of %s until %s by %s", kind, ban.key, iso(until) or "lifted", by)
         if kind == "account":
             await self._end_sessions(target, self.login_refusal(target) or "banned")
-        elif found is not None:
-            await self._set_affiliation(found, target, "outcast", reason)
+        elif outcast is not None:
+            await outcast()
         return ban
 
     async def lift(self, ban_id: str) -> Ban | None:
@@ -240,7 +241,7 @@ class BanService:
             except BanError:
                 return  # the room is gone: nothing to undo
             if room.affiliation(ban.target) == "outcast":  # unless changed meanwhile
-                await self._set_affiliation(room, ban.target, "none", "")
+                await self._plan(room, ban.target, "none", "")()
 
     async def disable(self, bare: str, *, reason: str = "", by: str = "") -> int:
         bare = bare_jid(bare)
@@ -293,14 +294,14 @@ class BanService:
                     return room
         raise BanError("no-room", f"no room {room_jid}")
 
-    async def _set_affiliation(self, room: Room, bare: str, affiliation: str, reason: str) -> None:
+    def _plan(self, room: Room, bare: str, affiliation: str, reason: str) -> Any:
+        """The affiliation change, checked by the room's rules (MucError) but not yet made."""
         from .muc import admin
 
         item = element(ns.MUC_ADMIN, "item", jid=bare, affiliation=affiliation)
         if reason:
             sub(item, ns.MUC_ADMIN, "reason", reason)
-        change = admin.plan_affiliation(room, ServiceActor(), item, bare, affiliation)
-        await change()
+        return admin.plan_affiliation(room, ServiceActor(), item, bare, affiliation)  # type: ignore[arg-type]
 
 
 class ServiceActor:

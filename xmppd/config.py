@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .api.keys import SCHEMA as API  # the admin HTTP API's [api] section (docs/api.md)
+from .api.keys import check_config as check_api
 from .options import ConfigError, Option, Schema, SourceMap, validate
 from .protocol.jid import JIDError, prep_domain
 
@@ -312,9 +313,7 @@ def parse(text: str, path: str = "") -> Config:
         values[section][key] = _resolved(values[section][key], base_dir)
     _auth(values["auth"], source, base_dir)
     _login_limits(values["limits"], source)
-    from .api.keys import check_config
-
-    check_config(values["api"], source)
+    check_api(values["api"], source)
     domains = _domains(values["server"], source)
     modules_table = data.get("modules", {})
     if not isinstance(modules_table, dict):

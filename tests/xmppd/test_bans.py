@@ -90,6 +90,13 @@ def test_account_ban_ends_sessions_and_expires(tmp_path: Path) -> None:
                 json={"kind": "room", "target": "bob@localhost", "room": "no@conference.localhost"},
             )
             assert missing.status_code == 404
+            # The room's rules come first: its last owner cannot be banned, and nothing is stored.
+            ops.post("/rooms", json={"jid": ROOM, "owners": ["alice@localhost"]})
+            owner = ops.post(
+                "/bans", json={"kind": "room", "target": "alice@localhost", "room": ROOM}
+            )
+            assert owner.status_code == 409 and owner.json()["error"] == "conflict"
+            assert ops.get("/bans").json()["bans"] == []
 
     try:
         run(scenario())

@@ -39,6 +39,7 @@ import h11
 import trio
 from wsproto.connection import Connection, ConnectionType
 
+from ..api.service import AdminApi
 from ..protocol.stream import StreamSettings
 from ..protocol.websocket import (
     FramedParser,
@@ -118,9 +119,7 @@ class Web:
         self.channels = ChannelManager(self)
         self._settings: dict[bool, StreamSettings] = {}
         self.static = StaticFiles(find_root())
-        from ..api.service import AdminApi  # the admin API imports Request/HttpError from here
-
-        self.api = AdminApi(server)
+        self.api = AdminApi(server)  # /api/ (xmppd/api/, docs/api.md)
 
     def settings(self, *, secure: bool) -> StreamSettings:
         """c2s stream settings without STARTTLS, parsing one framed message per feed (WebSocket
