@@ -42,6 +42,7 @@ STORE = "bans"
 KINDS = ("account", "room", "ip")
 DISABLED = "disabled"  # the map-store `user` of disabled accounts
 SWEEP_INTERVAL = 1.0
+RELOAD_INTERVAL = 5.0  # seconds, cluster mode: bans set on other nodes take effect here
 
 
 class BanError(ValueError):
@@ -107,26 +108,51 @@ class BanService:
         self.disabled: dict[str, dict[str, Any]] = {}  # bare JID -> {"reason", "by", "since"}
         self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Ban]] = []
         self._store: MapStore | None = None
+        self._lock = trio.Lock()  # a reload never interleaves with a change being stored
 
     # ---- start and storage ----------------------------------------------------------------
 
     async def load(self, storage: Storage) -> None:
         """Read what is stored (at start, before the listeners open)."""
         self._store = storage.map(STORE)
-        for kind in KINDS:
-            for doc in (await self._store.get_all(kind)).values():
-                ban = Ban(**doc)
-                self.bans[(ban.kind, ban.key)] = ban
-        self.disabled = dict(await self._store.get_all(DISABLED))
-        self._index()
+        await self.reload()
         if self.bans or self.disabled:
             log.info("%d bans, %d disabled accounts in force", len(self.bans), len(self.disabled))
 
+    async def reload(self) -> list[str]:
+        """Read the stored bans again: at start, and every RELOAD_INTERVAL in cluster mode,
+        where other nodes (and `serve --workers`) share the database; the accounts banned or
+        disabled elsewhere since lose their sessions here too. Returns those accounts."""
+        if self._store is None:
+            return []
+        async with self._lock:
+            fresh: dict[tuple[str, str], Ban] = {}
+            for kind in KINDS:
+                for doc in (await self._store.get_all(kind)).values():
+                    ban = Ban(**doc)
+                    fresh[(ban.kind, ban.key)] = ban
+            disabled = dict(await self._store.get_all(DISABLED))
+            now = time.time()
+            newly = {b.target for k, b in fresh.items() if b.kind == "account" and b.active(now)}
+            newly = {t for t in newly if ("account", t) not in self.bans}
+            newly |= set(disabled) - set(self.disabled)
+            self.bans, self.disabled = fresh, disabled
+            self._index()
+        for bare in sorted(newly):
+            await self._end_sessions(bare, self.login_refusal(bare) or "banned", revoke=False)
+        return sorted(newly)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Lift expired bans (the first sweep also lifts those that expired while stopped)."""
+        """Lift expired bans (the first sweep also lifts those that expired while stopped);
+        in cluster mode, pick up what other nodes changed."""
         task_status.started()
+        shared = self.server.config.cluster["enabled"]
+        last_reload = time.monotonic()
         while True:
             try:
+                if shared and time.monotonic() - last_reload >= RELOAD_INTERVAL:
+                    last_reload = time.monotonic()
+                    await self.reload()
                 await self.sweep(time.time())
             except Exception:
                 log.exception("lifting expired bans failed; trying again")
@@ -214,9 +240,10 @@ class BanService:
         ban = Ban(
             old.id if old else secrets.token_hex(8), kind, target, room, until, reason, by, now
         )
-        await self._save(kind, ban.key, asdict(ban))  # durable before it takes effect
-        self.bans[(kind, ban.key)] = ban
-        self._index()
+        async with self._lock:
+            await self._save(kind, ban.key, asdict(ban))  # durable before it takes effect
+            self.bans[(kind, ban.key)] = ban
+            self._index()
         log.info("%s ban of %s until %s by %s", kind, ban.key, iso(until) or "lifted", by)
         if kind == "account":
             await self._end_sessions(target, self.login_refusal(target) or "banned")
@@ -232,9 +259,10 @@ class BanService:
         return ban
 
     async def _lift(self, ban: Ban) -> None:
-        await self._save(ban.kind, ban.key, None)
-        self.bans.pop((ban.kind, ban.key), None)
-        self._index()
+        async with self._lock:
+            await self._save(ban.kind, ban.key, None)
+            self.bans.pop((ban.kind, ban.key), None)
+            self._index()
         if ban.kind == "room" and ban.room:
             try:
                 room = await self._room(ban.room)
@@ -246,8 +274,9 @@ class BanService:
     async def disable(self, bare: str, *, reason: str = "", by: str = "") -> int:
         bare = bare_jid(bare)
         doc = {"reason": reason, "by": by, "since": time.time()}
-        await self._save(DISABLED, bare, doc)
-        self.disabled[bare] = doc
+        async with self._lock:
+            await self._save(DISABLED, bare, doc)
+            self.disabled[bare] = doc
         log.info("account %s disabled by %s", bare, by)
         return await self._end_sessions(bare, self.login_refusal(bare) or "disabled")
 
@@ -255,8 +284,9 @@ class BanService:
         bare = bare_jid(bare)
         if bare not in self.disabled:
             return False
-        await self._save(DISABLED, bare, None)
-        del self.disabled[bare]
+        async with self._lock:
+            await self._save(DISABLED, bare, None)
+            self.disabled.pop(bare, None)
         log.info("account %s enabled", bare)
         return True
 
@@ -270,14 +300,15 @@ class BanService:
 
     # ---- effects ----------------------------------------------------------------------------
 
-    async def _end_sessions(self, bare: str, text: str) -> int:
+    async def _end_sessions(self, bare: str, text: str, *, revoke: bool = True) -> int:
         from .admin import end_sessions, sessions_of
 
         host = self.server.hosts.get(bare.partition("@")[2])
         if host is None:
             return 0
         ended = await end_sessions(sessions_of(host, bare), "policy-violation", text)
-        await self.server.tokens.revoke(user=bare)  # JSON channels and one-time passwords
+        if revoke:  # its tokens: JSON channels and one-time passwords (stored, once)
+            await self.server.tokens.revoke(user=bare)
         return ended
 
     async def _room(self, room_jid: str | None) -> Room:

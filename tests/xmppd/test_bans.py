@@ -179,3 +179,25 @@ def test_bans_survive_a_restart_postgres(tmp_path: Path) -> None:
             server.stop()
     finally:
         database.__exit__(None, None, None)
+
+
+async def test_reload_picks_up_what_another_process_stored(tmp_path: Path) -> None:
+    """Cluster nodes (and `serve --workers`) share the database: `reload` (every 5 s in
+    cluster mode) makes a ban set by one process refuse logins in the others."""
+    from xmppd.admin import maintenance
+    from xmppd.config import parse
+
+    config = parse(f'[server]\ndata_dir = "{tmp_path}"\ndemo_account = false\n')
+    async with maintenance(config) as one, maintenance(config) as other:
+        await one.bans.ban("account", "bob@localhost", until=time.time() + 60, by="test")
+        await one.bans.disable("carol@localhost", reason="left")
+        assert other.bans.login_refusal("bob@localhost") is None
+        assert await other.bans.reload() == ["bob@localhost", "carol@localhost"]
+        assert "banned until" in (other.bans.login_refusal("bob@localhost") or "")
+        assert other.bans.login_refusal("carol@localhost") == "the account is disabled: left"
+        ban = one.bans.list("account")[0]
+        await one.bans.lift(ban.id)
+        await one.bans.enable("carol@localhost")
+        assert await other.bans.reload() == []
+        assert other.bans.login_refusal("bob@localhost") is None
+        assert other.bans.login_refusal("carol@localhost") is None
