@@ -146,6 +146,7 @@ async def delete_user(server: Server, jid: str) -> dict[str, Any]:
     await _auth_call(host.auth.delete_user(local), bare)  # NoSuchUser: "no account ..."
     server.credentials.revoke(user=bare)
     ended = await end_sessions(sessions_of(host, bare), "not-authorized", "the account was deleted")
+    await server.bans.forget_account(bare)
     await host.events.fire("account-deleted", AccountDeleted(bare, local))
     log.info("account %s deleted (%d session(s) ended)", bare, ended)
     return {"jid": bare, "sessions_ended": ended}
@@ -305,6 +306,7 @@ async def maintenance(config: Config) -> AsyncIterator[Server]:
         async with trio.open_nursery() as nursery:
             server._nursery = nursery
             await server.tokens.load(server.db.for_host(config.server["domain"]))
+            await server.bans.load(server.db.for_host(config.server["domain"]))
             server._make_hosts()
             yield server
             nursery.cancel_scope.cancel()

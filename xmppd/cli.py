@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import socket
 import sys
@@ -129,6 +130,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     import_.add_argument("file", type=Path)
     import_.set_defaults(run=cmd_import)
+
+    api_key = verbs.add_parser(
+        "api-key", parents=[common], help="make a key for the admin HTTP API (docs/api.md)"
+    )
+    api_key.add_argument("name", help="the key's name, as the audit log shows it")
+    api_key.add_argument(
+        "--scopes", default="read", help="comma-separated: read,users,rooms,moderation,post,admin"
+    )
+    api_key.set_defaults(run=cmd_api_key)
     return parser
 
 
@@ -386,6 +396,22 @@ def _summary(counts: dict[str, int]) -> str:
 
 
 # ---- check ---------------------------------------------------------------------------------------
+
+
+def cmd_api_key(config: Config, args: argparse.Namespace) -> int:
+    """Print a new key (once: only its hash is kept) and the TOML lines for the config."""
+    from .api.keys import SCOPES, new_key
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes or not args.name.replace("-", "").replace("_", "").isalnum():
+        print(f"xmppd: a name of letters, digits, - and _; scopes among {', '.join(SCOPES)}")
+        return 2
+    key, digest = new_key()
+    print(f"API key (shown once; give it to the client): {key}\n")
+    print("Add to the config file, then restart the server:\n")
+    print(f'[api.keys.{args.name}]\nhash = "{digest}"\nscopes = {json.dumps(scopes)}')
+    return 0
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:

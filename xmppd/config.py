@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .api.keys import SCHEMA as API  # the admin HTTP API's [api] section (docs/api.md)
+from .api.keys import check_config as check_api
 from .options import ConfigError, Option, Schema, SourceMap, validate
 from .protocol.jid import JIDError, prep_domain
 
@@ -154,6 +156,7 @@ SECTIONS: dict[str, Schema] = {
     "http": HTTP,
     "auth": AUTH,
     "cluster": CLUSTER,
+    "api": API,
 }
 
 
@@ -175,6 +178,7 @@ class Config:
     auth: dict[str, Any]
     hosts: list[HostConfig]
     cluster: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
+    api: dict[str, Any] = field(default_factory=lambda: {"keys": {}})
     path: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
     source: SourceMap | None = None
@@ -309,6 +313,7 @@ def parse(text: str, path: str = "") -> Config:
         values[section][key] = _resolved(values[section][key], base_dir)
     _auth(values["auth"], source, base_dir)
     _login_limits(values["limits"], source)
+    check_api(values["api"], source)
     domains = _domains(values["server"], source)
     modules_table = data.get("modules", {})
     if not isinstance(modules_table, dict):

@@ -17,6 +17,7 @@ from auth.internal import InternalAuth
 from auth.tokens import TokenAuth
 
 from . import loader
+from .bans import BanService
 from .cluster import Cluster, make_bus
 from .config import Config
 from .host import Host
@@ -68,6 +69,7 @@ class Server:
         self.credentials = self.tokens.credentials
         self.login_throttle = LoginThrottle(config.limits["login"])  # password guessing
         self.login_gate = LoginGate(self.login_throttle)
+        self.bans = BanService(self)  # bans with expiry, disabled accounts (xmppd/bans.py)
         self.started_at = time.monotonic()
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
@@ -77,12 +79,14 @@ class Server:
         try:
             await self.tokens.load(self.db.for_host(config.server["domain"]))
             self.tokens.enable_login(self._secret())  # POST /login session tokens
+            await self.bans.load(self.db.for_host(config.server["domain"]))
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.pubsub.run)
                 await nursery.start(self.tracker.run)
                 self._make_hosts()
                 await self._ensure_demo_account()
+                await nursery.start(self.bans.run)  # lifts expired bans
                 if self.config.cluster.get("worker", 1) == 1:  # one socket per data dir
                     await nursery.start(adminsock.serve_admin, self)  # `xmppd deluser` etc.
                 tune_gc()

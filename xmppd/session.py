@@ -215,6 +215,11 @@ class Session:
         PLAIN failure is counted (AuthFailed, next event) before any other task runs: nothing
         between here and there is a checkpoint, so the next attempt in line sees it."""
         account = f"{need.username}@{self.stream.domain}"
+        refusal = self.server.bans.login_refusal(account)  # banned or disabled (xmppd/bans.py)
+        if refusal is not None:
+            log.info("%s refused a login of %s: %s", self.id, account, refusal)
+            self.stream.sasl_refused("account-disabled", refusal)
+            return
         async with self.server.login_gate.attempt(self.transport.peer, account) as allowed:
             if self.stream.closed:
                 return  # timed out or shut down while waiting

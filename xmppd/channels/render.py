@@ -5,6 +5,7 @@ Pure functions: no session, no I/O. `chat_*` are 1:1 (user topic), `room_*` grou
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +60,22 @@ def unwrap_carbon(stanza: Element) -> tuple[Element, str] | None:
             if inner is not None:
                 return inner, direction
     return None
+
+
+def system_event(stanza: Element) -> tuple[str, Any] | None:
+    """(ev, data) of a system event: a XEP-0335 JSON container holding `{"ev", "data"}`, put
+    there by the admin API (docs/api.md). Callers honour it only from the server itself or a
+    room's bare JID, which no client can send as."""
+    container = get_child(stanza, ns.JSON, "json")
+    if container is None or not container.text:
+        return None
+    try:
+        doc = json.loads(container.text)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("ev"), str):
+        return None
+    return doc["ev"], doc.get("data")
 
 
 # ---- 1:1 ----------------------------------------------------------------------------------------
@@ -215,6 +232,9 @@ def room_message(
         if (reason := child_text(retracted, ns.RETRACT, "reason")) is not None:
             info["reason"] = reason
         out["body"], out["retracted"] = "", info
+    event = system_event(stanza) if "/" not in (stanza.get("from") or "/") else None
+    if event is not None:  # a system post of the room with a fallback body, in history
+        out["event"] = {"ev": event[0], "data": event[1]}
     if delayed:
         out["delayed"] = True
     return out

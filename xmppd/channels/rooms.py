@@ -308,6 +308,10 @@ class Rooms:
         if retraction is not None:
             self._emit(topic, "retract", retraction)
             return
+        event = render.system_event(stanza) if stanza.get("from") == room_jid else None
+        if event is not None:  # the room itself (the admin API): its own event name
+            self._emit(topic, event[0], _event_payload(event[1]))
+            return
         delayed = render.delay_stamp(stanza) is not None
         message = render.room_message(stanza, room_jid, None, delayed)
         if message is not None:
@@ -368,6 +372,11 @@ class Rooms:
             clean = [{k: v for k, v in m.items() if show or k != "jid"} for m in metas]
             out[key] = {"metas": clean}
         return out
+
+
+def _event_payload(data: Any) -> dict[str, Any]:
+    """Phoenix payloads are objects: any other JSON value comes wrapped as {"data": value}."""
+    return data if isinstance(data, dict) else {"data": data}
 
 
 def _bare_jid(text: Any) -> str:

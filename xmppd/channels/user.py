@@ -252,6 +252,11 @@ class UserTopic:
             return
         if self._invitation(stanza):
             return
+        event = render.system_event(stanza) if direct and self._from_server(stanza) else None
+        if event is not None:  # the server itself (the admin API): its own event name
+            data = event[1]
+            self._emit(event[0], data if isinstance(data, dict) else {"data": data})
+            return
         s = self.session
         archive_id = render.stanza_id(stanza, s.bare)
         rendered = render.chat_message(stanza, s.bare, archive_id, None, False)
@@ -266,6 +271,9 @@ class UserTopic:
             self._emit("new_msg", rendered)
         if direct and rendered is not None and self.joined:  # the user sees it: say so
             self._acknowledge(stanza)
+
+    def _from_server(self, stanza: Element) -> bool:
+        return (stanza.get("from") or "") in self.session.server.hosts
 
     def _acknowledge(self, stanza: Element) -> None:
         """XEP-0184 receipt and XEP-0333 received marker for a message this session got."""

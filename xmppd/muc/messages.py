@@ -71,6 +71,23 @@ async def _keep(room: Room, occupant: Occupant, real: str, out: Element) -> str:
     return stanza_id
 
 
+async def from_room(room: Room, out: Element) -> str | None:
+    """A message of the room itself (the admin API's system posts): from the room's bare JID,
+    archived and kept in history when it has a body; its stanza-id."""
+    out.set("type", "groupchat")
+    out.set("from", room.jid)
+    stanza_id = None
+    if get_child(out, ns.CLIENT, "body") is not None:
+        stanza_id = str(uuid.uuid4())
+        if not out.get("id"):
+            out.set("id", stanza_id)
+        sub(out, ns.SID, "stanza-id", id=stanza_id, by=room.jid)
+        await room.service.archive_message(room, out, stanza_id)
+        room.history.add(out)
+    room.service.pubsub.broadcast(room.topic, RoomMessage(out))
+    return stanza_id
+
+
 def check_rate(room: Room, occupant: Occupant) -> None:
     """The per-occupant message rate covers everything an occupant makes the room send."""
     room.service.check_rate(occupant)

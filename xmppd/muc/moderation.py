@@ -89,7 +89,20 @@ async def moderate(room: Room, moderator: Occupant | None, request: Element) -> 
     item, original = await find(room, request.get("id"))
     room.service.check_rate(moderator)  # the announcement goes to everyone
     reason = (child_text(request, ns.MODERATE, "reason") or "").strip()
-    by = room.occupant_jid(moderator)
+    await announce(room, item, original, room.occupant_jid(moderator), moderator.nick, reason)
+
+
+async def moderate_by_service(room: Room, stanza_id: str, reason: str = "") -> str:
+    """The server retracts a message (the admin API): XEP-0425 as if by a moderator, with the
+    room's own JID as `by`. Returns the retraction's stanza-id."""
+    item, original = await find(room, stanza_id)
+    return await announce(room, item, original, room.jid, "A moderator", reason)
+
+
+async def announce(
+    room: Room, item: ArchiveItem, original: Element, by: str, name: str, reason: str
+) -> str:
+    """Archive and reflect the retraction, tombstone the original."""
     stanza_id = str(uuid.uuid4())
     out = make("message", {"type": "groupchat", "from": room.jid, "id": stanza_id})
     retract = sub(out, ns.RETRACT, "retract", id=item.id)
@@ -97,7 +110,7 @@ async def moderate(room: Room, moderator: Occupant | None, request: Element) -> 
     if reason:
         sub(retract, ns.RETRACT, "reason", reason)
     sub(out, ns.FALLBACK, "fallback", **{"for": ns.RETRACT})  # XEP-0428: the body is fallback
-    text = f"{moderator.nick} retracted a message" + (f": {reason}" if reason else "")
+    text = f"{name} retracted a message" + (f": {reason}" if reason else "")
     sub(out, ns.CLIENT, "body", text)
     sub(out, ns.SID, "stanza-id", id=stanza_id, by=room.jid)
     await room.service.archive_message(room, out, stanza_id)
@@ -108,6 +121,7 @@ async def moderate(room: Room, moderator: Occupant | None, request: Element) -> 
         sub(marker, ns.RETRACT, "reason", reason)
     await tombstone(room, item, original, marker)
     room.service.pubsub.broadcast(room.topic, RoomMessage(out))
+    return stanza_id
 
 
 def _now() -> str:

@@ -56,6 +56,7 @@ RETRACT = "urn:xmpp:message-retract:1"  # XEP-0424
 RETRACT_TOMBSTONE = "urn:xmpp:message-retract:1#tombstone"
 MODERATE = "urn:xmpp:message-moderate:1"  # XEP-0425
 FALLBACK = "urn:xmpp:fallback:0"  # XEP-0428
+JSON = "urn:xmpp:json:0"  # XEP-0335 JSON containers (system events, docs/api.md)
 CORRECT = "urn:xmpp:message-correct:0"  # XEP-0308
 EME = "urn:xmpp:eme:0"  # XEP-0380
 JINGLE_MESSAGE = "urn:xmpp:jingle-message:0"  # XEP-0353

@@ -291,6 +291,10 @@ class ServerStream:
     def sasl_password_checked(self, ok: bool) -> None:
         self._answered(self._sasl.password_checked(ok))  # type: ignore[union-attr]
 
+    def sasl_refused(self, condition: str, text: str) -> None:
+        """The account may not log in now (RFC 6120 §6.5.1 `account-disabled`), with text."""
+        self._answered(Failure(condition, text))
+
     def sasl_unavailable(self) -> None:
         """The account store is unreachable: RFC 6120 §6.5.12."""
         self._answered(Failure("temporary-auth-failure"))

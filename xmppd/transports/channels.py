@@ -138,6 +138,9 @@ async def verify(web: Web, request: Request) -> Claims:
             throttle.record_failure(peer, None, time.monotonic())
             raise HttpError(403, f"token refused: {exc}") from None
     throttle.record_success(peer, claims.jid, time.monotonic())
+    refusal = web.server.bans.login_refusal(claims.jid)  # banned or disabled (xmppd/bans.py)
+    if refusal is not None:
+        raise HttpError(403, refusal)
     return claims
 
 

@@ -39,6 +39,7 @@ import h11
 import trio
 from wsproto.connection import Connection, ConnectionType
 
+from ..api.service import AdminApi
 from ..protocol.stream import StreamSettings
 from ..protocol.websocket import (
     FramedParser,
@@ -119,6 +120,7 @@ class Web:
         self.channels = ChannelManager(self)
         self._settings: dict[bool, StreamSettings] = {}
         self.static = StaticFiles(find_root())
+        self.api = AdminApi(server)  # /api/ (xmppd/api/, docs/api.md)
 
     def settings(self, *, secure: bool) -> StreamSettings:
         """c2s stream settings without STARTTLS, parsing one framed message per feed (WebSocket
@@ -384,6 +386,10 @@ class HttpConnection:
             if head is None:
                 return
             client = client_address(self.peer, head[1], web.trusted)
+            banned = web.server.bans.address_refusal(client)  # xmppd/bans.py
+            if banned and not head[0].target.startswith(b"/api/"):  # api.allow rules there
+                await self._respond(403, [], banned.encode(), text=True)
+                return
             if not web.connections.acquire(client):
                 log.warning("refused an HTTP request from %s: too many open", client)
                 text = b"too many connections from your address"
@@ -514,6 +520,8 @@ class HttpConnection:
         if path == WEBSOCKET_PATH:
             await self._websocket(request)
             return 101, [], b""
+        if path.startswith("/api/"):  # the admin HTTP API (xmppd/api/, docs/api.md)
+            return await web.api.handle(request)
         if path in CHANNEL_PATHS:  # JSON channels (Phoenix) and /credentials: docs/channels.md
             from .channels import handle
 

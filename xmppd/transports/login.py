@@ -85,6 +85,9 @@ async def login(web: Web, request: Request) -> tuple:
             log.warning("failed web login for %s from %s", bare, peer)
             return _json(web, request, 401, {"error": "not-authorized"})
     throttle.record_success(peer, bare, time.monotonic())
+    refusal = server.bans.login_refusal(bare)  # banned or disabled (xmppd/bans.py)
+    if refusal is not None:
+        return _json(web, request, 403, {"error": "account-disabled", "text": refusal})
     token, exp = server.tokens.issue_login(bare, name=jid.local or "")
     log.info("web login for %s from %s", bare, peer)
     return _json(web, request, 200, {"token": token, "jid": bare, "exp": exp})

@@ -139,6 +139,13 @@ async def _handle(
             gate.release()
         _refuse(server, sock, BANNED_TEXT, write=not direct_tls)
         return
+    banned = server.bans.address_refusal(address)  # xmppd/bans.py
+    if banned:
+        log.info("refused a connection from %s: %s", address, banned)
+        if direct_tls:
+            gate.release()
+        _refuse(server, sock, banned, write=not direct_tls)
+        return
     if not cap.acquire(address):
         if direct_tls:
             gate.release()
