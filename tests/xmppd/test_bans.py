@@ -109,7 +109,7 @@ def _restart_scenario(server: ServerProcess) -> None:
         assert (
             ops.post("/rooms", json={"jid": ROOM, "owners": ["alice@localhost"]}).status_code == 201
         )
-        long, short = 8, 2
+        long, short = 20, 2  # long outlives a slow restart on a loaded machine
         ops.post("/bans", json={"kind": "account", "target": "bob@localhost", "duration": long})
         ops.post("/bans", json={"kind": "ip", "target": "127.0.0.2/32", "duration": long})
         ops.post(
