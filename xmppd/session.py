@@ -25,9 +25,11 @@ from auth.base import AuthError
 from pubsub import Mailbox
 
 from . import router
+from .accounts import refusal
 from .protocol import stream as st
 from .protocol.jid import JID
 from .protocol.stanza import Element, local_name
+from .storage import StorageError
 
 if TYPE_CHECKING:
     from .server import Server
@@ -220,10 +222,24 @@ class Session:
                 return  # timed out or shut down while waiting
             if not allowed:
                 self.kill("policy-violation", BANNED_TEXT)
+            elif not await self._may_log_in(need.username):
+                return
             elif isinstance(need, st.NeedScramCredentials):
                 await self._scram_credentials(need)
             else:
                 await self._check_password(need)
+
+    async def _may_log_in(self, username: str) -> bool:
+        """A disabled account (xmppd/accounts.py) fails with <account-disabled/> once its
+        password is proven; False when the flag cannot be read (temporary-auth-failure)."""
+        try:
+            text = await refusal(self.server.hosts[self.stream.domain], username)
+        except StorageError as exc:
+            log.warning("%s account state unreadable: %s", self.id, exc)
+            self.stream.sasl_unavailable()
+            return False
+        self.stream.refuse_success = text
+        return True
 
     def _auth_failed(self, event: st.AuthFailed) -> None:
         if event.condition != "not-authorized":

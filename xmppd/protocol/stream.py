@@ -239,6 +239,9 @@ class ServerStream:
         self._sasl_mechanism = ""
         self._sasl_failures = 0
         self._sasl_account = ""  # the account the exchange in progress named
+        # Set by the session before it answers a credentials lookup: a proven login to that
+        # account then fails with <account-disabled/> and this text (xmppd/accounts.py).
+        self.refuse_success: str | None = None
         self._header_sent = False
         self._waiting = False  # an event was handed out that needs an answer
         self._bind_iq: Element | None = None
@@ -589,6 +592,8 @@ class ServerStream:
             self._waiting = True
             self._sasl_account = outcome.username
             return outcome
+        if isinstance(outcome, Success) and self.refuse_success is not None:
+            outcome = Failure("account-disabled", self.refuse_success)  # RFC 6120 §6.5.1
         if isinstance(outcome, Success):
             self._out.append(_sasl_element("success", outcome.data))
             self.username = outcome.username

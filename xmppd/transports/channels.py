@@ -33,10 +33,12 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 
 from auth.tokens import Claims, TokenError
 
+from ..accounts import refusal
 from ..channels.session import ChannelError, ChannelSession
 from ..protocol.channels import FrameError
 from ..protocol.websocket import accept_key
 from ..ratelimit import TokenBucket
+from ..storage import StorageError
 from ..tokens import EXPIRED, REVOKED
 from .http import HttpError, Request
 from .wswriter import FrameWriter, WriteFailed
@@ -138,7 +140,22 @@ async def verify(web: Web, request: Request) -> Claims:
             throttle.record_failure(peer, None, time.monotonic())
             raise HttpError(403, f"token refused: {exc}") from None
     throttle.record_success(peer, claims.jid, time.monotonic())
+    await _refuse_disabled(web, claims.jid)
     return claims
+
+
+async def _refuse_disabled(web: Web, bare: str) -> None:
+    """A disabled account (xmppd/accounts.py) opens no channel session: 403 with the reason."""
+    local, _, domain = bare.partition("@")
+    host = web.server.hosts.get(domain)
+    if host is None:
+        return  # refused with its own message when the session opens
+    try:
+        text = await refusal(host, local)
+    except StorageError:
+        raise HttpError(503, "the account service is unavailable; try again") from None
+    if text is not None:
+        raise HttpError(403, text)
 
 
 # ---- WebSocket ----------------------------------------------------------------------------------

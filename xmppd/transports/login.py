@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from auth.base import AuthError
 from auth.tokens import TokenError
 
+from ..accounts import refusal
 from ..protocol.jid import JID, JIDError
+from ..storage import StorageError
 from ..tokens import LOGIN_APP
 from .http import HttpError, Request
 
@@ -85,13 +87,25 @@ async def login(web: Web, request: Request) -> tuple:
             log.warning("failed web login for %s from %s", bare, peer)
             return _json(web, request, 401, {"error": "not-authorized"})
     throttle.record_success(peer, bare, time.monotonic())
+    await _refuse_disabled(host, jid.local or "")
     token, exp = server.tokens.issue_login(bare, name=jid.local or "")
     log.info("web login for %s from %s", bare, peer)
     return _json(web, request, 200, {"token": token, "jid": bare, "exp": exp})
 
 
+async def _refuse_disabled(host: Any, local: str) -> None:
+    """A disabled account (xmppd/accounts.py) gets 403 with the reason, after its password."""
+    try:
+        text = await refusal(host, local)
+    except StorageError:
+        raise HttpError(503, "the account service is unavailable; try again") from None
+    if text is not None:
+        raise HttpError(403, text)
+
+
 async def _renew(web: Web, request: Request, token: str) -> tuple:
     claims = _claims(web, request, token)
+    await _refuse_disabled(web.server.hosts[JID.parse(claims.jid).domain], _local(claims.jid))
     fresh, exp = web.server.tokens.issue_login(claims.jid, name=claims.name)
     return _json(web, request, 200, {"token": fresh, "jid": claims.jid, "exp": exp})
 
@@ -118,3 +132,7 @@ async def logout(web: Web, request: Request) -> tuple:
         await web.server.tokens.revoke(jti=claims.jti)
     log.info("web logout for %s", claims.jid)
     return _json(web, request, 204, None)
+
+
+def _local(bare: str) -> str:
+    return bare.partition("@")[0]
