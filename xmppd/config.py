@@ -89,12 +89,6 @@ LIMITS: Schema = {
         int, 256, "concurrent TLS handshakes per listener; more wait in the backlog", min=1
     ),
     "resources_per_account": Option(int, 20, "concurrent sessions per account", min=1),
-    "account_messages_per_second": Option(
-        float, 10.0, "messages with a body per account, all its sessions together", min=0.1
-    ),
-    "account_message_burst": Option(
-        int, 30, "messages an account may send at once before the rate applies", min=1
-    ),
     "login": Option(dict, {}, "password guessing: the [limits.login] table below"),
 }
 AUTH: Schema = {
@@ -258,6 +252,10 @@ DEFAULT_MODULES = [
     "pep",
     "upload",
     "unread",
+    "adhoc",
+    "adhoc_admin",
+    "abuse",
+    "spam_reports",
 ]
 
 

@@ -199,6 +199,7 @@ class ServerStream:
     """One c2s stream, from the first byte to the closing tag. No I/O in here."""
 
     __slots__ = (
+        "refuse_success",
         "settings",
         "phase",
         "tls",
