@@ -43,7 +43,9 @@ def form(client: Client, **values: Any) -> Any:
     submitted = client.plugin["xep_0004"].make_form(ftype="submit")
     submitted.add_field(var="FORM_TYPE", ftype="hidden", value=ADMIN)
     for var, value in values.items():
-        submitted.add_field(var=var.replace("_", "-") if var == "password_verify" else var, value=value)
+        submitted.add_field(
+            var=var.replace("_", "-") if var == "password_verify" else var, value=value
+        )
     return submitted
 
 
@@ -78,17 +80,34 @@ def test_admin_discovers_the_commands_others_see_none(server: ServerProcess) -> 
         assert COMMANDS in info["disco_info"]["features"]
         items = await admin.plugin["xep_0050"].get_commands("localhost")
         nodes = {i[1] for i in items["disco_items"]["items"]}
-        for name in ("add-user", "delete-user", "disable-user", "reenable-user", "announce",
-                     "change-user-password", "end-user-session", "get-online-users-num",
-                     "get-online-users-list", "set-motd", "edit-motd", "delete-motd"):
+        for name in (
+            "add-user",
+            "delete-user",
+            "disable-user",
+            "reenable-user",
+            "announce",
+            "change-user-password",
+            "end-user-session",
+            "get-online-users-num",
+            "get-online-users-list",
+            "set-motd",
+            "edit-motd",
+            "delete-motd",
+        ):
             assert f"{ADMIN}#{name}" in nodes
         mine = await alice.plugin["xep_0050"].get_commands("localhost")
         theirs = {i[1] for i in mine["disco_items"]["items"]}
         assert not any(n.startswith(ADMIN) for n in theirs)
         assert "urn:xmppd:commands:strangers" in theirs  # every user's own setting
-        node_info = await admin.plugin["xep_0030"].get_info(jid="localhost", node=f"{ADMIN}#add-user")
-        assert ("automation", "command-node", None, "Add a User") in node_info["disco_info"]["identities"]
-        assert await error_of(alice.plugin["xep_0030"].get_info(jid="localhost", node=f"{ADMIN}#add-user")) == ("forbidden", "")
+        node_info = await admin.plugin["xep_0030"].get_info(
+            jid="localhost", node=f"{ADMIN}#add-user"
+        )
+        assert ("automation", "command-node", None, "Add a User") in node_info["disco_info"][
+            "identities"
+        ]
+        assert await error_of(
+            alice.plugin["xep_0030"].get_info(jid="localhost", node=f"{ADMIN}#add-user")
+        ) == ("forbidden", "")
         assert await error_of(command(alice, "add-user")) == ("forbidden", "")
         assert await error_of(command(alice, "get-online-users-num")) == ("forbidden", "")
         await asyncio.gather(admin.close(), alice.close())
@@ -108,14 +127,18 @@ def test_add_user_and_change_password(server: ServerProcess) -> None:
             command(admin, "add-user", "complete", sessionid=sid, payload=form(admin, **values))
         ) == ("bad-request", "bad-payload")
         values["password_verify"] = "pw-1"
-        done = await command(admin, "add-user", "complete", sessionid=sid, payload=form(admin, **values))
+        done = await command(
+            admin, "add-user", "complete", sessionid=sid, payload=form(admin, **values)
+        )
         assert done["status"] == "completed" and "created newbie@localhost" in note(done)
         newbie = await login(server, "newbie", "pw-1")
         await newbie.close()
         # change-user-password: the old password stops working
         sid = (await command(admin, "change-user-password"))["sessionid"]
         payload = form(admin, accountjid="newbie@localhost", password="pw-2")
-        done = await command(admin, "change-user-password", "complete", sessionid=sid, payload=payload)
+        done = await command(
+            admin, "change-user-password", "complete", sessionid=sid, payload=payload
+        )
         assert "changed" in note(done)
         with pytest.raises(PermissionError):
             await login(server, "newbie", "pw-1")
@@ -133,26 +156,52 @@ def test_delete_user_is_two_steps_with_prev_and_confirmation(server: ServerProce
         sid = first["sessionid"]
         assert first.xml.find(f"{{{COMMANDS}}}actions").get("execute") == "next"
         # complete is not offered on the first step
-        assert await error_of(command(admin, "delete-user", "complete", sessionid=sid,
-                                      payload=form(admin, accountjids=["bob@localhost"]))) == ("bad-request", "bad-action")
-        second = await command(admin, "delete-user", "next", sessionid=sid,
-                               payload=form(admin, accountjids=["bob@localhost"]))
+        assert await error_of(
+            command(
+                admin,
+                "delete-user",
+                "complete",
+                sessionid=sid,
+                payload=form(admin, accountjids=["bob@localhost"]),
+            )
+        ) == ("bad-request", "bad-action")
+        second = await command(
+            admin,
+            "delete-user",
+            "next",
+            sessionid=sid,
+            payload=form(admin, accountjids=["bob@localhost"]),
+        )
         assert second["status"] == "executing"
         actions = second.xml.find(f"{{{COMMANDS}}}actions")
         assert actions.find(f"{{{COMMANDS}}}prev") is not None
         back = await command(admin, "delete-user", "prev", sessionid=sid)
         fields = fields_of(back)
         assert fields["accountjids"] == ["bob@localhost"]  # what was submitted is kept
-        await command(admin, "delete-user", "next", sessionid=sid,
-                      payload=form(admin, accountjids=["bob@localhost"]))
-        done = await command(admin, "delete-user", "complete", sessionid=sid, payload=form(admin, confirm="1"))
+        await command(
+            admin,
+            "delete-user",
+            "next",
+            sessionid=sid,
+            payload=form(admin, accountjids=["bob@localhost"]),
+        )
+        done = await command(
+            admin, "delete-user", "complete", sessionid=sid, payload=form(admin, confirm="1")
+        )
         assert done["status"] == "completed" and "deleted: bob@localhost" in note(done)
         await asyncio.wait_for(bob.disconnected_event.wait(), 5)
         with pytest.raises(PermissionError):
             await login(server, "bob")
         # the session is gone once completed
-        assert await error_of(command(admin, "delete-user", "next", sessionid=sid,
-                                      payload=form(admin, accountjids=["x@localhost"]))) == ("bad-request", "bad-sessionid")
+        assert await error_of(
+            command(
+                admin,
+                "delete-user",
+                "next",
+                sessionid=sid,
+                payload=form(admin, accountjids=["x@localhost"]),
+            )
+        ) == ("bad-request", "bad-sessionid")
         await admin.close()
 
     run(main())
@@ -206,8 +255,13 @@ def test_online_users_end_session_and_announce(server: ServerProcess) -> None:
         values = fields_of(count)
         assert int(values["onlineusersnum"]) >= 3
         sid = (await command(admin, "get-online-users-list"))["sessionid"]
-        listed = await command(admin, "get-online-users-list", "complete", sessionid=sid,
-                               payload=form(admin, max_items="none"))
+        listed = await command(
+            admin,
+            "get-online-users-list",
+            "complete",
+            sessionid=sid,
+            payload=form(admin, max_items="none"),
+        )
         jids = fields_of(listed)["onlineuserjids"]
         assert {"admin@localhost", "dave@localhost", "erin@localhost"} <= {str(j) for j in jids}
         sid = (await command(admin, "announce"))["sessionid"]
@@ -219,8 +273,13 @@ def test_online_users_end_session_and_announce(server: ServerProcess) -> None:
             assert msg["type"] == "headline" and msg["from"] == "localhost"
             assert msg["subject"] == "Maintenance" and msg["body"] == "Back at 5\nthanks"
         sid = (await command(admin, "end-user-session"))["sessionid"]
-        done = await command(admin, "end-user-session", "complete", sessionid=sid,
-                             payload=form(admin, accountjids=["erin@localhost"]))
+        done = await command(
+            admin,
+            "end-user-session",
+            "complete",
+            sessionid=sid,
+            payload=form(admin, accountjids=["erin@localhost"]),
+        )
         assert "ended: erin@localhost" in note(done)
         await asyncio.wait_for(erin.disconnected_event.wait(), 5)
         assert erin.stream_errors == ["policy-violation"]
@@ -233,7 +292,9 @@ def test_message_of_the_day(server: ServerProcess) -> None:
     async def main() -> None:
         admin = await login(server, "admin")
         sid = (await command(admin, "set-motd"))["sessionid"]
-        await command(admin, "set-motd", "complete", sessionid=sid, payload=form(admin, motd=["Be nice"]))
+        await command(
+            admin, "set-motd", "complete", sessionid=sid, payload=form(admin, motd=["Be nice"])
+        )
         frank = await login(server, "frank")
         msg = await frank.next_message()
         assert msg["type"] == "headline" and msg["body"] == "Be nice"
@@ -255,19 +316,35 @@ def test_xep0050_errors_and_cancel(server: ServerProcess) -> None:
     async def main() -> None:
         admin, alice = await login(server, "admin"), await login(server, "alice")
         assert await error_of(command(admin, f"{ADMIN}#no-such")) == ("item-not-found", "")
-        assert await error_of(command(admin, "add-user", "fly")) == ("bad-request", "malformed-action")
-        assert await error_of(command(admin, "add-user", "next", sessionid="nope")) == ("bad-request", "bad-sessionid")
+        assert await error_of(command(admin, "add-user", "fly")) == (
+            "bad-request",
+            "malformed-action",
+        )
+        assert await error_of(command(admin, "add-user", "next", sessionid="nope")) == (
+            "bad-request",
+            "bad-sessionid",
+        )
         first = await command(admin, "add-user")
         canceled = await command(admin, "add-user", "cancel", sessionid=first["sessionid"])
         assert canceled["status"] == "canceled"
-        assert await error_of(command(admin, "add-user", "complete", sessionid=first["sessionid"],
-                                      payload=form(admin, accountjid="x@localhost", password="p"))) == ("bad-request", "bad-sessionid")
+        assert await error_of(
+            command(
+                admin,
+                "add-user",
+                "complete",
+                sessionid=first["sessionid"],
+                payload=form(admin, accountjid="x@localhost", password="p"),
+            )
+        ) == ("bad-request", "bad-sessionid")
         # a session belongs to the resource that opened it
         again = await command(admin, "add-user")
-        assert await error_of(command(alice, "urn:xmppd:commands:strangers", "complete",
-                                      sessionid=again["sessionid"])) == ("bad-request", "bad-sessionid")
+        assert await error_of(
+            command(alice, "urn:xmppd:commands:strangers", "complete", sessionid=again["sessionid"])
+        ) == ("bad-request", "bad-sessionid")
         # no form where one is required
-        assert await error_of(command(admin, "add-user", "complete", sessionid=again["sessionid"])) == ("bad-request", "bad-payload")
+        assert await error_of(
+            command(admin, "add-user", "complete", sessionid=again["sessionid"])
+        ) == ("bad-request", "bad-payload")
         await asyncio.gather(admin.close(), alice.close())
 
     run(main())
