@@ -253,7 +253,7 @@ spec = ModuleSpec(
             float, 10.0, "messages with a body per account, all its sessions together", min=0.1
         ),
         "message_burst": Option(
-            int, 30, "messages an account may send at once before the rate applies", min=1
+            int, 60, "messages an account may send at once before the rate applies", min=1
         ),
     },
 )
