@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import loader
 from ..events import AccountDeleted
@@ -42,9 +42,6 @@ from ..router import StanzaEvent
 from ..wordfilter import WordFilter, refusal_text
 from .adhoc import Command, Context, Done, Step
 
-if TYPE_CHECKING:
-    from ..session import Session
-
 STRANGERS_NODE = "urn:xmppd:commands:strangers"
 POLICY_STORE = "stranger_policy"
 FILTER = 200  # before blocking (100), carbons, archives and delivery
@@ -52,6 +49,7 @@ _BODY = qname(ns.CLIENT, "body")
 _SUBJECT = qname(ns.CLIENT, "subject")
 CHECKED_TYPES = (None, "normal", "chat", "groupchat")
 MAX_CACHED = 10_000  # stranger settings kept in memory
+MAX_BUCKETS = 10_000  # beyond: refilled buckets are dropped before a new one is made
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +83,8 @@ class Abuse:
         now = time.monotonic()
         bucket = self.buckets.get(bare)
         if bucket is None:
+            if len(self.buckets) >= MAX_BUCKETS:
+                self._prune(now)
             bucket = self.buckets[bare] = TokenBucket(self.rate, self.burst, now)
         if not bucket.allow(now):
             return Refusal(
@@ -118,9 +118,12 @@ class Abuse:
             return False
         return await event.reply_error(refusal.condition, refusal.text)
 
-    def forget(self, session: Session) -> None:
-        if not self.host.resources_of(session.bare):
-            self.buckets.pop(session.bare, None)
+    def _prune(self, now: float) -> None:
+        """Forget the buckets that have refilled: they are no different from new ones (a
+        bucket is not dropped when its sessions end, or reconnecting would refill it)."""
+        for bare, bucket in list(self.buckets.items()):
+            if bucket.tokens + (now - bucket.stamp) * bucket.rate >= bucket.burst:
+                del self.buckets[bare]
 
     # ---- strangers ------------------------------------------------------------------------
 
@@ -229,12 +232,6 @@ def load(module: Module) -> None:
         module.hook(f"pre-presence/{scope}", service.limited_request, FILTER)
     module.hook("presence/bare", service.incoming, FILTER)
     module.hook("account-deleted", service.account_deleted)
-
-    async def closed(session: Session) -> bool:
-        service.forget(session)
-        return False
-
-    module.hook("session-closed", closed)
 
     def offer_setting() -> None:  # the ad-hoc module may load after this one
         adhoc = host.services.get("adhoc")
