@@ -33,14 +33,13 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 
 from auth.tokens import Claims, TokenError
 
-from ..accounts import refusal
 from ..channels.session import ChannelError, ChannelSession
 from ..protocol.channels import FrameError
 from ..protocol.websocket import accept_key
 from ..ratelimit import TokenBucket
-from ..storage import StorageError
 from ..tokens import EXPIRED, REVOKED
 from .http import HttpError, Request
+from .login import refuse_disabled
 from .wswriter import FrameWriter, WriteFailed
 
 if TYPE_CHECKING:
@@ -145,17 +144,11 @@ async def verify(web: Web, request: Request) -> Claims:
 
 
 async def _refuse_disabled(web: Web, bare: str) -> None:
-    """A disabled account (xmppd/accounts.py) opens no channel session: 403 with the reason."""
+    """A disabled account (xmppd/accounts.py) opens no channel session."""
     local, _, domain = bare.partition("@")
     host = web.server.hosts.get(domain)
-    if host is None:
-        return  # refused with its own message when the session opens
-    try:
-        text = await refusal(host, local)
-    except StorageError:
-        raise HttpError(503, "the account service is unavailable; try again") from None
-    if text is not None:
-        raise HttpError(403, text)
+    if host is not None:  # else refused with its own message when the session opens
+        await refuse_disabled(host, local)
 
 
 # ---- WebSocket ----------------------------------------------------------------------------------

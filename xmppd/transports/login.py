@@ -87,14 +87,15 @@ async def login(web: Web, request: Request) -> tuple:
             log.warning("failed web login for %s from %s", bare, peer)
             return _json(web, request, 401, {"error": "not-authorized"})
     throttle.record_success(peer, bare, time.monotonic())
-    await _refuse_disabled(host, jid.local or "")
+    await refuse_disabled(host, jid.local or "")
     token, exp = server.tokens.issue_login(bare, name=jid.local or "")
     log.info("web login for %s from %s", bare, peer)
     return _json(web, request, 200, {"token": token, "jid": bare, "exp": exp})
 
 
-async def _refuse_disabled(host: Any, local: str) -> None:
-    """A disabled account (xmppd/accounts.py) gets 403 with the reason, after its password."""
+async def refuse_disabled(host: Any, local: str) -> None:
+    """A disabled account (xmppd/accounts.py) gets 403 with the reason (asked once the
+    password or token was accepted); 503 when its state cannot be read."""
     try:
         text = await refusal(host, local)
     except StorageError:
@@ -105,7 +106,9 @@ async def _refuse_disabled(host: Any, local: str) -> None:
 
 async def _renew(web: Web, request: Request, token: str) -> tuple:
     claims = _claims(web, request, token)
-    await _refuse_disabled(web.server.hosts[JID.parse(claims.jid).domain], _local(claims.jid))
+    local, _, domain = claims.jid.partition("@")
+    if (host := web.server.hosts.get(domain)) is not None:
+        await refuse_disabled(host, local)
     fresh, exp = web.server.tokens.issue_login(claims.jid, name=claims.name)
     return _json(web, request, 200, {"token": fresh, "jid": claims.jid, "exp": exp})
 
@@ -132,7 +135,3 @@ async def logout(web: Web, request: Request) -> tuple:
         await web.server.tokens.revoke(jti=claims.jti)
     log.info("web logout for %s", claims.jid)
     return _json(web, request, 204, None)
-
-
-def _local(bare: str) -> str:
-    return bare.partition("@")[0]
