@@ -50,3 +50,18 @@ def test_a_bad_rule_in_the_config_names_its_key_and_line() -> None:
     assert "not a regular expression" in str(raised.value)
     config = parse('[filter]\nrules = { fine = "ok" }\nignore_case = false\n', "test.toml")
     assert config.filter == {"rules": {"fine": "ok"}, "ignore_case": False}
+
+
+def test_one_scan_for_all_rules_unless_a_rule_needs_its_own() -> None:
+    rules = WordFilter({"a": r"\bfoo\b", "b": "ba[rz]"})
+    assert rules.any_rule is not None  # one alternation
+    assert rules.match("a baz here").name == "b" and rules.match("food") is None
+    # a back-reference would point at another rule's group inside one alternation
+    echo = WordFilter({"a": "x", "twice": r"(\w+) \1"})
+    assert echo.any_rule is None
+    assert echo.match("no no").name == "twice" and echo.match("no yes") is None
+    # a flag only allowed at the start of a pattern: the rule still works on its own
+    flagged = WordFilter({"a": "x", "b": "(?s)a.b"}, ignore_case=False)
+    assert flagged.any_rule is None and flagged.match("a\nb").name == "b"
+    rules.remove_rule("b")
+    assert rules.match("a baz here") is None and rules.match("foo").name == "a"
