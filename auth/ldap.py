@@ -69,6 +69,9 @@ SCHEMA: Schema = {
     ),
     "group_name_attribute": Option(str, "cn", "attribute naming a group"),
     "admin_group": Option(str, "", "DN of a group whose members get admin rights"),
+    "limited_group": Option(
+        str, "", "DN of a group whose members get the limited role (docs/admin.md)"
+    ),
     "max_group_size": Option(
         int, 0, "0: groups of any size are roster groups; else bigger ones are left out", min=0
     ),

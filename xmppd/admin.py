@@ -144,6 +144,7 @@ async def delete_user(server: Server, jid: str) -> dict[str, Any]:
     host, local = account(server, jid)
     bare = f"{local}@{host.domain}"
     await _auth_call(host.auth.delete_user(local), bare)  # NoSuchUser: "no account ..."
+    await host.storage.keyval("disabled_accounts").set(local, None)  # xmppd/accounts.py
     server.credentials.revoke(user=bare)
     ended = await end_sessions(sessions_of(host, bare), "not-authorized", "the account was deleted")
     await server.bans.forget_account(bare)
@@ -275,6 +276,21 @@ async def _cmd_revoke_tokens(server: Server, args: dict[str, Any]) -> Any:
     if user is not None:
         user = str(parse_jid(user).bare)
     return {"sessions_ended": await server.tokens.revoke(jti=jti, user=user)}
+
+
+@command("disable")
+async def _cmd_disable(server: Server, args: dict[str, Any]) -> Any:
+    from .accounts import disable
+
+    reason = _text(args, "reason", "")
+    return await disable(server, _text(args, "jid"), reason=reason, by="admin socket")
+
+
+@command("enable")
+async def _cmd_enable(server: Server, args: dict[str, Any]) -> Any:
+    from .accounts import enable
+
+    return await enable(server, _text(args, "jid"), by="admin socket")
 
 
 @command("status")

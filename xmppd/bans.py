@@ -278,7 +278,9 @@ class BanService:
             await self._save(DISABLED, bare, doc)
             self.disabled[bare] = doc
         log.info("account %s disabled by %s", bare, by)
-        return await self._end_sessions(bare, self.login_refusal(bare) or "disabled")
+        # RFC 6120 §4.9.3.12: the entity is no longer authorized (bans: policy-violation)
+        text = self.login_refusal(bare) or "disabled"
+        return await self._end_sessions(bare, text, condition="not-authorized")
 
     async def enable(self, bare: str) -> bool:
         bare = bare_jid(bare)
@@ -300,13 +302,15 @@ class BanService:
 
     # ---- effects ----------------------------------------------------------------------------
 
-    async def _end_sessions(self, bare: str, text: str, *, revoke: bool = True) -> int:
+    async def _end_sessions(
+        self, bare: str, text: str, *, revoke: bool = True, condition: str = "policy-violation"
+    ) -> int:
         from .admin import end_sessions, sessions_of
 
         host = self.server.hosts.get(bare.partition("@")[2])
         if host is None:
             return 0
-        ended = await end_sessions(sessions_of(host, bare), "policy-violation", text)
+        ended = await end_sessions(sessions_of(host, bare), condition, text)
         if revoke:  # its tokens: JSON channels and one-time passwords (stored, once)
             await self.server.tokens.revoke(user=bare)
         return ended

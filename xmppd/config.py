@@ -31,7 +31,11 @@ SERVER: Schema = {
         str, "", "where the database, certificate and keys live; empty: ~/.local/share/xmppd"
     ),
     "log_level": Option(str, "info", "log verbosity", choices=LOG_LEVELS),
-    "admins": Option(list, [], "bare JIDs with admin rights"),
+    "admins": Option(list, [], "bare JIDs with admin rights (docs/admin.md, roles)"),
+    "limited": Option(list, [], "bare JIDs with the limited role: no room creation, no strangers"),
+    "limited_block_strangers": Option(
+        bool, True, "limited accounts refuse messages and requests from strangers by default"
+    ),
     "demo_account": Option(bool, True, "create demo@<domain> on first start, print its password"),
     "password_change_ends_sessions": Option(
         bool, True, "a password change ends the account's other sessions (docs/admin.md)"
@@ -147,6 +151,10 @@ CLUSTER: Schema = {  # docs/cluster.md
         float, 1200.0, "seconds of silence before a node is forgotten for good", min=1
     ),
 }
+FILTER: Schema = {  # docs/config.md [filter]: the word filter (xmppd/wordfilter.py)
+    "rules": Option(dict, {}, "rule name = regular expression refused in messages"),
+    "ignore_case": Option(bool, True, "rules match regardless of letter case"),
+}
 SECTIONS: dict[str, Schema] = {
     "server": SERVER,
     "storage": STORAGE,
@@ -157,6 +165,7 @@ SECTIONS: dict[str, Schema] = {
     "auth": AUTH,
     "cluster": CLUSTER,
     "api": API,
+    "filter": FILTER,
 }
 
 
@@ -179,6 +188,7 @@ class Config:
     hosts: list[HostConfig]
     cluster: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     api: dict[str, Any] = field(default_factory=lambda: {"keys": {}})
+    filter: dict[str, Any] = field(default_factory=lambda: {"rules": {}, "ignore_case": True})
     path: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
     source: SourceMap | None = None
@@ -246,6 +256,10 @@ DEFAULT_MODULES = [
     "pep",
     "upload",
     "unread",
+    "adhoc",
+    "adhoc_admin",
+    "abuse",
+    "spam_reports",
 ]
 
 
@@ -314,6 +328,7 @@ def parse(text: str, path: str = "") -> Config:
     _auth(values["auth"], source, base_dir)
     _login_limits(values["limits"], source)
     check_api(values["api"], source)
+    _filter(values["filter"], source)
     domains = _domains(values["server"], source)
     modules_table = data.get("modules", {})
     if not isinstance(modules_table, dict):
@@ -380,6 +395,16 @@ def _login_limits(limits: dict[str, Any], source: SourceMap) -> None:
     except ValueError as exc:
         raise source.error("limits.login.exempt", str(exc)) from None
     limits["login"] = login
+
+
+def _filter(table: dict[str, Any], source: SourceMap) -> None:
+    from .wordfilter import compile_rules
+
+    try:
+        compile_rules(table["rules"], ignore_case=table["ignore_case"])
+    except ValueError as exc:
+        name = getattr(exc, "rule", "")
+        raise source.error(f"filter.rules.{name}" if name else "filter.rules", str(exc)) from None
 
 
 def _tokens(auth: dict[str, Any], source: SourceMap, base_dir: Path) -> None:

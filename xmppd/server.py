@@ -25,10 +25,12 @@ from .login_gate import LoginGate
 from .protocol.sasl import tls_server_end_point
 from .protocol.stanza import Element, copy, error_reply, local_name
 from .protocol.stream import StreamSettings
+from .roles import Roles
 from .storage import Database, open_database
 from .throttle import LoginThrottle
 from .tokens import TokenService
 from .transports import adminsock, http, tcp, tls
+from .wordfilter import WordFilter
 
 log = logging.getLogger("xmppd")
 BOUNCE_WAIT = 30.0  # seconds one reroute may wait for room at the senders it bounces to
@@ -55,6 +57,9 @@ class Server:
         self.cluster: Cluster | None = None
         self.reuse_port = False  # SO_REUSEPORT on every listener: `serve --workers N`
         self.hosts: dict[str, Host] = {}
+        self.roles = Roles(self.hosts)  # xmppd/roles.py; from the config in _make_hosts
+        rules = config.filter
+        self.word_filter = WordFilter(rules["rules"], ignore_case=rules["ignore_case"])
         self.components: dict[str, Any] = {}  # in-process services on their own domain (MUC)
         self.db: Database | None = None
         self.ssl_context: ssl.SSLContext | None = None
@@ -129,6 +134,10 @@ class Server:
             host.hosts = self.hosts
             host.components = self.components
             self.hosts[host.domain] = host
+        self.roles = Roles.from_config(self.hosts, self.config.server)
+        for host in self.hosts.values():  # before the modules, which look them up
+            host.services["roles"] = self.roles
+            host.services["word_filter"] = self.word_filter
         for host in self.hosts.values():
             host.modules = loader.load_all(host, self.config)
         if self.config.cluster["enabled"]:

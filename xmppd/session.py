@@ -215,14 +215,12 @@ class Session:
         PLAIN failure is counted (AuthFailed, next event) before any other task runs: nothing
         between here and there is a checkpoint, so the next attempt in line sees it."""
         account = f"{need.username}@{self.stream.domain}"
-        refusal = self.server.bans.login_refusal(account)  # banned or disabled (xmppd/bans.py)
-        if refusal is not None:
-            log.info("%s refused a login of %s: %s", self.id, account, refusal)
-            self.stream.sasl_refused("account-disabled", refusal)
-            return
         async with self.server.login_gate.attempt(self.transport.peer, account) as allowed:
             if self.stream.closed:
                 return  # timed out or shut down while waiting
+            # A banned or disabled account (xmppd/bans.py) fails with <account-disabled/> and
+            # the reason only once its password is proven: no oracle for guessers.
+            self.stream.refuse_success = self.server.bans.login_refusal(account)
             if not allowed:
                 self.kill("policy-violation", BANNED_TEXT)
             elif isinstance(need, st.NeedScramCredentials):

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 
-from support import RawClient, ServerProcess
+from support import NO_ACCOUNT_RATE, RawClient, ServerProcess
 
 FLOOD = 20_000
 MESSAGE = re.compile(rb"<message ([^>]*)>(.*?)</message>", re.S)
@@ -77,7 +77,7 @@ def test_flooding_a_reader_that_stalls_loses_nothing_and_keeps_the_flooder(tmp_p
         extra_config="require_encryption = false\nallow_plain_without_tls = true\n"
         "[limits]\nbytes_per_second = 50000000\nburst_bytes = 50000000\n"
         # Archiving costs two fsyncs per message (issue 17): off, so the flood is a flood.
-        '[modules.mam]\ndefault_policy = "never"\n',
+        '[modules.mam]\ndefault_policy = "never"\n' + NO_ACCOUNT_RATE,
     )
     server.add_user("flooder", "flooder-secret")
     server.add_user("reader", "reader-secret")

@@ -171,6 +171,7 @@ class Rooms:
     async def _do_new_msg(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:
         url = files.file_arg(p)
         body = url or text_arg(p, "body", limit=MAX_BODY)
+        self.session.screen(body)  # rate and word filter
         mid = text_arg(p, "msg_id", optional=True, limit=64) or secrets.token_hex(8)
         stanza_id = await api.send(room, self.session.full, body, msg_id=mid, oob=url)
         return {"id": stanza_id, "msg_id": mid}
@@ -178,6 +179,7 @@ class Rooms:
     async def _do_correct(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:
         target = text_arg(p, "id", limit=128)
         body = text_arg(p, "body", limit=MAX_BODY)
+        self.session.screen(body)
         stanza_id = await api.correct(room, self.session.full, target, body)
         return {"id": stanza_id}
 

@@ -64,6 +64,10 @@ class JsonChannels:
 
 
 class ChannelSession:
+    # Its messages are screened by `screen` before they are sent, so the abuse module does not
+    # count them again when they are routed (modules/abuse.py).
+    abuse_checked = True
+
     def __init__(self, server: Server, claims: Claims, peer: str, limits: dict[str, Any]) -> None:
         from .rooms import Rooms
         from .user import UserTopic
@@ -116,6 +120,14 @@ class ChannelSession:
 
     def replaced(self) -> None:
         self.end("conflict")
+
+    def screen(self, *texts: str | None) -> None:
+        """The per-account rate and the word filter (modules/abuse.py) for a message about to
+        be sent; ChannelError naming the limit or the rule when refused."""
+        abuse = self.host.services.get("abuse")
+        refusal = abuse.check_message(self.bare, *texts) if abuse is not None else None
+        if refusal is not None:
+            raise ChannelError(refusal.condition, refusal.text)
 
     # ---- client frames -----------------------------------------------------------------------
 

@@ -352,6 +352,7 @@ class UserTopic:
 
     async def _send_chat(self, message: Element, to: str) -> dict[str, Any]:
         s = self.session
+        s.screen(message.findtext(f"{{{ns.CLIENT}}}body"))  # rate and word filter
         mid = message.get("id") or ""
         await s.route(message)
         found = await self._find_sent(to, mid)

@@ -20,8 +20,9 @@ Earlier versions wrote the items into every member's stored roster and remembere
 keyval store "directory_roster": `migrate` puts those stored items back as they were before the
 directory (or removes them) once, after the first read.
 
-`host.services["directory"]` offers `is_admin(bare)` (server.admins or the LDAP admin group),
-`display_name(local)` and `request_refresh()`.
+`host.services["directory"]` offers `is_admin(bare)` (the role service's answer, xmppd/roles.py:
+server.admins or the LDAP admin group), `display_name(local)` and `request_refresh()`. The
+snapshot also holds the members of the admin and limited groups, which `xmppd/roles.py` reads.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, copy, first_child, make, qname, reply, sub
 from ..ratelimit import TokenBucket
+from ..roles import roles_of
 from ..router import StanzaEvent
 from ..storage import StorageError
 from .directory_groups import Snapshot
@@ -78,17 +80,12 @@ class Directory:
         self.on_demand = TokenBucket(1 / ON_DEMAND_GAP, 1, 0.0)
         self.started = False
         self.warned: dict[str, int] = {}  # oversized groups already logged, with their size
-        self.config_admins: set[str] = set()  # server.admins, known from the first login
 
     # ---- service API ------------------------------------------------------------------------
 
     def is_admin(self, bare: str) -> bool:
         """Admin rights: listed in server.admins or a member of [auth.ldap] admin_group."""
-        if bare.lower() in self.config_admins:
-            return True
-        local, _, domain = bare.partition("@")
-        snapshot = self.snapshot
-        return domain == self.domain and snapshot is not None and local in snapshot.admins
+        return roles_of(self.host).is_admin(bare)
 
     def display_name(self, local: str) -> str | None:
         return self.snapshot.names.get(local) if self.snapshot is not None else None
@@ -165,8 +162,6 @@ class Directory:
         if self.started or self.ldap is None:
             return
         self.started = True
-        admins = session.server.config.server["admins"]
-        self.config_admins = {a.lower() for a in admins}
         session.server.nursery_soon(self.refresh_forever)
 
     async def refresh_forever(self) -> None:
@@ -192,13 +187,14 @@ class Directory:
         assert ldap is not None
         d, s = ldap.directory, ldap.s
 
-        def work(conn: Any) -> tuple[list[DirectoryUser], list[Group], list[str]]:
+        def work(conn: Any) -> tuple[list[DirectoryUser], list[Group], list[str], list[str]]:
             users = d.list_users(conn)
             groups = d.list_groups(conn, users)
             admins = d.read_group(conn, s["admin_group"], users).members if s["admin_group"] else []
-            return users, groups, admins
+            limited = s["limited_group"] and d.read_group(conn, s["limited_group"], users).members
+            return users, groups, admins, limited or []
 
-        users, groups, admins = await ldap.run(d.with_service, work)
+        users, groups, admins, limited = await ldap.run(d.with_service, work)
         ldap.known = {u.username for u in users}
         names = {u.username: u.display_name(s["display_name_attribute"]) or "" for u in users}
         members: dict[str, set[str]] = {}
@@ -209,6 +205,7 @@ class Directory:
                 continue
             members.setdefault(group.name, set()).update(group.members)
         snapshot = Snapshot.build(names, members, set(admins))
+        snapshot.limited = set(limited)
         snapshot.sizes = sizes
         return snapshot
 

@@ -66,6 +66,7 @@ class Snapshot:
     member_of: dict[str, tuple[str, ...]] = field(default_factory=dict)  # username -> groups
     digests: dict[str, str] = field(default_factory=dict)  # group -> hash of members and names
     admins: set[str] = field(default_factory=set)
+    limited: set[str] = field(default_factory=set)  # members of [auth.ldap] limited_group
     sizes: dict[str, int] = field(default_factory=dict)  # every group read, by name
     tags: dict[str, str] = field(default_factory=dict)  # username -> version tag (lazy)
     rendered: dict[str, Rendered] = field(default_factory=dict)  # group -> items (lazy)

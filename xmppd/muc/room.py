@@ -108,7 +108,12 @@ class Room:
     # ---- state -----------------------------------------------------------------------------
 
     def affiliation(self, bare: str) -> str:
-        return self.affiliations.get(bare, "none")
+        """Service admins (xmppd/roles.py) act as owners of every room (XEP-0045 §5.2),
+        without being listed among its owners."""
+        found = self.affiliations.get(bare, "none")
+        if found != "owner" and self.service.roles.is_admin(bare):
+            return "owner"
+        return found
 
     def default_role(self, affiliation: str) -> str:
         if affiliation in ("owner", "admin"):

@@ -33,6 +33,7 @@ from ..protocol.stanza import (
     namespace_of,
 )
 from ..ratelimit import TokenBucket
+from ..roles import roles_of
 from ..router import DELIVERY, StanzaEvent
 from ..storage.base import StorageError
 from . import admin, archive, disco, messages, voice
@@ -74,6 +75,7 @@ class MucService:
         self.rooms: dict[str, Room] = {}
         self._loaded: trio.Event | None = None
         self.forwarder = IqForwarder(self)
+        self.roles = roles_of(module.host)  # admins own every room; limited create none
 
     # ---- rooms and storage -----------------------------------------------------------------
 
@@ -208,6 +210,8 @@ class MucService:
     def may_create(self, bare: JID) -> None:
         """Creation policy and the rooms-per-user limit; MucError when refused."""
         who = str(bare)
+        if self.roles.is_limited(who):
+            raise MucError("not-allowed", "this account may join rooms but not create them")
         if self.creation == "local" and not isinstance(self.host.hosts.get(bare.domain), Host):
             raise MucError("not-allowed", "only users of this server may create rooms")
         owned = sum(1 for room in self.rooms.values() if room.creator == who)

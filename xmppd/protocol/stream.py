@@ -199,6 +199,7 @@ class ServerStream:
     """One c2s stream, from the first byte to the closing tag. No I/O in here."""
 
     __slots__ = (
+        "refuse_success",
         "settings",
         "phase",
         "tls",
@@ -239,6 +240,9 @@ class ServerStream:
         self._sasl_mechanism = ""
         self._sasl_failures = 0
         self._sasl_account = ""  # the account the exchange in progress named
+        # Set by the session before it answers a credentials lookup: a proven login to that
+        # account then fails with <account-disabled/> and this text (xmppd/bans.py).
+        self.refuse_success: str | None = None
         self._header_sent = False
         self._waiting = False  # an event was handed out that needs an answer
         self._bind_iq: Element | None = None
@@ -290,10 +294,6 @@ class ServerStream:
 
     def sasl_password_checked(self, ok: bool) -> None:
         self._answered(self._sasl.password_checked(ok))  # type: ignore[union-attr]
-
-    def sasl_refused(self, condition: str, text: str) -> None:
-        """The account may not log in now (RFC 6120 §6.5.1 `account-disabled`), with text."""
-        self._answered(Failure(condition, text))
 
     def sasl_unavailable(self) -> None:
         """The account store is unreachable: RFC 6120 §6.5.12."""
@@ -593,6 +593,8 @@ class ServerStream:
             self._waiting = True
             self._sasl_account = outcome.username
             return outcome
+        if isinstance(outcome, Success) and self.refuse_success is not None:
+            outcome = Failure("account-disabled", self.refuse_success)  # RFC 6120 §6.5.1
         if isinstance(outcome, Success):
             self._out.append(_sasl_element("success", outcome.data))
             self.username = outcome.username

@@ -39,6 +39,7 @@ from ..protocol.websocket import accept_key
 from ..ratelimit import TokenBucket
 from ..tokens import EXPIRED, REVOKED
 from .http import HttpError, Request
+from .login import refuse_disabled
 from .wswriter import FrameWriter, WriteFailed
 
 if TYPE_CHECKING:
@@ -138,9 +139,7 @@ async def verify(web: Web, request: Request) -> Claims:
             throttle.record_failure(peer, None, time.monotonic())
             raise HttpError(403, f"token refused: {exc}") from None
     throttle.record_success(peer, claims.jid, time.monotonic())
-    refusal = web.server.bans.login_refusal(claims.jid)  # banned or disabled (xmppd/bans.py)
-    if refusal is not None:
-        raise HttpError(403, refusal)
+    refuse_disabled(web.server, claims.jid)  # banned or disabled: no channel session
     return claims
 
 

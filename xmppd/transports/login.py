@@ -93,8 +93,17 @@ async def login(web: Web, request: Request) -> tuple:
     return _json(web, request, 200, {"token": token, "jid": bare, "exp": exp})
 
 
+def refuse_disabled(server: Any, bare: str) -> None:
+    """A banned or disabled account (xmppd/bans.py) gets 403 with the reason (asked once the
+    password or token was accepted, so the refusal tells a guesser nothing)."""
+    text = server.bans.login_refusal(bare)
+    if text is not None:
+        raise HttpError(403, text)
+
+
 async def _renew(web: Web, request: Request, token: str) -> tuple:
     claims = _claims(web, request, token)
+    refuse_disabled(web.server, claims.jid)
     fresh, exp = web.server.tokens.issue_login(claims.jid, name=claims.name)
     return _json(web, request, 200, {"token": fresh, "jid": claims.jid, "exp": exp})
 

@@ -63,7 +63,7 @@ def test_disable_refuses_logins_with_a_clear_text(api_server: ServerProcess) -> 
             answer = ops.post("/users/troll@localhost/disable", json={"reason": "spam"})
             assert answer.json() == {"jid": "troll@localhost", "sessions_ended": 1}
             await asyncio.wait_for(session.disconnected_event.wait(), 5)
-            assert "policy-violation" in session.stream_errors
+            assert "not-authorized" in session.stream_errors  # disabled; a ban: policy-violation
             refused = sasl_answer(api_server, "troll", "troll-secret")
             assert "<account-disabled/>" in refused
             assert "the account is disabled: spam" in refused

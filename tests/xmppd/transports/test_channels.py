@@ -16,7 +16,7 @@ import pytest
 import websockets
 from joserfc import jws
 from joserfc.jwk import OctKey
-from support import ServerProcess, connect, run
+from support import NO_ACCOUNT_RATE, ServerProcess, connect, run
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from wsflood import connect_slow_reader, flood_then_ping
 
@@ -28,7 +28,7 @@ algorithm = "HS256"
 key = "{SECRET}"
 [modules.muc]
 lock_new_rooms = false
-"""
+{NO_ACCOUNT_RATE}"""
 
 
 def token(sub: str, **extra: object) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import HEADER, PASSWORDS, RawClient, ServerProcess, connect, run
+from support import HEADER, NO_ACCOUNT_RATE, PASSWORDS, RawClient, ServerProcess, connect, run
 
 LIMITS = """
 [limits]
@@ -95,7 +95,7 @@ def small_queues(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     server = start_with(
         tmp_path_factory.mktemp("queues"),
         "[limits]\nqueued_bytes = 4096\nqueued_stanzas = 50\n"
-        "bytes_per_second = 100000000\nburst_bytes = 100000000\n",
+        "bytes_per_second = 100000000\nburst_bytes = 100000000\n" + NO_ACCOUNT_RATE,
     )
     yield server
     server.stop()
