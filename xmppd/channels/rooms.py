@@ -18,6 +18,7 @@ from ..protocol import namespaces as ns
 from ..protocol.channels import Join, Push
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, child_text, get_child, make, sub
+from ..storage.base import UnknownArchiveId
 from . import render
 from .session import MAX_BODY, ChannelError
 
@@ -259,12 +260,16 @@ class Rooms:
 
     async def _do_displayed(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:
         target = text_arg(p, "id", limit=128)
-        api.occupant(api.room(room), self.session.full)
-        message = make("message", {"type": "groupchat", "to": room})
-        sub(message, ns.MARKERS, "displayed", id=target)
-        sub(message, ns.HINTS, "no-store")
-        await self.session.route(message)
-        return {"unread": 0}
+        s = self.session
+        api.occupant(api.room(room), s.full)
+        unread, count = s.host.services.get("unread"), 0
+        if unread is not None:  # first, so that an unknown id is refused
+            try:
+                count = await unread.mark_read(s.bare, room, target)
+            except UnknownArchiveId:
+                raise ChannelError("item-not-found", "no message with that id") from None
+        await api.displayed(room, s.full, target)
+        return {"unread": count}
 
     async def _do_configure(self, api: RoomApi, room: str, p: dict[str, Any]) -> None:
         config = p.get("config")

@@ -19,7 +19,7 @@ from lxml import etree
 
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
-from ..protocol.stanza import Element, element, make, sub
+from ..protocol.stanza import Element, element, get_child, make, sub
 from ..storage.base import UnknownArchiveId
 from . import admin, archive, messages, moderation
 from .history import Request, split_author
@@ -205,6 +205,14 @@ class RoomApi:
         sub(stanza, ns.HINTS, "no-store")
         await messages.groupchat(room, real, stanza)
 
+    async def displayed(self, room_jid: str, real: str, stanza_id: str) -> None:
+        """A XEP-0333 `<displayed/>` marker to the room (it also moves the unread position)."""
+        room = self.room(room_jid)
+        stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
+        sub(stanza, ns.MARKERS, "displayed", id=stanza_id)
+        sub(stanza, ns.HINTS, "no-store")
+        await messages.groupchat(room, real, stanza)
+
     async def history(
         self,
         room_jid: str,
@@ -239,6 +247,44 @@ class RoomApi:
                 continue
             out.append((item, stanza, author))
         return out, page.complete, show
+
+    # ---- unread counts (modules/unread.py) ----------------------------------------------------
+
+    async def exists(self, room_jid: str) -> bool:
+        await self.service.ready()
+        try:
+            self.room(room_jid)
+        except MucError:
+            return False
+        return True
+
+    async def newest_id(self, room_jid: str) -> str | None:
+        """The stanza-id of the room's newest archived message (None: none yet)."""
+        await self.service.ready()
+        room = self.room(room_jid)
+        page = await self.service.archive.query(room.archive_owner, limit=1, backward=True)
+        return page.items[-1].id if page.items else None
+
+    async def unread_after(
+        self, room_jid: str, bare: str, after: str | None, limit: int
+    ) -> tuple[list[str], list[str]]:
+        """The stanza-ids of the archived messages after `after` (None: from the first; at
+        most `limit`), and those of them that count as unread for the account `bare`: others'
+        messages with a body, not corrections nor retractions (tombstones have no body).
+        MucError item-not-found: no such room, or no such message in it."""
+        await self.service.ready()
+        room = self.room(room_jid)
+        try:
+            page = await self.service.archive.query(room.archive_owner, after_id=after, limit=limit)
+        except UnknownArchiveId:
+            raise MucError("item-not-found", "no message with that id here") from None
+        seen, unread = [], []
+        for item in page.items:
+            seen.append(item.id)
+            stanza, author = split_author(etree.fromstring(item.stanza_xml.encode(), _PARSER))
+            if author.partition("/")[0] != bare and _counts(stanza):
+                unread.append(item.id)
+        return seen, unread
 
     # ---- moderation and administration --------------------------------------------------------
 
@@ -355,6 +401,14 @@ def apply_config(room: Room, config: dict[str, Any]) -> None:
     if "password" in config:
         c.password = config["password"]
         c.password_protected = bool(config["password"])
+
+
+def _counts(stanza: Element) -> bool:
+    return (
+        get_child(stanza, ns.CLIENT, "body") is not None
+        and get_child(stanza, ns.RETRACT, "retract") is None
+        and get_child(stanza, ns.CORRECT, "replace") is None
+    )
 
 
 def stanza_id_of(stanza: Element, room_jid: str) -> str | None:

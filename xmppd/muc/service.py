@@ -20,6 +20,7 @@ from lxml import etree
 
 from pubsub.topics import session_topic
 
+from ..events import RoomEvent
 from ..host import Host
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID
@@ -184,6 +185,7 @@ class MucService:
             if self.rooms.get(room.local) is room:
                 del self.rooms[room.local]
             gone.set()
+            await self.notify("room-destroyed", RoomEvent(room.jid))
         return True
 
     async def drop_account(self, bare: str) -> None:
@@ -252,6 +254,16 @@ class MucService:
             stanza_xml=xml,
             stanza_id=stanza_id,
         )
+
+    async def notify(self, name: str, event: RoomEvent) -> None:
+        """Tell every host's modules (unread counts) what happened in a room (`room-*` events,
+        docs/architecture.md); their failures never undo what the room did."""
+        for host in list(self.host.hosts.values()):
+            if host.events.has_handlers(name):
+                try:
+                    await host.events.fire(name, event)
+                except Exception:  # logged by the bus
+                    self.log.warning("a %s handler failed for %s", name, event.room)
 
     # ---- sending ---------------------------------------------------------------------------
 
