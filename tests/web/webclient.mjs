@@ -136,6 +136,14 @@ const scenarios = {
     await ann.getByText("Hi Ann!").waitFor();
     if (args.xmpp_line) await ann.getByText(args.xmpp_line).waitFor();
     const out = { fragment_gone: !ann.url().includes("token="), title: await ann.title() };
+    if (args.xmpp_line) {
+      // The XMPP owner made Ann an admin: as a moderator she removes its line, by keyboard.
+      const remove = ann.getByRole("button", { name: `Delete message: ${args.xmpp_line}` });
+      await remove.focus();
+      await ann.keyboard.press("Enter");
+      await bob.getByText("Removed by Ann.").waitFor();
+      out.moderated = await ann.getByText("Removed by Ann.").count();
+    }
     // People panel, then the audit and keyboard pass over the full app view.
     await ann.getByRole("button", { name: "People" }).click();
     out.occupants = await ann.locator("#occupants .item-name").allTextContents();
@@ -152,7 +160,16 @@ const scenarios = {
     await send(ann, "are you there?");
     await bob.waitForFunction(() => document.title.startsWith("(1)"));
     out.bob_title = await bob.title();
+    const roomButton = bob.getByRole("button", { name: new RegExp(`^${room.split("@")[0]}`) }).first();
+    out.bob_badge = await roomButton.locator(".badge").textContent();
     await shot(bob, "unread");
+    // Opening the room reads it: the badge and the title count go, on the server too.
+    await roomButton.focus();
+    await bob.keyboard.press("Enter");
+    await bob.waitForFunction(() => !document.title.startsWith("("));
+    out.bob_badge_after = await roomButton.locator(".badge").count();
+    out.server_unread = await bob.evaluate(async () =>
+      (await window.xmppdClient.connection().user.push("unread", {})).response.unread);
     // Phone width: the sidebar collapses to a list; opening a room shows it with a back button.
     const phone = await open(browser, { width: 390, height: 780 });
     await joinByKeyboard(phone, base, tokens.ann, room, "AnnPhone");
@@ -246,7 +263,8 @@ const scenarios = {
     await send(bob, "an off-topic line");
     await alice.getByText("an off-topic line").waitFor();
     await alice.getByRole("button", { name: "Delete message: an off-topic line" }).click();
-    await bob.getByText("This message was deleted.").waitFor();
+    await bob.getByText("Removed by alice.").waitFor(); // a moderator's retraction says who
+    await alice.getByText("Removed by alice.").waitFor();
     await alice.getByRole("button", { name: "People" }).click();
     await shot(alice, "room-moderator");
     await alice.getByRole("button", { name: "Remove bob from the room" }).click();

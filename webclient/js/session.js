@@ -197,6 +197,7 @@ export class Connection {
       stamp: msg.stamp || null, mine: msg.from === entry.nick, replace: msg.replace || null,
       // Before the full protocol only join history carries a stamp.
       delayed: this.full ? !!msg.delayed : !!msg.stamp, retracted: !!msg.retracted,
+      moderatedBy: (msg.retracted && msg.retracted.by) || null,
     };
   }
 
@@ -257,7 +258,8 @@ export class Connection {
       if (msg.id) entry.last = msg.id;
       this.app.onMessage(room, this.roomMessage(entry, msg));
     });
-    channel.on("retract", (p) => this.app.onRetract(room, p.id, null));
+    // XEP-0425: a moderator's retraction names who did it; the author's does not.
+    channel.on("retract", (p) => this.app.onRetract(room, p.id, null, p.moderated ? p.by || "a moderator" : null));
     channel.on("chat_state", (p) => { if (p.from !== entry.nick) this.app.onTyping(room, p.from, p.state); });
     channel.on("phx_close", (p) => this.app.onRoomClosed(room, p && p.reason));
     const reply = await channel.join();
