@@ -60,11 +60,7 @@ class RoomApi:
         return self.service.domain
 
     def room(self, room_jid: str) -> Room:
-        try:
-            local = JID.parse(room_jid).local or ""
-        except JIDError:
-            raise MucError("jid-malformed", "not a room JID") from None
-        room = self.service.room(local)
+        room = self.service.room(_local(room_jid))
         if room is None:
             raise MucError("item-not-found", "no such room")
         return room
@@ -86,19 +82,75 @@ class RoomApi:
         password: str | None = None,
         history: int | None = None,
     ) -> Occupant:
-        kwargs: dict[str, Any] = {}
-        if password is not None:
-            kwargs["password"] = password
-        if history is not None:
-            kwargs["history"] = Request(maxstanzas=history)
-        return await self.service.join(room_jid, real, nick, **kwargs)
+        """Enter (or create) a room with a plain presence; `history`: how many messages."""
+        wanted = Request(maxstanzas=history) if history is not None else None
+        return await self.enter(room_jid, real, nick, password=password, history=wanted)
 
-    async def leave(self, room_jid: str, real: str) -> None:
-        try:
-            room = self.room(room_jid)
-        except MucError:
+    async def enter(
+        self,
+        room_jid: str,
+        real: JID,
+        nick: str,
+        presence: Element | None = None,
+        *,
+        password: str | None = None,
+        history: Request | None = None,
+    ) -> Occupant:
+        """The session enters the room as `nick` (§7.2). A room that does not exist is created
+        for it (§10.1: owned by its account, locked until configured if `lock_new_rooms`);
+        a join for a name being destroyed waits for the end of it."""
+        await self.service.ready()
+        local = _local(room_jid)
+        presence = presence if presence is not None else make("presence")
+        room = await self.service.settled_room(local)
+        if room is None:
+            room = self.service.create(local, real)
+            try:
+                return await room.join(real, nick, presence, created=True)
+            except MucError:
+                await self.service.destroy_room(room)
+                raise
+        return await room.join(real, nick, presence, password=password, history=history)
+
+    async def presence(
+        self,
+        room_jid: str,
+        real: JID,
+        nick: str,
+        presence: Element,
+        *,
+        password: str | None = None,
+        history: Request | None = None,
+    ) -> None:
+        """An available presence to room/nick: entering, or an occupant's status (§7.7) or
+        nick change (§7.6); updates count against the occupant's message rate."""
+        room = self.service.room(_local(room_jid))
+        occupant = room.occupant_of(str(real)) if room is not None else None
+        if room is None or occupant is None:
+            await self.enter(room_jid, real, nick, presence, password=password, history=history)
             return
-        await room.leave(real)
+        messages.check_rate(room, occupant)  # every update is broadcast to everyone
+        if occupant.nick == nick:
+            await room.update_presence(str(real), presence)
+        else:
+            await room.change_nick(str(real), nick, presence)
+
+    async def leave(
+        self,
+        room_jid: str,
+        real: str,
+        *,
+        nick: str | None = None,
+        status: Element | None = None,
+        code: str | None = None,
+    ) -> None:
+        """The session leaves (§7.14; `code` 333 when its client errored); with `nick`, only
+        when it is in the room under that nick. Not in the room: nothing happens."""
+        room = self.service.rooms.get(_local(room_jid))
+        occupant = room.occupant_of(real) if room is not None else None
+        if room is None or occupant is None or (nick is not None and occupant.nick != nick):
+            return
+        await room.leave(real, status, code)
 
     def occupants(self, room_jid: str, real: str) -> list[OccupantView]:
         room = self.room(room_jid)
@@ -379,6 +431,13 @@ class RoomApi:
             n += 1
             local = f"{base}-{n}"
         return local
+
+
+def _local(room_jid: str) -> str:
+    try:
+        return JID.parse(room_jid).local or ""
+    except JIDError:
+        raise MucError("jid-malformed", "not a room JID") from None
 
 
 def apply_config(room: Room, config: dict[str, Any]) -> None:

@@ -30,13 +30,13 @@ from ..protocol.stanza import (
     first_child,
     get_child,
     local_name,
-    make,
     namespace_of,
 )
 from ..ratelimit import TokenBucket
 from ..router import DELIVERY, StanzaEvent
 from ..storage.base import StorageError
 from . import admin, archive, disco, messages, voice
+from .api import RoomApi
 from .component import Component
 from .config import RoomConfig
 from .forward import IqForwarder
@@ -75,6 +75,7 @@ class MucService:
         self.rooms: dict[str, Room] = {}
         self._loaded: trio.Event | None = None
         self.forwarder = IqForwarder(self)
+        self.api = RoomApi(self)  # what both front-ends call: these stanza handlers and JSON
 
     # ---- rooms and storage -----------------------------------------------------------------
 
@@ -292,44 +293,23 @@ class MucService:
         to, real, stanza = event.to, event.sender, event.stanza
         if to is None or real is None or real.resource is None:
             return True
-        room = self.rooms.get(to.local or "")
-        type_ = stanza.get("type")
+        room_jid, nick, type_ = str(to.bare), to.resource or "", stanza.get("type")
         try:
             if type_ is None:
-                await self._available(room, to, real, stanza)
-            elif room is not None and type_ in ("unavailable", "error"):
-                occupant = room.occupant_of(str(real))
-                if occupant is not None and occupant.nick == to.resource:
-                    status = get_child(stanza, ns.CLIENT, "status")
-                    await room.leave(str(real), status, "333" if type_ == "error" else None)
+                x = get_child(stanza, ns.MUC, "x")
+                password = get_child(x, ns.MUC, "password") if x is not None else None
+                secret = None if password is None else (password.text or "")
+                history = parse_request(x)
+                await self.api.presence(
+                    room_jid, real, nick, stanza, password=secret, history=history
+                )
+            elif type_ in ("unavailable", "error"):
+                status = get_child(stanza, ns.CLIENT, "status")
+                code = "333" if type_ == "error" else None
+                await self.api.leave(room_jid, str(real), nick=nick, status=status, code=code)
         except MucError as exc:
             await self._error(stanza, exc)
         return True
-
-    async def _available(self, room: Room | None, to: JID, real: JID, stanza: Element) -> None:
-        nick = to.resource or ""
-        if room is None or room.destroyed:
-            room = await self.settled_room(to.local or "")
-        if room is None:
-            room = self.create(to.local or "", real)
-            try:
-                await room.join(real, nick, stanza, created=True)
-            except MucError:
-                await self.destroy_room(room)
-                raise
-            return
-        occupant = room.occupant_of(str(real))
-        if occupant is None:
-            x = get_child(stanza, ns.MUC, "x")
-            password = get_child(x, ns.MUC, "password") if x is not None else None
-            secret = None if password is None else (password.text or "")
-            await room.join(real, nick, stanza, password=secret, history=parse_request(x))
-        else:
-            messages.check_rate(room, occupant)  # every update is broadcast to everyone
-            if occupant.nick == nick:
-                await room.update_presence(str(real), stanza)
-            else:
-                await room.change_nick(str(real), nick, stanza)
 
     async def on_room_presence(self, event: StanzaEvent) -> bool:
         if event.stanza.get("type") is None:  # §7.2.1: joining needs a nickname
@@ -445,15 +425,7 @@ class MucService:
 
     async def join(self, room_jid: str, real: JID, nick: str, **kwargs: Any) -> Occupant:
         """Enter (or create) a room without XML transport; MucError on refusal."""
-        await self.ready()
-        local = JID.parse(room_jid).local or ""
-        room = await self.settled_room(local)
-        to = JID.parse(f"{local}@{self.domain}/{nick}")
-        presence = make("presence")
-        if room is None:
-            await self._available(None, to, real, presence)
-            return self.rooms[local].occupants[nick]
-        return await room.join(real, nick, presence, **kwargs)
+        return await self.api.enter(room_jid, real, nick, **kwargs)
 
 
 async def _ignore(event: StanzaEvent) -> bool:
