@@ -21,7 +21,7 @@ from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, element, get_child, make, sub
 from ..storage.base import UnknownArchiveId
-from . import admin, archive, messages, moderation
+from . import admin, archive, messages, moderation, voice
 from .history import Request, split_author
 from .room import MucError, Occupant, Room
 
@@ -62,6 +62,13 @@ class RoomApi:
     def room(self, room_jid: str) -> Room:
         room = self.service.room(_local(room_jid))
         if room is None:
+            raise MucError("item-not-found", "no such room")
+        return room
+
+    def open_room(self, room_jid: str) -> Room:
+        """The room, unless it is locked (§10.1.1: no messages before it is configured)."""
+        room = self.room(room_jid)
+        if room.locked:
             raise MucError("item-not-found", "no such room")
         return room
 
@@ -191,6 +198,24 @@ class RoomApi:
 
     # ---- messages ---------------------------------------------------------------------------
 
+    async def post(self, room_jid: str, real: str, stanza: Element) -> str | None:
+        """A groupchat message as an XMPP client sent it or a builder below made it (body,
+        subject, chat state, marker, correction, retraction): every check is in
+        messages.groupchat. Its stanza-id when it was archived."""
+        return await messages.groupchat(self.open_room(room_jid), real, stanza)
+
+    async def private(self, room_jid: str, real: str, nick: str, stanza: Element) -> None:
+        """§7.5: a private message to the occupant `nick`."""
+        await messages.private(self.room(room_jid), real, nick, stanza)
+
+    async def mediated(self, room_jid: str, real: str, x: Element) -> None:
+        """§7.8.2-7.8.3: the invitations and declines of a muc#user `<x/>` sent to the room."""
+        await messages.mediated(self.open_room(room_jid), real, x)
+
+    async def voice_request(self, room_jid: str, real: str, form: Element) -> None:
+        """§7.13 a visitor's voice request, §8.6 a moderator's answer to one."""
+        await voice.handle(self.open_room(room_jid), real, form)
+
     async def send(
         self,
         room_jid: str,
@@ -208,7 +233,7 @@ class RoomApi:
         if replace is not None:
             sub(stanza, ns.CORRECT, "replace", id=replace)
         sub(stanza, ns.SID, "origin-id", id=stanza.get("id") or "")
-        return await messages.groupchat(room, real, stanza)
+        return await self.post(room.jid, real, stanza)
 
     async def correct(self, room_jid: str, real: str, stanza_id: str, body: str) -> str | None:
         """XEP-0308: the author replaces its message (named by stanza-id); the correction names
@@ -234,7 +259,7 @@ class RoomApi:
         sub(stanza, ns.RETRACT, "retract", id=stanza_id)
         sub(stanza, ns.FALLBACK, "fallback", **{"for": ns.RETRACT})
         sub(stanza, ns.CLIENT, "body", "This person attempted to retract a previous message.")
-        await messages.groupchat(room, real, stanza)
+        await self.post(room.jid, real, stanza)
 
     async def moderate(self, room_jid: str, real: str, stanza_id: str, reason: str = "") -> None:
         room = self.room(room_jid)
@@ -248,14 +273,14 @@ class RoomApi:
         room = self.room(room_jid)
         stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
         sub(stanza, ns.CLIENT, "subject", subject)
-        await messages.groupchat(room, real, stanza)
+        await self.post(room.jid, real, stanza)
 
     async def chat_state(self, room_jid: str, real: str, state: str) -> None:
         room = self.room(room_jid)
         stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
         sub(stanza, ns.CHATSTATES, state)
         sub(stanza, ns.HINTS, "no-store")
-        await messages.groupchat(room, real, stanza)
+        await self.post(room.jid, real, stanza)
 
     async def displayed(self, room_jid: str, real: str, stanza_id: str) -> None:
         """A XEP-0333 `<displayed/>` marker to the room (it also moves the unread position)."""
@@ -263,7 +288,7 @@ class RoomApi:
         stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
         sub(stanza, ns.MARKERS, "displayed", id=stanza_id)
         sub(stanza, ns.HINTS, "no-store")
-        await messages.groupchat(room, real, stanza)
+        await self.post(room.jid, real, stanza)
 
     async def history(
         self,
@@ -369,7 +394,7 @@ class RoomApi:
         invite = sub(x, ns.MUC_USER, "invite", to=to)
         if reason:
             sub(invite, ns.MUC_USER, "reason", reason)
-        await messages.mediated(room, real, x)
+        await self.mediated(room.jid, real, x)
 
     async def destroy(self, room_jid: str, real: str, reason: str = "") -> None:
         room = self.room(room_jid)
@@ -422,6 +447,7 @@ class RoomApi:
         if room.affiliation(str(JID.parse(real).bare)) != "owner":
             raise MucError("forbidden", "only owners may configure a room")
         apply_config(room, config)
+        room.locked = False  # configured: open to others (§10.1.3, as with the owner's form)
         await room.save()
 
     def _free_local(self, name: str) -> str:

@@ -35,7 +35,7 @@ from ..protocol.stanza import (
 from ..ratelimit import TokenBucket
 from ..router import DELIVERY, StanzaEvent
 from ..storage.base import StorageError
-from . import admin, archive, disco, messages, voice
+from . import admin, archive, disco, voice
 from .api import RoomApi
 from .component import Component
 from .config import RoomConfig
@@ -320,21 +320,20 @@ class MucService:
         await self.ready()
         assert event.to is not None
         stanza, type_ = event.stanza, event.stanza.get("type", "normal")
-        room = self.room(event.to.local or "")
         if type_ == "error" or event.sender is None:
             return True
+        room_jid, real = str(event.to.bare), str(event.sender)
         try:
-            if room is None or room.locked:
-                raise MucError("item-not-found", "no such room")
             x = get_child(stanza, ns.MUC_USER, "x")
             form = get_child(stanza, ns.DATA_FORMS, "x")
             if type_ == "groupchat":
-                await messages.groupchat(room, str(event.sender), stanza)
+                await self.api.post(room_jid, real, stanza)
             elif form is not None and voice.is_request(form):
-                await voice.handle(room, str(event.sender), form)
+                await self.api.voice_request(room_jid, real, form)
             elif x is not None:
-                await messages.mediated(room, str(event.sender), x)
+                await self.api.mediated(room_jid, real, x)
             else:
+                self.api.open_room(room_jid)
                 raise MucError("bad-request", "send groupchat messages to the room")
         except MucError as exc:
             await self._error(stanza, exc)
@@ -344,13 +343,11 @@ class MucService:
         await self.ready()
         assert event.to is not None
         stanza = event.stanza
-        room = self.room(event.to.local or "")
         if stanza.get("type") == "error" or event.sender is None:
             return True
         try:
-            if room is None:
-                raise MucError("item-not-found", "no such room")
-            await messages.private(room, str(event.sender), event.to.resource or "", stanza)
+            room_jid, nick = str(event.to.bare), event.to.resource or ""
+            await self.api.private(room_jid, str(event.sender), nick, stanza)
         except MucError as exc:
             await self._error(stanza, exc)
         return True
