@@ -164,13 +164,14 @@ export class Connection {
     }
     const r = reply.response || {};
     this.full = "unread" in r;
-    if (r.unread) this.app.onUnread(r.unread);
     let bookmarks = null;
     if (this.full) {
       const answer = await this.user.push("bookmarks", {});
       if (answer.status === "ok") bookmarks = answer.response.bookmarks || [];
     }
     this.app.onUserJoined(r, bookmarks);
+    // After the rooms are being joined, so that a room's count files under the room.
+    if (r.unread) this.app.onUnread(r.unread);
   }
 
   has(feature) { return this.full || feature === "chat"; }

@@ -72,7 +72,7 @@ class Rooms:
         for host in self.session.server.hosts.values():
             service = host.services.get("muc")
             if service is not None and (domain is None or service.domain == domain):
-                return RoomApi(service)
+                return service.api
         return None
 
     def owns(self, sender: str) -> bool:

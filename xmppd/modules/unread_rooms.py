@@ -6,7 +6,8 @@ messages with a body after it, at most `SCAN`), so a room message costs no write
 An account is counted in a room from the moment one of its sessions first enters it (XMPP or
 JSON; from the room's newest message then); its position moves with the XEP-0333
 `<displayed/>` markers its clients send to the room and with JSON `displayed` pushes, never
-backwards; the entry goes with the room (`room-destroyed`) and with the account.
+backwards; the entry goes with the room (`room-destroyed`), with the account, and when the user
+removes the room's bookmark over the JSON channels (the web client's Leave).
 
 For accounts with watchers (JSON sessions on this node) the unread stanza-ids are kept in
 memory and follow the room service's `room-message` events (new messages add one, retractions
@@ -54,7 +55,7 @@ class RoomCounts:
         for host in self.host.hosts.values():
             service = host.services.get("muc")
             if service is not None and service.domain == domain:
-                return RoomApi(service)
+                return service.api
         return None
 
     def is_room(self, peer: str) -> bool:
@@ -114,6 +115,19 @@ class RoomCounts:
             rooms[room] = position
         if before is None or before.read != position.read or before.unread != position.unread:
             self.unread.announce(bare, room, len(position.unread), position.read)
+
+    async def stop(self, bare: str, room: str) -> None:
+        """The user let the room go (removed its bookmark): no more counting there, until one
+        of its sessions enters the room again."""
+        local = self.local(bare)
+        if local is None or await self.store.get(local, room) is None:
+            return
+        async with self.unread.locks[bare]:
+            await self.store.set(local, room, None)
+        rooms = self.cache.get(bare)
+        if rooms is not None:
+            rooms.pop(room, None)
+        self.unread.announce(bare, room, 0, None)
 
     # ---- watchers -----------------------------------------------------------------------------
 

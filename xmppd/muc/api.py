@@ -1,8 +1,14 @@
-"""The room service's Python API: what front-ends other than XMPP stanzas call (the JSON
-channels, later the admin HTTP API), so that they never reach into rooms, seats and message
-internals. Each call does what the matching stanza handler does, through the same functions
-(messages.groupchat, moderation.moderate, admin.plan_item...), so both kinds of client get the
-same checks and the same result. Refusals are MucError with the XEP-0045 condition.
+"""The room service's API (`service.api`): what every front-end calls to act in a room. The
+XMPP stanza handlers (service.py, admin.py) parse a stanza, call it and render the answer or
+the MucError; the JSON channels (channels/rooms.py) do the same with JSON; later the admin
+HTTP API will too. So an operation has one code path and its permission checks are in one
+place (messages.groupchat, moderation.moderate, admin.plan_item, admin.owner_set...), and both
+kinds of client get the same result. Refusals are MucError with the XEP-0045 condition.
+
+Operations come in two forms where XMPP carries more than JSON: the stanza form (`post`,
+`mediated`, `change`, `moderate_request`, `owner_request`, `presence`), and builders for the
+JSON calls (`send`, `invite`, `kick`, `moderate`, `destroy`, `join`...) that make the same
+element and call it.
 
 `real` is always the acting session's full JID: a session must be an occupant for what an
 occupant does, and its account's affiliation counts for the rest.
@@ -262,11 +268,15 @@ class RoomApi:
         await self.post(room.jid, real, stanza)
 
     async def moderate(self, room_jid: str, real: str, stanza_id: str, reason: str = "") -> None:
-        room = self.room(room_jid)
         request = element(ns.MODERATE, "moderate", id=stanza_id)
         sub(request, ns.RETRACT, "retract")
         if reason:
             sub(request, ns.MODERATE, "reason", reason)
+        await self.moderate_request(room_jid, real, request)
+
+    async def moderate_request(self, room_jid: str, real: str, request: Element) -> None:
+        """XEP-0425: a moderator's `<moderate id=…><retract/><reason/></moderate>`."""
+        room = self.room(room_jid)
         await moderation.moderate(room, room.occupant_of(real), request)
 
     async def subject(self, room_jid: str, real: str, subject: str) -> None:
@@ -379,12 +389,21 @@ class RoomApi:
         await self._admin(room_jid, real, {"jid": jid, "affiliation": affiliation}, reason)
 
     async def _admin(self, room_jid: str, real: str, attrs: dict[str, str], reason: str) -> None:
-        room = self.room(room_jid)
         item = element(ns.MUC_ADMIN, "item", **attrs)
         if reason:
             sub(item, ns.MUC_ADMIN, "reason", reason)
-        change = admin.plan_item(room, admin.Actor(room, JID.parse(real)), item)
-        await change()
+        await self.change(room_jid, real, [item])
+
+    async def change(self, room_jid: str, real: str, items: list[Element]) -> None:
+        """muc#admin `<item/>`s (roles by nick: kick, voice, moderator; affiliations by JID:
+        ban, members, admins, owners): every item is checked before any is applied."""
+        room = self.room(room_jid)
+        actor = admin.Actor(room, JID.parse(real))
+        changes = [admin.plan_item(room, actor, item) for item in items]
+        if not changes:
+            raise MucError("bad-request", "no item to change")
+        for change in changes:
+            await change()
 
     async def invite(self, room_jid: str, real: str, to: str, reason: str = "") -> None:
         """Mediated (XEP-0045 §7.8.2): in a members-only room an admin's invitee becomes a
@@ -397,13 +416,19 @@ class RoomApi:
         await self.mediated(room.jid, real, x)
 
     async def destroy(self, room_jid: str, real: str, reason: str = "") -> None:
-        room = self.room(room_jid)
-        if room.affiliation(str(JID.parse(real).bare)) != "owner":
-            raise MucError("forbidden", "only owners may destroy a room")
-        destroy = element(ns.MUC_OWNER, "destroy")
+        query = element(ns.MUC_OWNER, "query")
+        destroy = sub(query, ns.MUC_OWNER, "destroy")
         if reason:
             sub(destroy, ns.MUC_OWNER, "reason", reason)
-        await admin.destroy_room(room, destroy)
+        await self.owner_request(room_jid, real, query)
+
+    async def owner_request(self, room_jid: str, real: str, query: Element) -> None:
+        """A muc#owner set (§10): the configuration form (or its cancel), or `<destroy/>`
+        (§10.9: alternate venue, reason, password). Owners only."""
+        room = self.room(room_jid)
+        if room.affiliation(str(JID.parse(real).bare)) != "owner":
+            raise MucError("forbidden", "only owners may do this")
+        await admin.owner_set(room, query)
 
     # ---- rooms ------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """The MUC service on its own domain: rooms, their storage, limits, and the stanza entry points
-(XEP-0045 §6 discovery, §7 occupant use cases; admin and owner iqs are in admin.py).
+(XEP-0045 §6 discovery, §7 occupant use cases; admin and owner iqs are in admin.py). The entry
+points parse and render; what acts on a room is `self.api` (api.py), which the JSON channels
+call too.
 
 Persistent rooms are stored in the "muc_rooms" keyval store (key: the room's local part) and
 loaded on the first stanza after start; their recent history comes back from the "muc" archive.

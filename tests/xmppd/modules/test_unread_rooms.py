@@ -167,3 +167,24 @@ def test_room_unread_goes_with_the_account(server: ServerProcess) -> None:
         await davetab.close()
 
     run(fresh())
+
+
+def test_removing_the_bookmark_stops_counting_the_room(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        alice, _ = await tab(server)
+        room = (await alice.push(ME, "room_create", {"name": "Let go"}))["jid"]
+        await alice.join(f"room:{room}", {"nick": "Alice"})
+        carol = await occupant(server, "carol", room, "Carol")
+        carol.send_message(mto=room, mbody="still there?", mtype="groupchat")
+        await alice.event(ME, "unread", unread(room, 1))
+        await alice.push(ME, "bookmark_remove", {"jid": room})
+        await alice.event(ME, "unread", lambda u: u == {"with": room, "count": 0, "read": None})
+        carol.send_message(mto=room, mbody="hello?", mtype="groupchat")
+        await asyncio.sleep(0.5)
+        again, reply = await tab(server)
+        assert room not in reply["unread"]
+        for client in (alice, again):
+            await client.close()
+        await carol.close()
+
+    run(scenario())
