@@ -191,6 +191,10 @@ def test_password_login_contacts_chat_and_rooms_between_two_browsers(web: Server
     assert "secret" not in out["stored"]  # only the session token is kept
     assert out["bob_title"].startswith("(1) ")
     assert out["edited"] == 1 and out["room_edited"] == 0
+    assert out["members_only"]
+    assert out["roles"] == ["alice:moderator", "bob:participant"]
+    assert out["room_serious"] == [], out["room_serious"]
+    assert out["room_unreachable"] == [], out["room_unreachable"]
     assert out["unreachable"] == [], out["unreachable"]
     assert out["serious"] == [], out["serious"]
     assert out["revoked"]  # signing out revoked the token
