@@ -53,6 +53,8 @@ class Rooms:
         self.session = session
         self.joined: dict[str, RoomApi] = {}  # topic -> the API of the room's service
         self._held: dict[str, list[tuple[str, dict]]] = {}  # events before the join reply
+        self._pushing: str | None = None  # the topic of the request being handled
+        self._closing: dict[str, dict[str, Any]] = {}  # closed by that request: after its reply
 
     # ---- lookups ----------------------------------------------------------------------------
 
@@ -162,10 +164,19 @@ class Rooms:
         handler = getattr(self, f"_do_{push.event}", None)
         if handler is None:
             raise ChannelError("bad-request", f"unknown event {push.event!r}")
+        self._pushing = push.topic
         try:
             return await handler(api, push.topic.partition(":")[2], push.payload) or {}
         except MucError as exc:
             raise ChannelError(exc.condition, exc.text) from None
+        finally:
+            self._pushing = None
+
+    def settle(self) -> None:
+        """Close the channels a request closed (its `destroy`), now that it was answered."""
+        for topic, info in self._closing.items():
+            self.session.protocol.close(topic, payload=info)
+        self._closing.clear()
 
     async def _do_new_msg(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:
         body = text_arg(p, "body", limit=MAX_BODY)
@@ -347,7 +358,10 @@ class Rooms:
                 info["text"] = text
         if self.joined.pop(topic, None) is not None:
             self.session.server.pubsub.unsubscribe(topic, self.session)
-            self.session.protocol.close(topic, payload=info)
+            if topic == self._pushing:  # our own request: phoenix.js drops replies after a close
+                self._closing[topic] = info
+            else:
+                self.session.protocol.close(topic, payload=info)
 
     def diff(self, topic: str, message: PresenceDiff) -> None:
         if topic in self.joined:

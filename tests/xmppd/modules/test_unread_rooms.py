@@ -130,8 +130,8 @@ def test_room_unread_two_tabs_an_xmpp_client_retractions_restart(server: ServerP
         await carol.close()
         topic = f"room:{room}"
         await tab1.join(topic, {"nick": "Alice"})
-        tab1.send(op="push", tag=0, topic=topic, event="destroy", payload={"reason": "done"})
-        assert (await tab1.event(topic, "phx_close"))["reason"] == "destroyed"
+        assert await tab1.push(topic, "destroy", {"reason": "done"}) == {}  # answered, then
+        assert (await tab1.event(topic, "phx_close"))["reason"] == "destroyed"  # closed
         await tab1.event(ME, "unread", lambda u: u == {"with": room, "count": 0, "read": None})
         again, reply = await tab(server)
         assert reply["unread"] == {}
