@@ -43,6 +43,7 @@ class RoomCounts:
         self.host = unread.host
         self.store = unread.store
         self.cache: dict[str, dict[str, Position]] = {}  # watched account -> room -> position
+        self.readers: dict[str, set[str]] = {}  # room -> the watched accounts counted there
 
     # ---- lookups ------------------------------------------------------------------------------
 
@@ -81,7 +82,7 @@ class RoomCounts:
         except MucError:  # the read message is no longer in the archive: count from the start
             read, unread = None, (await api.unread_after(room, bare, None, SCAN))[1]
         if rooms is not None:
-            rooms[room] = Position(read, set(unread))
+            self._keep(bare, room, Position(read, set(unread)))
         return len(unread)
 
     async def mark_read(self, bare: str, room: str, stanza_id: str) -> int:
@@ -112,7 +113,7 @@ class RoomCounts:
         rooms = self.cache.get(bare)
         before = rooms.get(room) if rooms is not None else None
         if rooms is not None:
-            rooms[room] = position
+            self._keep(bare, room, position)
         if before is None or before.read != position.read or before.unread != position.unread:
             self.unread.announce(bare, room, len(position.unread), position.read)
 
@@ -124,19 +125,32 @@ class RoomCounts:
             return
         async with self.unread.locks[bare]:
             await self.store.set(local, room, None)
-        rooms = self.cache.get(bare)
-        if rooms is not None:
-            rooms.pop(room, None)
+        self._drop(bare, room)
         self.unread.announce(bare, room, 0, None)
 
     # ---- watchers -----------------------------------------------------------------------------
 
     def forget(self, bare: str) -> None:
         """No watcher left for the account: its positions leave memory."""
-        self.cache.pop(bare, None)
+        for room in self.cache.pop(bare, {}):
+            self._drop(bare, room)
 
     def watched(self, bare: str) -> None:
         self.cache.setdefault(bare, {})
+
+    def _keep(self, bare: str, room: str, position: Position) -> None:
+        self.cache[bare][room] = position
+        self.readers.setdefault(room, set()).add(bare)
+
+    def _drop(self, bare: str, room: str) -> None:
+        rooms = self.cache.get(bare)
+        if rooms is not None:
+            rooms.pop(room, None)
+        readers = self.readers.get(room)
+        if readers is not None:
+            readers.discard(bare)
+            if not readers:
+                del self.readers[room]
 
     # ---- the room service's events ------------------------------------------------------------
 
@@ -157,8 +171,8 @@ class RoomCounts:
 
     async def message(self, event: RoomEvent) -> bool:
         """A room message: one more for the other watched readers, one less for a retracted."""
-        for bare, rooms in list(self.cache.items()):
-            position = rooms.get(event.room)
+        for bare in list(self.readers.get(event.room, ())):
+            position = self.cache.get(bare, {}).get(event.room)
             if position is None:
                 continue
             changed = False
@@ -195,8 +209,6 @@ class RoomCounts:
             return False
         for user in users:
             bare = f"{user}@{self.host.domain}"
-            rooms = self.cache.get(bare)
-            if rooms is not None:
-                rooms.pop(event.room, None)
+            self._drop(bare, event.room)
             self.unread.announce(bare, event.room, 0, None)
         return False
