@@ -46,6 +46,24 @@ class AccountDeleted:
     local: str  # the localpart, the `user` key of host-scoped stores
 
 
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """Payload of the room service's events (xmppd/muc), fired on every host's bus:
+    `room-entered` (a session of `bare` entered), `room-message` (a message from `bare` was
+    archived as `stanza_id`; `counts`: it has a body and is no correction; `retracts`: the
+    stanza-id of the message it retracted, by its author or a moderator), `room-read` (an
+    occupant's XEP-0333 `<displayed/>` for `stanza_id`), `room-destroyed`."""
+
+    room: str  # the room's bare JID
+    bare: str = ""  # the account concerned ("" for the room's own messages)
+    stanza_id: str = ""
+    counts: bool = False
+    retracts: str = ""
+
+
+ROOM_EVENTS = ("room-entered", "room-message", "room-read", "room-destroyed")
+
+
 class EventBus:
     __slots__ = ("_handlers", "_declared", "_seq")
 

@@ -95,7 +95,10 @@ def test_the_page_loads_at_root_with_a_strict_csp_and_no_console_errors(
 
 def test_two_browsers_chat_in_a_room_with_an_xmpp_occupant(web: ServerProcess) -> None:
     """Both sign in with a host-app token in the URL fragment and join by keyboard only; a
-    slixmpp occupant sees the web users' messages and its line shows in the browser."""
+    slixmpp occupant (the room's owner) sees every message the web users send, its line shows
+    in the browsers, and Ann, made an admin by it, removes that line as a moderator: all three
+    see the retraction. Bob's room unread badge appears while he looks elsewhere and clears,
+    on the server too, when he opens the room."""
     room = "design@conference.localhost"
     xmpp_line = "hello from gajim"
 
@@ -103,13 +106,23 @@ def test_two_browsers_chat_in_a_room_with_an_xmpp_occupant(web: ServerProcess) -
         gajim = await connect(web, "gajim", "desk", password="gajim-secret")
         joined = asyncio.get_running_loop().create_future()
         heard: list[str] = []
+        moderated: list[str] = []
 
         def on_presence(presence: object) -> None:
             if str(presence["from"]) == f"{room}/Gajim" and not joined.done():
                 joined.set_result(True)
+            ann = str(presence["from"]) == f"{room}/Ann" and presence["type"] == "available"
+            if ann and not moderated:
+                moderated.append("")  # once: the change itself comes back as a presence
+                gajim.send_raw(  # XEP-0045 §9.4 -> §10.6: Ann becomes an admin (a moderator)
+                    f"<iq type='set' to='{room}' id='admin-ann'><query xmlns='{MUC}#admin'>"
+                    "<item jid='ann@localhost' affiliation='admin'/></query></iq>"
+                )
 
         def on_message(msg: object) -> None:
-            if msg["type"] == "groupchat" and msg["body"]:
+            if msg["type"] == "groupchat" and "urn:xmpp:message-moderate:1" in str(msg):
+                moderated.append(str(msg))
+            elif msg["type"] == "groupchat" and msg["body"]:
                 heard.append(f"{msg['from'].resource}: {msg['body']}")
                 if msg["body"] == "Hi Ann!":
                     gajim.send_message(mto=room, mbody=xmpp_line, mtype="groupchat")
@@ -129,12 +142,18 @@ def test_two_browsers_chat_in_a_room_with_an_xmpp_occupant(web: ServerProcess) -
             out = await asyncio.to_thread(browse, "chat", 150, **args)
         finally:
             await gajim.close()
-        out["heard"] = heard
+        out["heard"], out["gajim_moderated"] = heard, moderated[1:]
         return out
 
     out = run(scenario())
     assert "Ann: Hello Bob, from the web client" in out["heard"]
     assert "Bob: Hi Ann!" in out["heard"]
+    assert "Ann: are you there?" in out["heard"]
+    assert out["moderated"] == 1
+    assert len(out["gajim_moderated"]) == 1 and "Ann" in out["gajim_moderated"][0]
+    assert out["bob_badge"].startswith("1")
+    assert out["bob_badge_after"] == 0
+    assert room not in out["server_unread"]
     assert out["fragment_gone"]  # the token left the address bar
     assert sorted(out["occupants"]) == ["Ann", "Bob", "Gajim"]
     assert out["serious"] == [], out["serious"]
@@ -176,6 +195,10 @@ def test_password_login_contacts_chat_and_rooms_between_two_browsers(web: Server
     assert "secret" not in out["stored"]  # only the session token is kept
     assert out["bob_title"].startswith("(1) ")
     assert out["edited"] == 1 and out["room_edited"] == 0
+    assert out["members_only"]
+    assert out["roles"] == ["alice:moderator", "bob:participant"]
+    assert out["room_serious"] == [], out["room_serious"]
+    assert out["room_unreachable"] == [], out["room_unreachable"]
     assert out["unreachable"] == [], out["unreachable"]
     assert out["serious"] == [], out["serious"]
     assert out["revoked"]  # signing out revoked the token

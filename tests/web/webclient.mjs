@@ -84,6 +84,12 @@ async function signIn(page, base, user, password) {
   await page.getByLabel("Password").press("Enter");
 }
 
+/** Operate a control by keyboard: focus it, press Enter. */
+async function press(page, locator) {
+  await locator.focus();
+  await page.keyboard.press("Enter");
+}
+
 async function dialogForm(page, button, fields, submit) {
   await page.getByRole("button", { name: button, exact: true }).click();
   const dialog = page.getByRole("dialog");
@@ -173,6 +179,14 @@ const scenarios = {
     await ann.getByText("Hi Ann!").waitFor();
     if (args.xmpp_line) await ann.getByText(args.xmpp_line).waitFor();
     const out = { fragment_gone: !ann.url().includes("token="), title: await ann.title() };
+    if (args.xmpp_line) {
+      // The XMPP owner made Ann an admin: as a moderator she removes its line, by keyboard.
+      const remove = ann.getByRole("button", { name: `Delete message: ${args.xmpp_line}` });
+      await remove.focus();
+      await ann.keyboard.press("Enter");
+      await bob.getByText("Removed by Ann.").waitFor();
+      out.moderated = await ann.getByText("Removed by Ann.").count();
+    }
     // People panel, then the audit and keyboard pass over the full app view.
     await ann.getByRole("button", { name: "People" }).click();
     out.occupants = await ann.locator("#occupants .item-name").allTextContents();
@@ -189,7 +203,16 @@ const scenarios = {
     await send(ann, "are you there?");
     await bob.waitForFunction(() => document.title.startsWith("(1)"));
     out.bob_title = await bob.title();
+    const roomButton = bob.getByRole("button", { name: new RegExp(`^${room.split("@")[0]}`) }).first();
+    out.bob_badge = await roomButton.locator(".badge").textContent();
     await shot(bob, "unread");
+    // Opening the room reads it: the badge and the title count go, on the server too.
+    await roomButton.focus();
+    await bob.keyboard.press("Enter");
+    await bob.waitForFunction(() => !document.title.startsWith("("));
+    out.bob_badge_after = await roomButton.locator(".badge").count();
+    out.server_unread = await bob.evaluate(async () =>
+      (await window.xmppdClient.connection().user.push("unread", {})).response.unread);
     // Phone width: the sidebar collapses to a list; opening a room shows it with a back button.
     const phone = await open(browser, { width: 390, height: 780 });
     await joinByKeyboard(phone, base, tokens.ann, room, "AnnPhone");
@@ -264,13 +287,22 @@ const scenarios = {
     await bob.reload();
     await bob.getByRole("button", { name: /^alice/ }).click();
     await bob.getByText("Hi Bob, lunch at noon?").waitFor();
-    // Rooms: Alice creates one and invites Bob, who joins from the invitation.
-    await dialogForm(alice, "Group chat", { "Name, or the address of a room to join": "Planning" }, "Create or join");
+    // Rooms, by keyboard only: Alice creates a members-only one and invites Bob, who joins
+    // from the invitation (in a members-only room the invitation makes him a member).
+    await press(alice, alice.getByRole("button", { name: "Group chat", exact: true }));
+    await alice.keyboard.type("Planning"); // the dialog focuses its first field
+    await alice.keyboard.press("Tab");
+    await alice.keyboard.press("Tab");
+    await alice.keyboard.press("Space"); // Members only
+    out.members_only = await alice.getByRole("dialog").getByRole("checkbox").isChecked();
+    await alice.keyboard.press("Shift+Tab");
+    await alice.keyboard.press("Enter");
     await alice.getByRole("heading", { name: /^Planning|^planning/ }).waitFor();
-    await alice.getByRole("button", { name: "Invite" }).click();
-    await alice.getByRole("dialog").getByLabel("Colleague's address").fill("bob@localhost");
-    await alice.getByRole("dialog").getByRole("button", { name: "Invite" }).click();
-    await bob.getByRole("dialog").getByRole("button", { name: "Join" }).click();
+    await press(alice, alice.getByRole("button", { name: "Invite" }));
+    await alice.keyboard.type("bob@localhost");
+    await alice.keyboard.press("Enter");
+    await bob.getByRole("dialog").getByRole("button", { name: "Join" }).waitFor();
+    await bob.keyboard.press("Enter"); // Join has the focus
     await bob.getByRole("heading", { name: /^Planning|^planning/ }).waitFor();
     await send(alice, "Agenda at 10:00");
     await bob.getByText("Agenda at 10:00").waitFor();
@@ -283,11 +315,20 @@ const scenarios = {
     await send(bob, "an off-topic line");
     await alice.getByText("an off-topic line").waitFor();
     await alice.getByRole("button", { name: "Delete message: an off-topic line" }).click();
-    await bob.getByText("This message was deleted.").waitFor();
-    await alice.getByRole("button", { name: "People" }).click();
+    await bob.getByText("Removed by alice.").waitFor(); // a moderator's retraction says who
+    await alice.getByText("Removed by alice.").waitFor();
+    await press(alice, alice.getByRole("button", { name: "People" }));
+    await alice.locator("#occupants .occupant").nth(1).waitFor();
+    out.roles = await alice.locator("#occupants .occupant").evaluateAll((rows) =>
+      rows.map((r) => `${r.querySelector(".item-name").textContent}:${r.querySelector(".item-sub").textContent}`));
     await shot(alice, "room-moderator");
-    await alice.getByRole("button", { name: "Remove bob from the room" }).click();
+    out.room_serious = await audit(alice);
+    out.room_unreachable = await unreachable(alice);
+    await press(alice, alice.getByRole("button", { name: "Remove bob from the room" }));
     await bob.getByText("You were removed from the room.").waitFor();
+    // Alice leaves: the room goes from her list.
+    await press(alice, alice.getByRole("button", { name: "Leave" }));
+    await alice.getByText("No group chats yet.").waitFor();
     // Sign-out revokes the token: it opens no socket any more.
     const token = await alice.evaluate(() => JSON.parse(sessionStorage.getItem("xmppd.session")).token);
     await alice.getByRole("button", { name: "Sign out" }).click();

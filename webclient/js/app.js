@@ -160,10 +160,10 @@ const app = {
     });
     renderConversation();
   },
-  onRetract(key, id, msgId) {
+  onRetract(key, id, msgId, moderatedBy = null) {
     const conv = state.convs.get(key);
     const msg = conv && findMessage(conv, id, msgId);
-    if (msg) { msg.retracted = true; msg.body = ""; renderConversation(); }
+    if (msg) { msg.retracted = true; msg.body = ""; msg.moderatedBy = moderatedBy; renderConversation(); }
   },
   onRoomPresence(room, presence) {
     const conv = conversation(room, "room");
@@ -292,7 +292,8 @@ const actions = {
   async retract(key, msg) {
     const conv = state.convs.get(key);
     const reply = conv.kind === "room" ? await conn.retractRoom(key, msg) : await conn.retract(key, msg);
-    if (reply.status === "ok") app.onRetract(key, msg.id, msg.msgId);
+    const by = conv.kind === "room" && !msg.mine ? conv.nick : null;
+    if (reply.status === "ok") app.onRetract(key, msg.id, msg.msgId, by);
     else announce("The message could not be deleted.");
   },
   async kick(room, nick) {

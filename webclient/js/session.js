@@ -165,13 +165,14 @@ export class Connection {
     const r = reply.response || {};
     this.full = "unread" in r;
     this.upload = r.upload || null; // {max_file_size, url}: the server keeps shared files
-    if (r.unread) this.app.onUnread(r.unread);
     let bookmarks = null;
     if (this.full) {
       const answer = await this.user.push("bookmarks", {});
       if (answer.status === "ok") bookmarks = answer.response.bookmarks || [];
     }
     this.app.onUserJoined(r, bookmarks);
+    // After the rooms are being joined, so that a room's count files under the room.
+    if (r.unread) this.app.onUnread(r.unread);
   }
 
   has(feature) { return this.full || feature === "chat"; }
@@ -200,6 +201,7 @@ export class Connection {
       // Before the full protocol only join history carries a stamp.
       delayed: this.full ? !!msg.delayed : !!msg.stamp, retracted: !!msg.retracted,
       file: msg.file || null,
+      moderatedBy: (msg.retracted && msg.retracted.by) || null,
     };
   }
 
@@ -273,7 +275,8 @@ export class Connection {
       if (msg.id) entry.last = msg.id;
       this.app.onMessage(room, this.roomMessage(entry, msg));
     });
-    channel.on("retract", (p) => this.app.onRetract(room, p.id, null));
+    // XEP-0425: a moderator's retraction names who did it; the author's does not.
+    channel.on("retract", (p) => this.app.onRetract(room, p.id, null, p.moderated ? p.by || "a moderator" : null));
     channel.on("chat_state", (p) => { if (p.from !== entry.nick) this.app.onTyping(room, p.from, p.state); });
     channel.on("phx_close", (p) => this.app.onRoomClosed(room, p && p.reason));
     const reply = await channel.join();

@@ -109,7 +109,8 @@ function messageView(conv, msg, actions, canModerate) {
         msg.edited ? h("span", { class: "edited" }, "edited") : null,
         own && (msg.read || msg.delivered) ? h("span", { class: "read" }, msg.read ? "Read" : "Delivered") : null),
       attached && msg.body === msg.file.url ? null
-        : h("p", { class: "body" }, msg.retracted ? "This message was deleted." : msg.body),
+        : h("p", { class: "body" }, !msg.retracted ? msg.body
+          : msg.moderatedBy ? `Removed by ${msg.moderatedBy}.` : "This message was deleted."),
       attached,
       tools.length ? h("div", { class: "tools" }, tools) : null));
 }

@@ -83,6 +83,9 @@ async def bookmark_remove(user: UserTopic, p: dict[str, Any]) -> None:
         await user.service("pep").retract(user.session.bare, ns.BOOKMARKS, [room], True)
     except PubsubError as exc:
         raise ChannelError(exc.condition) from None
+    unread = user.host.services.get("unread")
+    if unread is not None:  # the user let the room go: stop counting it
+        await unread.rooms.stop(user.session.bare, room)
 
 
 async def room_create(user: UserTopic, p: dict[str, Any]) -> dict[str, Any]:

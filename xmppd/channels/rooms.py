@@ -18,6 +18,7 @@ from ..protocol import namespaces as ns
 from ..protocol.channels import Join, Push
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, child_text, get_child, make, sub
+from ..storage.base import UnknownArchiveId
 from . import files, render
 from .session import MAX_BODY, ChannelError
 
@@ -52,6 +53,8 @@ class Rooms:
         self.session = session
         self.joined: dict[str, RoomApi] = {}  # topic -> the API of the room's service
         self._held: dict[str, list[tuple[str, dict]]] = {}  # events before the join reply
+        self._pushing: str | None = None  # the topic of the request being handled
+        self._closing: dict[str, dict[str, Any]] = {}  # closed by that request: after its reply
 
     # ---- lookups ----------------------------------------------------------------------------
 
@@ -71,7 +74,7 @@ class Rooms:
         for host in self.session.server.hosts.values():
             service = host.services.get("muc")
             if service is not None and (domain is None or service.domain == domain):
-                return RoomApi(service)
+                return service.api
         return None
 
     def owns(self, sender: str) -> bool:
@@ -163,10 +166,19 @@ class Rooms:
         handler = getattr(self, f"_do_{push.event}", None)
         if handler is None:
             raise ChannelError("bad-request", f"unknown event {push.event!r}")
+        self._pushing = push.topic
         try:
             return await handler(api, push.topic.partition(":")[2], push.payload) or {}
         except MucError as exc:
             raise ChannelError(exc.condition, exc.text) from None
+        finally:
+            self._pushing = None
+
+    def settle(self) -> None:
+        """Close the channels a request closed (its `destroy`), now that it was answered."""
+        for topic, info in self._closing.items():
+            self.session.protocol.close(topic, payload=info)
+        self._closing.clear()
 
     async def _do_new_msg(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:
         url = files.file_arg(p)
@@ -266,12 +278,16 @@ class Rooms:
 
     async def _do_displayed(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:
         target = text_arg(p, "id", limit=128)
-        api.occupant(api.room(room), self.session.full)
-        message = make("message", {"type": "groupchat", "to": room})
-        sub(message, ns.MARKERS, "displayed", id=target)
-        sub(message, ns.HINTS, "no-store")
-        await self.session.route(message)
-        return {"unread": 0}
+        s = self.session
+        api.occupant(api.room(room), s.full)
+        unread, count = s.host.services.get("unread"), 0
+        if unread is not None:  # first, so that an unknown id is refused
+            try:
+                count = await unread.mark_read(s.bare, room, target)
+            except UnknownArchiveId:
+                raise ChannelError("item-not-found", "no message with that id") from None
+        await api.displayed(room, s.full, target)
+        return {"unread": count}
 
     async def _do_configure(self, api: RoomApi, room: str, p: dict[str, Any]) -> None:
         config = p.get("config")
@@ -354,7 +370,10 @@ class Rooms:
                 info["text"] = text
         if self.joined.pop(topic, None) is not None:
             self.session.server.pubsub.unsubscribe(topic, self.session)
-            self.session.protocol.close(topic, payload=info)
+            if topic == self._pushing:  # our own request: phoenix.js drops replies after a close
+                self._closing[topic] = info
+            else:
+                self.session.protocol.close(topic, payload=info)
 
     def diff(self, topic: str, message: PresenceDiff) -> None:
         if topic in self.joined:

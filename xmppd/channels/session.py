@@ -148,6 +148,7 @@ class ChannelSession:
                     self.protocol.reply(event.join_ref, event.ref, event.topic, "ok", response)
             except ChannelError as exc:
                 self._refuse(event, exc)
+            self.rooms.settle()
         self.flush()
 
     def _refuse(self, event: Join | Leave | Push | Refresh, exc: ChannelError) -> None:

@@ -6,7 +6,7 @@ in the host's disco#items; all room logic lives in the `xmppd.muc` package.
 
 from __future__ import annotations
 
-from ..events import AccountDeleted
+from ..events import ROOM_EVENTS, AccountDeleted
 from ..module import Implements, Module, ModuleSpec
 from ..muc.component import Component
 from ..muc.service import MucService
@@ -26,6 +26,7 @@ def load(module: Module) -> None:
         component.register()
     except ValueError as exc:
         raise ConfigError(str(exc), "modules.muc.domain") from None
+    host.events.declare(*ROOM_EVENTS)  # fired by the service on every host (events.RoomEvent)
     service = MucService(module, component)
     service.install()
     host.services["muc"] = service

@@ -9,6 +9,8 @@ it goes to the peer), or a JSON channel's `displayed` push (`mark_read`). Counts
 before they are announced. Announcements go to local watchers (the account's JSON channel
 sessions on this node).
 
+Rooms are counted too (unread_rooms.py): the same store and API, keyed by the room's bare JID.
+
 `host.services["unread"]` is the `Unread` object: `counts`, `mark_read`, `watch`, `unwatch`.
 """
 
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from lxml import etree
 
+from ..events import ROOM_EVENTS
 from ..module import Implements, Module, ModuleSpec
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID
@@ -28,6 +31,7 @@ from ..protocol.stanza import child_text, get_child
 from ..router import StanzaEvent
 from ..storage.base import StorageError, UnknownArchiveId
 from .mam import stanza_id_by
+from .unread_rooms import RoomCounts
 
 if TYPE_CHECKING:
     from ..events import AccountDeleted
@@ -45,6 +49,7 @@ class Unread:
         self.store = module.open_map("unread")  # user -> peer -> {"count", "read"}
         self.locks: dict[str, trio.Lock] = defaultdict(trio.Lock)
         self.watchers: dict[str, set[Watcher]] = defaultdict(set)
+        self.rooms = RoomCounts(self)
 
     @property
     def archive(self) -> Any:
@@ -54,6 +59,7 @@ class Unread:
 
     def watch(self, bare: str, watcher: Watcher) -> None:
         self.watchers[bare].add(watcher)
+        self.rooms.watched(bare)
 
     def unwatch(self, bare: str, watcher: Watcher) -> None:
         watchers = self.watchers.get(bare)
@@ -61,14 +67,34 @@ class Unread:
             watchers.discard(watcher)
             if not watchers:
                 del self.watchers[bare]
+                self.rooms.forget(bare)
+
+    def announce(self, bare: str, peer: str, count: int, read: str | None) -> None:
+        for watcher in list(self.watchers.get(bare, ())):
+            watcher(peer, count, read)
 
     async def counts(self, bare: str) -> dict[str, int]:
-        doc = await self.store.get_all(_local(bare))
-        return {peer: entry["count"] for peer, entry in doc.items() if entry["count"]}
+        """The non-zero counts of the account's conversations and rooms."""
+        local = _local(bare)
+        out = {}
+        for peer, entry in (await self.store.get_all(local)).items():
+            if entry.get("room"):
+                count = await self.rooms.count(bare, peer, entry.get("read"))
+                if count is None:  # the room is gone (a temporary room, before a restart)
+                    await self.store.set(local, peer, None)
+                    continue
+            else:
+                count = entry["count"]
+            if count:
+                out[peer] = count
+        return out
 
     async def mark_read(self, bare: str, peer: str, archive_id: str) -> int:
-        """Everything up to `archive_id` (of the account's archive) with `peer` is read: the
-        count becomes the number of the peer's later messages. UnknownArchiveId if unknown."""
+        """Everything up to `archive_id` (of the account's archive; for a room, the room's
+        stanza-id) with `peer` is read: the count becomes the number of the peer's later
+        messages. UnknownArchiveId if unknown."""
+        if self.rooms.is_room(peer):
+            return await self.rooms.mark_read(bare, peer, archive_id)
         await self.archive.query(_local(bare), after_id=archive_id, limit=0)  # the id exists
         async with self.locks[bare]:
             count = await self._count_after(bare, peer, archive_id)
@@ -106,8 +132,7 @@ class Unread:
         if old is not None and old["count"] == count and old["read"] == read:
             return
         await self.store.set(local, peer, {"count": count, "read": read})
-        for watcher in list(self.watchers.get(bare, ())):
-            watcher(peer, count, read)
+        self.announce(bare, peer, count, read)
 
     async def _bump(self, bare: str, peer: str) -> None:
         async with self.locks[bare]:
@@ -130,8 +155,8 @@ class Unread:
         bare = str(to.bare)
         if str(sender.bare) == bare or stanza_id_by(stanza, bare) is None:
             return False
-        if not _counts(stanza, bare):
-            return False
+        if not _counts(stanza, bare) or self.rooms.is_room(str(sender.bare)):
+            return False  # a room's private messages: the room's key holds its own count
         try:
             await self._bump(bare, str(sender.bare))
         except StorageError:
@@ -145,7 +170,7 @@ class Unread:
             return False
         bare, peer = event.origin.bare, str(event.to.bare)
         msg_id = marker.get("id")
-        if msg_id and peer != bare:
+        if msg_id and peer != bare and not self.rooms.is_room(peer):  # rooms: `room-read`
             try:
                 await self.mark_read_msg(bare, peer, msg_id)
             except (StorageError, UnknownArchiveId):
@@ -183,6 +208,11 @@ def load(module: Module) -> None:
         module.hook(f"message/{scope}", unread.incoming, -0.3)  # after MAM (-0.25)
         module.hook(f"pre-message/{scope}", unread.outgoing, -0.45)
     module.hook("account-deleted", unread.account_deleted)
+    module.host.events.declare(*ROOM_EVENTS)  # the room service fires them (muc/service.py)
+    module.hook("room-entered", unread.rooms.entered)
+    module.hook("room-message", unread.rooms.message)
+    module.hook("room-read", unread.rooms.read)
+    module.hook("room-destroyed", unread.rooms.destroyed)
 
 
 spec = ModuleSpec(
@@ -190,5 +220,9 @@ spec = ModuleSpec(
     summary="unread counts per conversation, shared by every client of an account",
     load=load,
     depends=("mam",),
-    implements=(Implements("XEP-0333", "0.4", status="partial", note="displayed clears unread"),),
+    implements=(
+        Implements(
+            "XEP-0333", "0.4", status="partial", note="displayed clears unread, 1:1 and rooms"
+        ),
+    ),
 )

@@ -13,7 +13,7 @@ from ..protocol.forms import FormError, parse_submission
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, element, get_child, local_name, namespace_of, reply, sub
 from ..storage.base import StorageError
-from . import archive, disco, moderation
+from . import archive, disco
 from .config import apply_submission, form
 from .room import AFF_RANK, ROLE_RANK, MucError, Occupant, Room
 
@@ -30,26 +30,23 @@ async def handle(room: Room, sender: JID, stanza: Element, child: Element) -> El
         return await archive.query(room, sender, stanza, child)
     if key == ("get", ns.PING, "ping"):
         return reply(stanza)
-    actor = Actor(room, sender)
+    # What changes the room is the room service's (api.py), for XMPP and JSON clients alike.
+    actor, api, real = Actor(room, sender), room.service.api, str(sender)
     if key == ("set", ns.MODERATE, "moderate"):
-        await moderation.moderate(room, actor.occupant, child)
+        await api.moderate_request(room.jid, real, child)
         return reply(stanza)
     if key == ("get", ns.MUC_ADMIN, "query"):
         return _answer(stanza, ns.MUC_ADMIN, list_items(room, actor, child))
     if key == ("set", ns.MUC_ADMIN, "query"):
-        changes = [plan_item(room, actor, item) for item in _items(child)]
-        if not changes:
-            raise MucError("bad-request", "no item to change")
-        for change in changes:
-            await change()
+        await api.change(room.jid, real, _items(child))
         return reply(stanza)
     if key[1] == ns.MUC_OWNER and key[2] == "query":
-        if actor.affiliation != "owner":
-            raise MucError("forbidden", "only owners may do this")
         if key[0] == "get":
+            if actor.affiliation != "owner":
+                raise MucError("forbidden", "only owners may do this")
             config = form(room.config, room.service.max_occupants, room.service.max_history)
             return _answer(stanza, ns.MUC_OWNER, [config])
-        await owner_set(room, child)
+        await api.owner_request(room.jid, real, child)
         return reply(stanza)
     raise MucError("service-unavailable")
 

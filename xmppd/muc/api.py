@@ -1,8 +1,14 @@
-"""The room service's Python API: what front-ends other than XMPP stanzas call (the JSON
-channels, later the admin HTTP API), so that they never reach into rooms, seats and message
-internals. Each call does what the matching stanza handler does, through the same functions
-(messages.groupchat, moderation.moderate, admin.plan_item...), so both kinds of client get the
-same checks and the same result. Refusals are MucError with the XEP-0045 condition.
+"""The room service's API (`service.api`): what every front-end calls to act in a room. The
+XMPP stanza handlers (service.py, admin.py) parse a stanza, call it and render the answer or
+the MucError; the JSON channels (channels/rooms.py) do the same with JSON; later the admin
+HTTP API will too. So an operation has one code path and its permission checks are in one
+place (messages.groupchat, moderation.moderate, admin.plan_item, admin.owner_set...), and both
+kinds of client get the same result. Refusals are MucError with the XEP-0045 condition.
+
+Operations come in two forms where XMPP carries more than JSON: the stanza form (`post`,
+`mediated`, `change`, `moderate_request`, `owner_request`, `presence`), and builders for the
+JSON calls (`send`, `invite`, `kick`, `moderate`, `destroy`, `join`...) that make the same
+element and call it.
 
 `real` is always the acting session's full JID: a session must be an occupant for what an
 occupant does, and its account's affiliation counts for the rest.
@@ -19,9 +25,9 @@ from lxml import etree
 
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
-from ..protocol.stanza import Element, element, make, sub
+from ..protocol.stanza import Element, element, get_child, make, sub
 from ..storage.base import UnknownArchiveId
-from . import admin, archive, messages, moderation
+from . import admin, archive, messages, moderation, voice
 from .history import Request, split_author
 from .room import MucError, Occupant, Room
 
@@ -60,12 +66,15 @@ class RoomApi:
         return self.service.domain
 
     def room(self, room_jid: str) -> Room:
-        try:
-            local = JID.parse(room_jid).local or ""
-        except JIDError:
-            raise MucError("jid-malformed", "not a room JID") from None
-        room = self.service.room(local)
+        room = self.service.room(_local(room_jid))
         if room is None:
+            raise MucError("item-not-found", "no such room")
+        return room
+
+    def open_room(self, room_jid: str) -> Room:
+        """The room, unless it is locked (§10.1.1: no messages before it is configured)."""
+        room = self.room(room_jid)
+        if room.locked:
             raise MucError("item-not-found", "no such room")
         return room
 
@@ -86,19 +95,75 @@ class RoomApi:
         password: str | None = None,
         history: int | None = None,
     ) -> Occupant:
-        kwargs: dict[str, Any] = {}
-        if password is not None:
-            kwargs["password"] = password
-        if history is not None:
-            kwargs["history"] = Request(maxstanzas=history)
-        return await self.service.join(room_jid, real, nick, **kwargs)
+        """Enter (or create) a room with a plain presence; `history`: how many messages."""
+        wanted = Request(maxstanzas=history) if history is not None else None
+        return await self.enter(room_jid, real, nick, password=password, history=wanted)
 
-    async def leave(self, room_jid: str, real: str) -> None:
-        try:
-            room = self.room(room_jid)
-        except MucError:
+    async def enter(
+        self,
+        room_jid: str,
+        real: JID,
+        nick: str,
+        presence: Element | None = None,
+        *,
+        password: str | None = None,
+        history: Request | None = None,
+    ) -> Occupant:
+        """The session enters the room as `nick` (§7.2). A room that does not exist is created
+        for it (§10.1: owned by its account, locked until configured if `lock_new_rooms`);
+        a join for a name being destroyed waits for the end of it."""
+        await self.service.ready()
+        local = _local(room_jid)
+        presence = presence if presence is not None else make("presence")
+        room = await self.service.settled_room(local)
+        if room is None:
+            room = self.service.create(local, real)
+            try:
+                return await room.join(real, nick, presence, created=True)
+            except MucError:
+                await self.service.destroy_room(room)
+                raise
+        return await room.join(real, nick, presence, password=password, history=history)
+
+    async def presence(
+        self,
+        room_jid: str,
+        real: JID,
+        nick: str,
+        presence: Element,
+        *,
+        password: str | None = None,
+        history: Request | None = None,
+    ) -> None:
+        """An available presence to room/nick: entering, or an occupant's status (§7.7) or
+        nick change (§7.6); updates count against the occupant's message rate."""
+        room = self.service.room(_local(room_jid))
+        occupant = room.occupant_of(str(real)) if room is not None else None
+        if room is None or occupant is None:
+            await self.enter(room_jid, real, nick, presence, password=password, history=history)
             return
-        await room.leave(real)
+        messages.check_rate(room, occupant)  # every update is broadcast to everyone
+        if occupant.nick == nick:
+            await room.update_presence(str(real), presence)
+        else:
+            await room.change_nick(str(real), nick, presence)
+
+    async def leave(
+        self,
+        room_jid: str,
+        real: str,
+        *,
+        nick: str | None = None,
+        status: Element | None = None,
+        code: str | None = None,
+    ) -> None:
+        """The session leaves (§7.14; `code` 333 when its client errored); with `nick`, only
+        when it is in the room under that nick. Not in the room: nothing happens."""
+        room = self.service.rooms.get(_local(room_jid))
+        occupant = room.occupant_of(real) if room is not None else None
+        if room is None or occupant is None or (nick is not None and occupant.nick != nick):
+            return
+        await room.leave(real, status, code)
 
     def occupants(self, room_jid: str, real: str) -> list[OccupantView]:
         room = self.room(room_jid)
@@ -139,6 +204,24 @@ class RoomApi:
 
     # ---- messages ---------------------------------------------------------------------------
 
+    async def post(self, room_jid: str, real: str, stanza: Element) -> str | None:
+        """A groupchat message as an XMPP client sent it or a builder below made it (body,
+        subject, chat state, marker, correction, retraction): every check is in
+        messages.groupchat. Its stanza-id when it was archived."""
+        return await messages.groupchat(self.open_room(room_jid), real, stanza)
+
+    async def private(self, room_jid: str, real: str, nick: str, stanza: Element) -> None:
+        """§7.5: a private message to the occupant `nick`."""
+        await messages.private(self.room(room_jid), real, nick, stanza)
+
+    async def mediated(self, room_jid: str, real: str, x: Element) -> None:
+        """§7.8.2-7.8.3: the invitations and declines of a muc#user `<x/>` sent to the room."""
+        await messages.mediated(self.open_room(room_jid), real, x)
+
+    async def voice_request(self, room_jid: str, real: str, form: Element) -> None:
+        """§7.13 a visitor's voice request, §8.6 a moderator's answer to one."""
+        await voice.handle(self.open_room(room_jid), real, form)
+
     async def send(
         self,
         room_jid: str,
@@ -160,7 +243,7 @@ class RoomApi:
         if oob is not None:
             sub(sub(stanza, ns.OOB, "x"), ns.OOB, "url", oob)
         sub(stanza, ns.SID, "origin-id", id=stanza.get("id") or "")
-        return await messages.groupchat(room, real, stanza)
+        return await self.post(room.jid, real, stanza)
 
     async def correct(self, room_jid: str, real: str, stanza_id: str, body: str) -> str | None:
         """XEP-0308: the author replaces its message (named by stanza-id); the correction names
@@ -186,28 +269,40 @@ class RoomApi:
         sub(stanza, ns.RETRACT, "retract", id=stanza_id)
         sub(stanza, ns.FALLBACK, "fallback", **{"for": ns.RETRACT})
         sub(stanza, ns.CLIENT, "body", "This person attempted to retract a previous message.")
-        await messages.groupchat(room, real, stanza)
+        await self.post(room.jid, real, stanza)
 
     async def moderate(self, room_jid: str, real: str, stanza_id: str, reason: str = "") -> None:
-        room = self.room(room_jid)
         request = element(ns.MODERATE, "moderate", id=stanza_id)
         sub(request, ns.RETRACT, "retract")
         if reason:
             sub(request, ns.MODERATE, "reason", reason)
+        await self.moderate_request(room_jid, real, request)
+
+    async def moderate_request(self, room_jid: str, real: str, request: Element) -> None:
+        """XEP-0425: a moderator's `<moderate id=…><retract/><reason/></moderate>`."""
+        room = self.room(room_jid)
         await moderation.moderate(room, room.occupant_of(real), request)
 
     async def subject(self, room_jid: str, real: str, subject: str) -> None:
         room = self.room(room_jid)
         stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
         sub(stanza, ns.CLIENT, "subject", subject)
-        await messages.groupchat(room, real, stanza)
+        await self.post(room.jid, real, stanza)
 
     async def chat_state(self, room_jid: str, real: str, state: str) -> None:
         room = self.room(room_jid)
         stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
         sub(stanza, ns.CHATSTATES, state)
         sub(stanza, ns.HINTS, "no-store")
-        await messages.groupchat(room, real, stanza)
+        await self.post(room.jid, real, stanza)
+
+    async def displayed(self, room_jid: str, real: str, stanza_id: str) -> None:
+        """A XEP-0333 `<displayed/>` marker to the room (it also moves the unread position)."""
+        room = self.room(room_jid)
+        stanza = make("message", {"type": "groupchat", "to": room.jid, "from": real})
+        sub(stanza, ns.MARKERS, "displayed", id=stanza_id)
+        sub(stanza, ns.HINTS, "no-store")
+        await self.post(room.jid, real, stanza)
 
     async def history(
         self,
@@ -244,6 +339,44 @@ class RoomApi:
             out.append((item, stanza, author))
         return out, page.complete, show
 
+    # ---- unread counts (modules/unread.py) ----------------------------------------------------
+
+    async def exists(self, room_jid: str) -> bool:
+        await self.service.ready()
+        try:
+            self.room(room_jid)
+        except MucError:
+            return False
+        return True
+
+    async def newest_id(self, room_jid: str) -> str | None:
+        """The stanza-id of the room's newest archived message (None: none yet)."""
+        await self.service.ready()
+        room = self.room(room_jid)
+        page = await self.service.archive.query(room.archive_owner, limit=1, backward=True)
+        return page.items[-1].id if page.items else None
+
+    async def unread_after(
+        self, room_jid: str, bare: str, after: str | None, limit: int
+    ) -> tuple[list[str], list[str]]:
+        """The stanza-ids of the archived messages after `after` (None: from the first; at
+        most `limit`), and those of them that count as unread for the account `bare`: others'
+        messages with a body, not corrections nor retractions (tombstones have no body).
+        MucError item-not-found: no such room, or no such message in it."""
+        await self.service.ready()
+        room = self.room(room_jid)
+        try:
+            page = await self.service.archive.query(room.archive_owner, after_id=after, limit=limit)
+        except UnknownArchiveId:
+            raise MucError("item-not-found", "no message with that id here") from None
+        seen, unread = [], []
+        for item in page.items:
+            seen.append(item.id)
+            stanza, author = split_author(etree.fromstring(item.stanza_xml.encode(), _PARSER))
+            if author.partition("/")[0] != bare and _counts(stanza):
+                unread.append(item.id)
+        return seen, unread
+
     # ---- moderation and administration --------------------------------------------------------
 
     async def kick(self, room_jid: str, real: str, nick: str, reason: str = "") -> None:
@@ -260,12 +393,21 @@ class RoomApi:
         await self._admin(room_jid, real, {"jid": jid, "affiliation": affiliation}, reason)
 
     async def _admin(self, room_jid: str, real: str, attrs: dict[str, str], reason: str) -> None:
-        room = self.room(room_jid)
         item = element(ns.MUC_ADMIN, "item", **attrs)
         if reason:
             sub(item, ns.MUC_ADMIN, "reason", reason)
-        change = admin.plan_item(room, admin.Actor(room, JID.parse(real)), item)
-        await change()
+        await self.change(room_jid, real, [item])
+
+    async def change(self, room_jid: str, real: str, items: list[Element]) -> None:
+        """muc#admin `<item/>`s (roles by nick: kick, voice, moderator; affiliations by JID:
+        ban, members, admins, owners): every item is checked before any is applied."""
+        room = self.room(room_jid)
+        actor = admin.Actor(room, JID.parse(real))
+        changes = [admin.plan_item(room, actor, item) for item in items]
+        if not changes:
+            raise MucError("bad-request", "no item to change")
+        for change in changes:
+            await change()
 
     async def invite(self, room_jid: str, real: str, to: str, reason: str = "") -> None:
         """Mediated (XEP-0045 §7.8.2): in a members-only room an admin's invitee becomes a
@@ -275,16 +417,22 @@ class RoomApi:
         invite = sub(x, ns.MUC_USER, "invite", to=to)
         if reason:
             sub(invite, ns.MUC_USER, "reason", reason)
-        await messages.mediated(room, real, x)
+        await self.mediated(room.jid, real, x)
 
     async def destroy(self, room_jid: str, real: str, reason: str = "") -> None:
-        room = self.room(room_jid)
-        if room.affiliation(str(JID.parse(real).bare)) != "owner":
-            raise MucError("forbidden", "only owners may destroy a room")
-        destroy = element(ns.MUC_OWNER, "destroy")
+        query = element(ns.MUC_OWNER, "query")
+        destroy = sub(query, ns.MUC_OWNER, "destroy")
         if reason:
             sub(destroy, ns.MUC_OWNER, "reason", reason)
-        await admin.destroy_room(room, destroy)
+        await self.owner_request(room_jid, real, query)
+
+    async def owner_request(self, room_jid: str, real: str, query: Element) -> None:
+        """A muc#owner set (§10): the configuration form (or its cancel), or `<destroy/>`
+        (§10.9: alternate venue, reason, password). Owners only."""
+        room = self.room(room_jid)
+        if room.affiliation(str(JID.parse(real).bare)) != "owner":
+            raise MucError("forbidden", "only owners may do this")
+        await admin.owner_set(room, query)
 
     # ---- rooms ------------------------------------------------------------------------------
 
@@ -328,6 +476,7 @@ class RoomApi:
         if room.affiliation(str(JID.parse(real).bare)) != "owner":
             raise MucError("forbidden", "only owners may configure a room")
         apply_config(room, config)
+        room.locked = False  # configured: open to others (§10.1.3, as with the owner's form)
         await room.save()
 
     def _free_local(self, name: str) -> str:
@@ -337,6 +486,13 @@ class RoomApi:
             n += 1
             local = f"{base}-{n}"
         return local
+
+
+def _local(room_jid: str) -> str:
+    try:
+        return JID.parse(room_jid).local or ""
+    except JIDError:
+        raise MucError("jid-malformed", "not a room JID") from None
 
 
 def apply_config(room: Room, config: dict[str, Any]) -> None:
@@ -359,6 +515,14 @@ def apply_config(room: Room, config: dict[str, Any]) -> None:
     if "password" in config:
         c.password = config["password"]
         c.password_protected = bool(config["password"])
+
+
+def _counts(stanza: Element) -> bool:
+    return (
+        get_child(stanza, ns.CLIENT, "body") is not None
+        and get_child(stanza, ns.RETRACT, "retract") is None
+        and get_child(stanza, ns.CORRECT, "replace") is None
+    )
 
 
 def stanza_id_of(stanza: Element, room_jid: str) -> str | None:

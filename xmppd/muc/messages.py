@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from ..events import RoomEvent
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, copy, get_child, make, qname, sub
@@ -56,7 +57,21 @@ async def groupchat(room: Room, real: str, stanza: Element) -> str | None:
     if target is not None:
         await moderation.tombstone(room, *target, moderation.retracted_by_author(out))
     room.service.pubsub.broadcast(room.topic, RoomMessage(out))
+    await _tell(room, occupant, stanza, stanza_id)
     return stanza_id
+
+
+async def _tell(room: Room, occupant: Occupant, stanza: Element, stanza_id: str | None) -> None:
+    """The `room-message` and `room-read` events (unread counts) after the room acted."""
+    service, retract = room.service, get_child(stanza, ns.RETRACT, "retract")
+    if stanza_id is not None:
+        counts = retract is None and get_child(stanza, ns.CORRECT, "replace") is None
+        retracts = retract.get("id") or "" if retract is not None else ""
+        event = RoomEvent(room.jid, occupant.bare, stanza_id, counts, retracts)
+        await service.notify("room-message", event)
+    displayed = get_child(stanza, ns.MARKERS, "displayed")
+    if displayed is not None and displayed.get("id"):
+        await service.notify("room-read", RoomEvent(room.jid, occupant.bare, displayed.get("id")))
 
 
 async def _keep(room: Room, occupant: Occupant, real: str, out: Element) -> str:

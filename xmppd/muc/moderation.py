@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
+from ..events import RoomEvent
 from ..modules.mam import Query, QueryError, run_query
 from ..protocol import namespaces as ns
 from ..protocol.stanza import Element, child_text, element, get_child, make, qname, sub
@@ -121,6 +122,7 @@ async def announce(
         sub(marker, ns.RETRACT, "reason", reason)
     await tombstone(room, item, original, marker)
     room.service.pubsub.broadcast(room.topic, RoomMessage(out))
+    await room.service.notify("room-message", RoomEvent(room.jid, "", stanza_id, retracts=item.id))
     return stanza_id
 
 

@@ -18,6 +18,7 @@ import trio
 
 from pubsub.topics import room_topic
 
+from ..events import RoomEvent
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID
 from ..protocol.stanza import Element, copy, element, local_name, make, namespace_of, sub
@@ -176,6 +177,7 @@ class Room:
         self.service.pubsub.subscribe(self.topic, seat)
         self.service.tracker.track(seat, self.topic, nick, self._meta(occupant, full))
         await self._welcome(seat, created, history)
+        await self.service.notify("room-entered", RoomEvent(self.jid, bare))
         return occupant
 
     def _check_entry(

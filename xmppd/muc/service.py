@@ -1,5 +1,7 @@
 """The MUC service on its own domain: rooms, their storage, limits, and the stanza entry points
-(XEP-0045 §6 discovery, §7 occupant use cases; admin and owner iqs are in admin.py).
+(XEP-0045 §6 discovery, §7 occupant use cases; admin and owner iqs are in admin.py). The entry
+points parse and render; what acts on a room is `self.api` (api.py), which the JSON channels
+call too.
 
 Persistent rooms are stored in the "muc_rooms" keyval store (key: the room's local part) and
 loaded on the first stanza after start; their recent history comes back from the "muc" archive.
@@ -20,6 +22,7 @@ from lxml import etree
 
 from pubsub.topics import session_topic
 
+from ..events import RoomEvent
 from ..host import Host
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID
@@ -29,14 +32,14 @@ from ..protocol.stanza import (
     first_child,
     get_child,
     local_name,
-    make,
     namespace_of,
 )
 from ..ratelimit import TokenBucket
 from ..roles import roles_of
 from ..router import DELIVERY, StanzaEvent
 from ..storage.base import StorageError
-from . import admin, archive, disco, messages, voice
+from . import admin, archive, disco, voice
+from .api import RoomApi
 from .component import Component
 from .config import RoomConfig
 from .forward import IqForwarder
@@ -76,6 +79,7 @@ class MucService:
         self._loaded: trio.Event | None = None
         self.forwarder = IqForwarder(self)
         self.roles = roles_of(module.host)  # admins own every room; limited create none
+        self.api = RoomApi(self)  # what both front-ends call: these stanza handlers and JSON
 
     # ---- rooms and storage -----------------------------------------------------------------
 
@@ -186,6 +190,7 @@ class MucService:
             if self.rooms.get(room.local) is room:
                 del self.rooms[room.local]
             gone.set()
+            await self.notify("room-destroyed", RoomEvent(room.jid))
         return True
 
     async def drop_account(self, bare: str) -> None:
@@ -259,6 +264,16 @@ class MucService:
             stanza_id=stanza_id,
         )
 
+    async def notify(self, name: str, event: RoomEvent) -> None:
+        """Tell every host's modules (unread counts) what happened in a room (`room-*` events,
+        docs/architecture.md); their failures never undo what the room did."""
+        for host in list(self.host.hosts.values()):
+            if host.events.has_handlers(name):
+                try:
+                    await host.events.fire(name, event)
+                except Exception:  # logged by the bus
+                    self.log.warning("a %s handler failed for %s", name, event.room)
+
     # ---- sending ---------------------------------------------------------------------------
 
     async def send(self, stanza: Element) -> None:
@@ -286,44 +301,23 @@ class MucService:
         to, real, stanza = event.to, event.sender, event.stanza
         if to is None or real is None or real.resource is None:
             return True
-        room = self.rooms.get(to.local or "")
-        type_ = stanza.get("type")
+        room_jid, nick, type_ = str(to.bare), to.resource or "", stanza.get("type")
         try:
             if type_ is None:
-                await self._available(room, to, real, stanza)
-            elif room is not None and type_ in ("unavailable", "error"):
-                occupant = room.occupant_of(str(real))
-                if occupant is not None and occupant.nick == to.resource:
-                    status = get_child(stanza, ns.CLIENT, "status")
-                    await room.leave(str(real), status, "333" if type_ == "error" else None)
+                x = get_child(stanza, ns.MUC, "x")
+                password = get_child(x, ns.MUC, "password") if x is not None else None
+                secret = None if password is None else (password.text or "")
+                history = parse_request(x)
+                await self.api.presence(
+                    room_jid, real, nick, stanza, password=secret, history=history
+                )
+            elif type_ in ("unavailable", "error"):
+                status = get_child(stanza, ns.CLIENT, "status")
+                code = "333" if type_ == "error" else None
+                await self.api.leave(room_jid, str(real), nick=nick, status=status, code=code)
         except MucError as exc:
             await self._error(stanza, exc)
         return True
-
-    async def _available(self, room: Room | None, to: JID, real: JID, stanza: Element) -> None:
-        nick = to.resource or ""
-        if room is None or room.destroyed:
-            room = await self.settled_room(to.local or "")
-        if room is None:
-            room = self.create(to.local or "", real)
-            try:
-                await room.join(real, nick, stanza, created=True)
-            except MucError:
-                await self.destroy_room(room)
-                raise
-            return
-        occupant = room.occupant_of(str(real))
-        if occupant is None:
-            x = get_child(stanza, ns.MUC, "x")
-            password = get_child(x, ns.MUC, "password") if x is not None else None
-            secret = None if password is None else (password.text or "")
-            await room.join(real, nick, stanza, password=secret, history=parse_request(x))
-        else:
-            messages.check_rate(room, occupant)  # every update is broadcast to everyone
-            if occupant.nick == nick:
-                await room.update_presence(str(real), stanza)
-            else:
-                await room.change_nick(str(real), nick, stanza)
 
     async def on_room_presence(self, event: StanzaEvent) -> bool:
         if event.stanza.get("type") is None:  # §7.2.1: joining needs a nickname
@@ -334,21 +328,20 @@ class MucService:
         await self.ready()
         assert event.to is not None
         stanza, type_ = event.stanza, event.stanza.get("type", "normal")
-        room = self.room(event.to.local or "")
         if type_ == "error" or event.sender is None:
             return True
+        room_jid, real = str(event.to.bare), str(event.sender)
         try:
-            if room is None or room.locked:
-                raise MucError("item-not-found", "no such room")
             x = get_child(stanza, ns.MUC_USER, "x")
             form = get_child(stanza, ns.DATA_FORMS, "x")
             if type_ == "groupchat":
-                await messages.groupchat(room, str(event.sender), stanza)
+                await self.api.post(room_jid, real, stanza)
             elif form is not None and voice.is_request(form):
-                await voice.handle(room, str(event.sender), form)
+                await self.api.voice_request(room_jid, real, form)
             elif x is not None:
-                await messages.mediated(room, str(event.sender), x)
+                await self.api.mediated(room_jid, real, x)
             else:
+                self.api.open_room(room_jid)
                 raise MucError("bad-request", "send groupchat messages to the room")
         except MucError as exc:
             await self._error(stanza, exc)
@@ -358,13 +351,11 @@ class MucService:
         await self.ready()
         assert event.to is not None
         stanza = event.stanza
-        room = self.room(event.to.local or "")
         if stanza.get("type") == "error" or event.sender is None:
             return True
         try:
-            if room is None:
-                raise MucError("item-not-found", "no such room")
-            await messages.private(room, str(event.sender), event.to.resource or "", stanza)
+            room_jid, nick = str(event.to.bare), event.to.resource or ""
+            await self.api.private(room_jid, str(event.sender), nick, stanza)
         except MucError as exc:
             await self._error(stanza, exc)
         return True
@@ -439,15 +430,7 @@ class MucService:
 
     async def join(self, room_jid: str, real: JID, nick: str, **kwargs: Any) -> Occupant:
         """Enter (or create) a room without XML transport; MucError on refusal."""
-        await self.ready()
-        local = JID.parse(room_jid).local or ""
-        room = await self.settled_room(local)
-        to = JID.parse(f"{local}@{self.domain}/{nick}")
-        presence = make("presence")
-        if room is None:
-            await self._available(None, to, real, presence)
-            return self.rooms[local].occupants[nick]
-        return await room.join(real, nick, presence, **kwargs)
+        return await self.api.enter(room_jid, real, nick, **kwargs)
 
 
 async def _ignore(event: StanzaEvent) -> bool:

@@ -74,3 +74,50 @@ async def test_join_send_leave_without_xml_transport(tmp_path) -> None:
         await room.leave(str(web))
         assert "api" not in service.rooms  # temporary and empty: gone
         server.stop()
+
+
+async def test_one_api_locks_events_and_destroy(tmp_path) -> None:
+    """A locked room takes no messages through the API either, until its owner configures it;
+    what the API does is told as room events (what unread counts follow)."""
+    text = config_text(str(tmp_path / "data")).replace("lock_new_rooms = false", "")
+    server = Server(parse(text))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        host = server.hosts["localhost"]
+        api = host.services["muc"].api
+        told: list[tuple[str, object]] = []
+        for name in ("room-entered", "room-message", "room-read", "room-destroyed"):
+
+            async def record(event: object, name: str = name) -> bool:
+                told.append((name, event))
+                return False
+
+            host.events.hook(name, record)
+        owner, guest = "owner@localhost/a", "guest@localhost/b"
+        room_jid = "locked@conference.localhost"
+        await api.join(room_jid, JID.parse(owner), "Owner")
+        try:
+            await api.send(room_jid, owner, "too early")
+            raise AssertionError("a locked room takes no messages")
+        except MucError as exc:
+            assert exc.condition == "item-not-found"
+        await api.configure(room_jid, owner, {"name": "Locked no more", "persistent": False})
+        await api.join(room_jid, JID.parse(guest), "Guest")
+        first = await api.send(room_jid, guest, "hello")
+        await api.correct(room_jid, guest, first, "hello!")
+        await api.displayed(room_jid, owner, first)
+        await api.moderate(room_jid, owner, first)
+        await api.destroy(room_jid, owner, "done")
+        seen = [(n, e.bare, e.counts, e.retracts) for n, e in told]  # type: ignore[attr-defined]
+        assert seen[:2] == [
+            ("room-entered", "owner@localhost", False, ""),
+            ("room-entered", "guest@localhost", False, ""),
+        ]
+        assert seen[2] == ("room-message", "guest@localhost", True, "")
+        assert seen[3] == ("room-message", "guest@localhost", False, "")  # the correction
+        assert seen[4] == ("room-read", "owner@localhost", False, "")
+        assert told[4][1].stanza_id == first  # type: ignore[attr-defined]
+        assert seen[5] == ("room-message", "", False, first)  # the moderation
+        assert seen[6][0] == "room-destroyed" and len(seen) == 7
+        assert not await api.exists(room_jid)
+        server.stop()
