@@ -145,6 +145,21 @@ CLUSTER: Schema = {  # docs/cluster.md
         float, 1200.0, "seconds of silence before a node is forgotten for good", min=1
     ),
 }
+METRICS: Schema = {  # docs/admin.md "Metrics"
+    "enabled": Option(bool, True, "count what /metrics reports (false: every probe is a no-op)"),
+    "allow": Option(
+        list, ["127.0.0.1", "::1"], "client addresses/networks that may read /metrics"
+    ),
+    "port": Option(
+        int, 0, "a plain-HTTP port serving only /metrics (0: on the HTTP listeners only)",
+        min=0, max=65535,
+    ),
+    "interfaces": Option(list, ["127.0.0.1", "::1"], "addresses of metrics.port"),
+}  # fmt: skip
+LOG: Schema = {
+    "format": Option(str, "text", "log lines: text, or json (one object a line)",
+                     choices=("text", "json")),
+}  # fmt: skip
 SECTIONS: dict[str, Schema] = {
     "server": SERVER,
     "storage": STORAGE,
@@ -154,6 +169,8 @@ SECTIONS: dict[str, Schema] = {
     "http": HTTP,
     "auth": AUTH,
     "cluster": CLUSTER,
+    "metrics": METRICS,
+    "log": LOG,
 }
 
 
@@ -175,6 +192,8 @@ class Config:
     auth: dict[str, Any]
     hosts: list[HostConfig]
     cluster: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
+    metrics: dict[str, Any] = field(default_factory=lambda: {"enabled": True})
+    log: dict[str, Any] = field(default_factory=lambda: {"format": "text"})
     path: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
     source: SourceMap | None = None
@@ -309,6 +328,7 @@ def parse(text: str, path: str = "") -> Config:
         values[section][key] = _resolved(values[section][key], base_dir)
     _auth(values["auth"], source, base_dir)
     _login_limits(values["limits"], source)
+    _networks(values["metrics"]["allow"], "metrics.allow", source)
     domains = _domains(values["server"], source)
     modules_table = data.get("modules", {})
     if not isinstance(modules_table, dict):
@@ -375,6 +395,15 @@ def _login_limits(limits: dict[str, Any], source: SourceMap) -> None:
     except ValueError as exc:
         raise source.error("limits.login.exempt", str(exc)) from None
     limits["login"] = login
+
+
+def _networks(entries: list[str], key: str, source: SourceMap) -> None:
+    from .throttle import exempt_networks
+
+    try:
+        exempt_networks(entries)
+    except ValueError as exc:
+        raise source.error(key, str(exc)) from None
 
 
 def _tokens(auth: dict[str, Any], source: SourceMap, base_dir: Path) -> None:

@@ -46,6 +46,18 @@ class AccountDeleted:
     local: str  # the localpart, the `user` key of host-scoped stores
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigReloaded:
+    """Payload of `config-reloaded` (SIGHUP, xmppd/reload.py), fired on the server's bus and on
+    every host's: `changed` names the live keys now applied in `old` (the running `Config`,
+    updated in place); `new` is the file as read. Keys a feature applies itself are declared
+    with `reload.live(...)`, or they are reported as needing a restart."""
+
+    old: Any
+    new: Any
+    changed: frozenset[str]
+
+
 class EventBus:
     __slots__ = ("_handlers", "_declared", "_seq")
 

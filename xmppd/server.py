@@ -16,9 +16,10 @@ import trio
 from auth.internal import InternalAuth
 from auth.tokens import TokenAuth
 
-from . import loader
+from . import loader, metrics, reload, systemd
 from .cluster import Cluster, make_bus
 from .config import Config
+from .events import EventBus
 from .host import Host
 from .login_gate import LoginGate
 from .protocol.sasl import tls_server_end_point
@@ -69,6 +70,9 @@ class Server:
         self.login_throttle = LoginThrottle(config.limits["login"])  # password guessing
         self.login_gate = LoginGate(self.login_throttle)
         self.started_at = time.monotonic()
+        metrics.configure(config.metrics["enabled"])
+        self.events = EventBus()  # server-wide events (hosts have their own buses)
+        self.events.declare("config-reloaded")  # ConfigReloaded, after SIGHUP (xmppd/reload.py)
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -89,8 +93,11 @@ class Server:
                 self.ports = await nursery.start(tcp.serve_c2s, self)
                 self.ports.update(await nursery.start(http.serve_http, self))
                 nursery.start_soon(self._stop_on_signals)
+                nursery.start_soon(self._reload_on_sighup)
                 nursery.start_soon(self._sweep_login_throttle)
+                nursery.start_soon(systemd.watchdog)
                 log.info("xmppd serving %s", ", ".join(self.hosts))
+                systemd.ready(f"serving {', '.join(self.hosts)}")
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
@@ -272,8 +279,18 @@ class Server:
                 await self.shutdown()
                 return
 
+    async def _reload_on_sighup(self) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP) as signals:
+            async for _ in signals:
+                log.info("SIGHUP: reloading %s", self.config.path or "(no config file)")
+                try:
+                    await reload.reload(self)
+                except Exception:
+                    log.exception("reload failed")
+
     async def shutdown(self, grace: float = 3.0) -> None:
         """Tell every client (RFC 6120 <system-shutdown/>), let the writers flush, stop."""
+        systemd.stopping()
         self.tracker.graceful_permdown()
         sessions = [
             s for host in self.hosts.values() for r in host.sessions.values() for s in r.values()
