@@ -91,6 +91,13 @@ async def reload(server: Server) -> bool:
     changed = changed_keys(running, new)
     applied = [k for k in changed if is_live(k)]
     restart = [k for k in changed if not is_live(k)]
+    # Said before a new log level applies: the line is written at the level it replaces.
+    if applied:
+        log.info("configuration reloaded from %s: applied %s", running.path, ", ".join(applied))
+    else:
+        log.info("configuration reloaded from %s: no live option changed", running.path)
+    if restart:
+        log.warning("changed in %s but needing a restart: %s", running.path, ", ".join(restart))
     for key in applied:
         _write(running, new, key)
     _apply_builtin(server, set(applied))
@@ -98,12 +105,6 @@ async def reload(server: Server) -> bool:
     await server.events.fire("config-reloaded", event)
     for host in server.hosts.values():
         await host.events.fire("config-reloaded", event)
-    if applied:
-        log.info("configuration reloaded from %s: applied %s", running.path, ", ".join(applied))
-    else:
-        log.info("configuration reloaded from %s: no live option changed", running.path)
-    if restart:
-        log.warning("changed in %s but needing a restart: %s", running.path, ", ".join(restart))
     systemd.ready("serving")
     return True
 

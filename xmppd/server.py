@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import secrets
@@ -48,6 +49,13 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
+def _ignore_sighup_until_ready() -> None:
+    """SIGHUP's default action ends the process: a reload sent while starting is ignored
+    instead (the reload task's receiver takes the signal over once serving)."""
+    with contextlib.suppress(ValueError):  # not the main thread (tests embedding a server)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -76,6 +84,7 @@ class Server:
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
+        _ignore_sighup_until_ready()
         self._setup_tls()
         self.db = await open_database(config.data_dir, **config.database_options)
         try:
@@ -93,7 +102,7 @@ class Server:
                 self.ports = await nursery.start(tcp.serve_c2s, self)
                 self.ports.update(await nursery.start(http.serve_http, self))
                 nursery.start_soon(self._stop_on_signals)
-                nursery.start_soon(self._reload_on_sighup)
+                await nursery.start(self._reload_on_sighup)  # before READY=1 says "send HUP"
                 nursery.start_soon(self._sweep_login_throttle)
                 nursery.start_soon(systemd.watchdog)
                 log.info("xmppd serving %s", ", ".join(self.hosts))
@@ -279,8 +288,9 @@ class Server:
                 await self.shutdown()
                 return
 
-    async def _reload_on_sighup(self) -> None:
+    async def _reload_on_sighup(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
         with trio.open_signal_receiver(signal.SIGHUP) as signals:
+            task_status.started()
             async for _ in signals:
                 log.info("SIGHUP: reloading %s", self.config.path or "(no config file)")
                 try:

@@ -88,7 +88,9 @@ async def websocket_login(server: ServerProcess, user: str, password: str) -> ob
     await ws.send(OPEN)
     await recv(), await recv()  # <open/>, features
     token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-    await ws.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+    await ws.send(
+        f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+    )
     assert (await recv()).tag.endswith("success")
     await ws.send(OPEN)
     await recv(), await recv()
