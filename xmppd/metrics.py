@@ -6,8 +6,10 @@ each at the one place where that thing is decided, and registers *sources* for g
 are counts of something the server already holds (sessions per transport, bans): those are
 sampled when `/metrics` is scraped and cost nothing in between.
 
-The hot path (a stanza in, a stanza out) costs one dict lookup of the stanza's tag and one
-increment of a counter child bound at import time; routing latency one histogram observation.
+The hot path (a stanza in, a stanza out) costs a dict lookup of the stanza's tag and an int
+increment; routing latency a bisect over the bucket bounds (`HotPath`: plain counts read by
+prometheus-client at scrape time; its own Counter and Histogram take a lock per call and cost
+~7 us a message here, these ~0.5 us). Everything else uses prometheus-client's metrics.
 `configure(enabled=False)` (`metrics.enabled = false`) swaps every probe for a no-op: callers
 look probes up on the module at each call (`metrics.routed(...)`), so the switch reaches them
 all. The exposition format is prometheus-client's (`exposition()`), never written by hand.
@@ -17,19 +19,20 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 log = logging.getLogger("xmppd.metrics")
 disable_created_metrics()  # no `_created` series: one line per counter, as Prometheus reads it
@@ -54,22 +57,66 @@ MECHANISMS = frozenset(
 ROUTING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0)
 STORAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
-STANZAS_IN = Counter(
-    "xmppd_stanzas_in", "Stanzas received from clients", ["kind"], registry=REGISTRY
-)
-STANZAS_OUT = Counter("xmppd_stanzas_out", "Stanzas sent to clients", ["kind"], registry=REGISTRY)
-ROUTING = Histogram(
-    "xmppd_routing_seconds",
-    "Time to route one stanza from a client (filters, storage, delivery)",
-    buckets=ROUTING_BUCKETS,
-    registry=REGISTRY,
-)
-STORAGE = Histogram(
-    "xmppd_storage_seconds",
-    "Time of one storage call, queueing and group commit included",
-    buckets=STORAGE_BUCKETS,
-    registry=REGISTRY,
-)
+
+class HotHistogram:
+    """A histogram for the event loop's thread only: a bisect and two additions per
+    observation, no lock (prometheus-client's takes ~2.5 us here, this ~0.3 us)."""
+
+    __slots__ = ("bounds", "buckets", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+    def family(self, name: str, documentation: str) -> Metric:
+        cumulative, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.buckets, strict=True):
+            running += count
+            cumulative.append((floatToGoString(bound), running))
+        family = HistogramMetricFamily(name, documentation)
+        family.add_metric([], cumulative, self.sum)
+        return family
+
+
+class HotPath:
+    """Stanzas in and out by kind, routing and storage latency: counted in plain ints by the
+    probes below (one thread, the event loop's), turned into metric families at scrape time
+    by prometheus-client."""
+
+    def __init__(self) -> None:
+        self.stanzas_in = dict.fromkeys((*KINDS, "other"), 0)
+        self.stanzas_out = dict.fromkeys((*KINDS, "other"), 0)
+        self.routing = HotHistogram(ROUTING_BUCKETS)
+        self.storage = HotHistogram(STORAGE_BUCKETS)
+        REGISTRY.register(self)
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, counts in (
+            ("xmppd_stanzas_in", "Stanzas received from clients", self.stanzas_in),
+            ("xmppd_stanzas_out", "Stanzas sent to clients", self.stanzas_out),
+        ):
+            family = CounterMetricFamily(name, documentation, labels=["kind"])
+            for kind, count in counts.items():
+                family.add_metric([kind], count)
+            yield family
+        yield self.routing.family(
+            "xmppd_routing_seconds",
+            "Time to route one stanza from a client (filters, storage, delivery)",
+        )
+        yield self.storage.family(
+            "xmppd_storage_seconds", "Time of one storage call, queueing and group commit included"
+        )
+
+
+HOT = HotPath()
 LOGINS = Counter(
     "xmppd_logins", "Login attempts by mechanism and result", ["mechanism", "result"],
     registry=REGISTRY,
@@ -169,34 +216,30 @@ def sessions_by_transport(hosts: Mapping[str, Any]) -> Tally[str]:
 
 # ---- the probes ---------------------------------------------------------------------------
 
-_IN = {kind: STANZAS_IN.labels(kind) for kind in (*KINDS, "other")}
-_OUT = {kind: STANZAS_OUT.labels(kind) for kind in (*KINDS, "other")}
-_IN_BY_TAG: dict[str, Any] = {}
-_OUT_BY_TAG: dict[str, Any] = {}
+_STANZAS_IN, _STANZAS_OUT = HOT.stanzas_in, HOT.stanzas_out
+_KIND_OF: dict[str, str] = {}  # stanza tag -> kind, e.g. {jabber:client}message -> message
 _MAX_TAGS = 64  # distinct stanza tags remembered (namespaces vary little)
-_observe_routing = ROUTING.observe
+_observe_routing = HOT.routing.observe
 _clock = time.perf_counter
 
 
-def _child(by_tag: dict[str, Any], children: dict[str, Any], tag: str) -> Any:
-    """The counter child of a stanza tag (`{jabber:client}message` -> message), cached."""
-    child = children.get(tag.rpartition("}")[2], children["other"])
-    if len(by_tag) < _MAX_TAGS:
-        by_tag[tag] = child
-    return child
+def _kind(tag: str) -> str:
+    kind = tag.rpartition("}")[2]
+    kind = kind if kind in KINDS else "other"
+    if len(_KIND_OF) < _MAX_TAGS:
+        _KIND_OF[tag] = kind
+    return kind
 
 
 def _routed(tag: str, started: float) -> None:
     """A stanza from a client was routed; `started` is `metrics.clock()` before routing."""
-    child = _IN_BY_TAG.get(tag) or _child(_IN_BY_TAG, _IN, tag)
-    child.inc()
+    _STANZAS_IN[_KIND_OF.get(tag) or _kind(tag)] += 1
     _observe_routing(_clock() - started)
 
 
 def _sent(tag: str) -> None:
     """A stanza was handed to a client's connection."""
-    child = _OUT_BY_TAG.get(tag) or _child(_OUT_BY_TAG, _OUT, tag)
-    child.inc()
+    _STANZAS_OUT[_KIND_OF.get(tag) or _kind(tag)] += 1
 
 
 def _login(mechanism: str, ok: bool) -> None:
@@ -219,7 +262,7 @@ def _ldap_error() -> None:
 
 
 def _storage_call(seconds: float, error: BaseException | None) -> None:
-    STORAGE.observe(seconds)
+    HOT.storage.observe(seconds)
     if error is not None:
         from .storage.base import StorageUnavailable
 
