@@ -16,6 +16,7 @@ handler, fired on the server's bus and on every host's with a `ConfigReloaded` p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -102,9 +103,9 @@ async def reload(server: Server) -> bool:
         _write(running, new, key)
     _apply_builtin(server, set(applied))
     event = ConfigReloaded(running, new, frozenset(applied))
-    await server.events.fire("config-reloaded", event)
-    for host in server.hosts.values():
-        await host.events.fire("config-reloaded", event)
+    for bus in (server.events, *(host.events for host in server.hosts.values())):
+        with contextlib.suppress(Exception):  # logged by the bus; the other handlers still run
+            await bus.fire("config-reloaded", event)
     systemd.ready("serving")
     return True
 

@@ -11,12 +11,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import websockets
 from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
-from support import ServerProcess, connect, free_port, run
+from support import HEADER, RawClient, ServerProcess, connect, free_port, run
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
@@ -170,3 +171,27 @@ def test_its_own_port_serves_only_metrics(server: ServerProcess) -> None:
     names = {f.name for f in text_string_to_metric_families(text)}
     assert {"xmppd_logins", "xmppd_sessions", "xmppd_bans_active"} <= names
     assert get(f"http://127.0.0.1:{port}/.well-known/host-meta")[0] == 404
+
+
+def test_rate_limit_pauses_are_counted_and_metrics_can_be_off(tmp_path: Path) -> None:
+    (tmp_path / "limited").mkdir(), (tmp_path / "off").mkdir()
+    limits = "\n[limits]\nbytes_per_second = 512\nburst_bytes = 1024\n"
+    limited = ServerProcess(tmp_path / "limited", extra_config=limits)
+    limited.start()
+    try:
+        client = RawClient(limited)
+        client.send(HEADER + " " * 4096)  # 4 KiB at 512 bytes/s after a 1 KiB burst: paused
+        client.read_until("</stream:features>")
+        samples = scrape(limited)
+        client.close()
+    finally:
+        limited.stop()
+    assert value(samples, "xmppd_ratelimit_refusals_total", limit="c2s_bytes") >= 1
+
+    off = ServerProcess(tmp_path / "off", extra_config="\n[metrics]\nenabled = false\n")
+    off.start()
+    try:
+        status, text = get(f"http://127.0.0.1:{off.http_port}/metrics")
+    finally:
+        off.stop()
+    assert status == 404 and "metrics.enabled" in text
