@@ -154,23 +154,25 @@ class SampledGauge:
     def __init__(self, name: str, documentation: str, label: str) -> None:
         self.name, self.documentation, self.label = name, documentation, label
         self._values: dict[str, float] = {}
-        self._sources: list[Callable[[], Mapping[str, float]]] = []
+        self._sources: dict[str, Callable[[], Mapping[str, float]]] = {}
         REGISTRY.register(self)
 
     def set(self, value: str, number: float) -> None:
         self._values[value] = number
 
-    def source(self, fn: Callable[[], Mapping[str, float]]) -> Callable[[], None]:
-        """Register `fn`; returns the function that removes it again."""
-        self._sources.append(fn)
-        return lambda: self._sources.remove(fn) if fn in self._sources else None
+    def source(self, name: str, fn: Callable[[], Mapping[str, float]] | None) -> None:
+        """Register `fn` under `name` (replacing an earlier one of that name; None removes)."""
+        if fn is None:
+            self._sources.pop(name, None)
+        else:
+            self._sources[name] = fn
 
     def describe(self) -> list[Metric]:
         return [GaugeMetricFamily(self.name, self.documentation, labels=[self.label])]
 
     def collect(self) -> Iterator[Metric]:
         totals: Tally[str] = Tally(self._values)
-        for fn in list(self._sources):
+        for fn in list(self._sources.values()):
             try:
                 totals.update(fn())
             except Exception:
@@ -186,7 +188,7 @@ SESSIONS = SampledGauge(
     "transport",
 )  # fmt: skip
 # Bans in force, by kind (account, room, address): the bans feature registers a source with
-# `BANS.source(lambda: {"account": n, ...})` or sets values with `BANS.set("address", n)`.
+# `BANS.source("bans", lambda: {"account": n, ...})` or sets `BANS.set("address", n)`.
 BANS = SampledGauge("xmppd_bans_active", "Bans in force, by kind", "kind")
 
 

@@ -44,8 +44,7 @@ def test_ready_reloading_and_stopping_reach_the_notify_socket(
     try:
         assert server.proc is not None
         ready = message(sock)
-        assert ready["READY"] == "1" and ready["MAINPID"] == str(server.proc.pid)
-        assert ready["STATUS"] == "serving localhost"
+        assert ready == {"READY": "1", "STATUS": "serving localhost"}
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()  # ports open
 
         os.kill(server.proc.pid, signal.SIGHUP)  # READY came first: the receiver is on

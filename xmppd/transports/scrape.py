@@ -29,7 +29,8 @@ class Endpoint:
     def __init__(self, web: Web) -> None:
         self.server = web.server
         self.allowed = exempt_networks(web.server.config.metrics.get("allow", []))
-        metrics.SESSIONS.source(lambda: metrics.sessions_by_transport(self.server.hosts))
+        hosts = web.server.hosts  # the same dict for the server's life
+        metrics.SESSIONS.source("hosts", lambda: metrics.sessions_by_transport(hosts))
 
     def allows(self, peer: str) -> bool:
         try:
