@@ -182,7 +182,13 @@ def test_rate_limit_pauses_are_counted_and_metrics_can_be_off(tmp_path: Path) ->
         client = RawClient(limited)
         client.send(HEADER + " " * 4096)  # 4 KiB at 512 bytes/s after a 1 KiB burst: paused
         client.read_until("</stream:features>")
-        samples = scrape(limited)
+        deadline = time.monotonic() + 10  # the spaces may arrive in a later read
+        while True:
+            samples = scrape(limited)
+            paused = value(samples, "xmppd_ratelimit_refusals_total", limit="c2s_bytes")
+            if paused or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         client.close()
     finally:
         limited.stop()
