@@ -1,4 +1,4 @@
-"""Prometheus metrics: one registry, pre-bound counters, and the probes the server calls.
+"""Prometheus metrics: one registry, plain counts on the hot path, and the probes the server calls.
 
 Theory of operation: the rest of the code never touches prometheus-client. It calls a few
 probes named after what happened (`routed`, `sent`, `login`, `refused`, `storage_call`...),

@@ -201,3 +201,54 @@ def test_rate_limit_pauses_are_counted_and_metrics_can_be_off(tmp_path: Path) ->
     finally:
         off.stop()
     assert status == 404 and "metrics.enabled" in text
+
+
+# ---- errors counted in-process (a real directory client, breaker and SQLite database) ------
+
+
+def counter(name: str, **labels: str) -> float:
+    from xmppd import metrics
+
+    return metrics.REGISTRY.get_sample_value(name, labels or None) or 0.0
+
+
+async def test_ldap_and_database_errors_are_counted(tmp_path: Path) -> None:
+    from auth.ldap import DirectoryUnavailable, LdapAuth
+    from xmppd.config import parse
+    from xmppd.storage import StorageError, StorageUnavailable, open_database
+    from xmppd.storage.breaker import Breaker
+
+    closed = f"ldap://127.0.0.1:{free_port()}"  # nothing listens: every call fails
+    toml = f'[auth]\nbackend = "ldap"\n[auth.ldap]\nservers = ["{closed}"]\nbase_dn = "o=x"\n'
+    directory = LdapAuth(parse(toml).auth["ldap"])
+    before = counter("xmppd_ldap_errors_total")
+    for _ in range(2):
+        with pytest.raises(DirectoryUnavailable):
+            await directory.lookup("alice")
+    assert counter("xmppd_ldap_errors_total") == before + 2
+
+    db = await open_database(tmp_path)
+    try:
+        calls, errors = (
+            counter("xmppd_storage_seconds_count"),
+            counter("xmppd_database_errors_total", kind="error"),
+        )
+        await db.run("fine", lambda ex: ex.rows("SELECT 1"))
+        with pytest.raises(StorageError):
+            await db.run("broken", lambda ex: ex.rows("SELECT * FROM no_such_table"))
+        assert counter("xmppd_storage_seconds_count") == calls + 2
+        assert counter("xmppd_database_errors_total", kind="error") == errors + 1
+    finally:
+        await db.close()
+
+    async def still_down() -> None:
+        raise StorageUnavailable("still down")
+
+    breaker = Breaker("test", still_down, retry_interval=60)
+    refused = counter("xmppd_database_errors_total", kind="refused")
+    breaker.failed(StorageUnavailable("connection refused"))
+    for _ in range(3):
+        with pytest.raises(StorageUnavailable):
+            breaker.check()
+    assert counter("xmppd_database_errors_total", kind="refused") == refused + 3
+    breaker.down = False  # lets its probe task end
