@@ -19,6 +19,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ def main() -> int:
             for m in ("on", "off")
         }
         print(f"| {phase} {key} | {med['on']} | {med['off']} | {med['on'] / med['off']:.3f} |")
-    results = HERE / "results" / "metrics-cost.json"
+    results = HERE / "results" / f"metrics-cost-{time.strftime('%Y-%m-%d')}.json"
     results.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
     return 0
 
