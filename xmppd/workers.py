@@ -53,6 +53,7 @@ def supervise(config: Config, count: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the workers are there to get it
     workers: dict[int, subprocess.Popen[bytes]] = {1: _spawn(config, 1)}
     _wait_listening(config, workers[1])
     for index in range(2, count + 1):

@@ -357,7 +357,8 @@ class ByteStreamConnection:
                 return
             now = trio.current_time()
             self.last_input = now
-            if bucket.rate != limits["bytes_per_second"]:  # changed by a reload (SIGHUP)
+            if bucket.rate != limits["bytes_per_second"] or bucket.burst != limits["burst_bytes"]:
+                # changed by a reload (SIGHUP)
                 bucket.rate, bucket.burst = limits["bytes_per_second"], limits["burst_bytes"]
             pause = bucket.spend(len(data), now)
             try:
