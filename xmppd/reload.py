@@ -85,6 +85,10 @@ async def reload(server: Server) -> bool:
     try:
         new = load(running.path)
         loader.check(new)  # module options, as at start-up
+        if running.cluster.get("worker"):  # `serve --workers`: this worker's node name
+            from .workers import worker_config
+
+            worker_config(new, running.cluster["worker"])
     except ConfigError as exc:
         log.error("reload refused, the running configuration stays: %s", exc)
         systemd.ready("serving (the last reload was refused: see the log)")
