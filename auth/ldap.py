@@ -35,6 +35,7 @@ from ldap3.utils.conv import escape_filter_chars
 from auth.base import AuthBackend, AuthError, NoSuchUser
 from auth.internal import InternalAuth, prepare_password
 from auth.scram import ScramCredentials
+from xmppd import metrics
 from xmppd.options import Option, Schema
 
 log = logging.getLogger(__name__)
@@ -445,6 +446,7 @@ class LdapAuth(AuthBackend):
         return result
 
     def _outage(self, exc: BaseException) -> None:
+        metrics.ldap_error()  # every failed call; the log says it once per outage
         if self.outage_since is None:  # once per outage, not per attempt
             self.outage_since = time.time()
             log.error("LDAP directory unavailable (logins fail until it is back): %s", exc)

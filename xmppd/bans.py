@@ -181,6 +181,15 @@ class BanService:
         found = [b for b in self.bans.values() if b.active(now) and kind in (None, b.kind)]
         return sorted(found, key=lambda b: (b.created, b.id))
 
+    def counts(self) -> dict[str, int]:
+        """Bans in force by kind, for /metrics (`xmppd_bans_active`)."""
+        now = time.time()
+        found = dict.fromkeys(KINDS, 0)
+        for ban in self.bans.values():
+            if ban.active(now):
+                found[ban.kind] += 1
+        return found
+
     def get(self, ban_id: str) -> Ban | None:
         return next((b for b in self.bans.values() if b.id == ban_id), None)
 

@@ -142,12 +142,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, kind: str = "text") -> None:
+    from .logformat import setup
+
+    setup(level, kind)  # text, or JSON lines (log.format)
 
 
 # ---- serve ---------------------------------------------------------------------------------------
@@ -156,7 +154,7 @@ def setup_logging(level: str) -> None:
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from .server import Server
 
-    setup_logging(config.server["log_level"])
+    setup_logging(config.server["log_level"], config.log["format"])
     loader.check(config)
     logging.getLogger("xmppd").info(
         "config: %s; data directory: %s", config.path or "built-in defaults", config.data_dir

@@ -155,6 +155,21 @@ FILTER: Schema = {  # docs/config.md [filter]: the word filter (xmppd/wordfilter
     "rules": Option(dict, {}, "rule name = regular expression refused in messages"),
     "ignore_case": Option(bool, True, "rules match regardless of letter case"),
 }
+METRICS: Schema = {  # docs/admin.md "Metrics"
+    "enabled": Option(bool, True, "count what /metrics reports (false: every probe is a no-op)"),
+    "allow": Option(
+        list, ["127.0.0.1", "::1"], "client addresses/networks that may read /metrics"
+    ),
+    "port": Option(
+        int, 0, "a plain-HTTP port serving only /metrics (0: on the HTTP listeners only)",
+        min=0, max=65535,
+    ),
+    "interfaces": Option(list, ["127.0.0.1", "::1"], "addresses of metrics.port"),
+}  # fmt: skip
+LOG: Schema = {
+    "format": Option(str, "text", "log lines: text, or json (one object a line)",
+                     choices=("text", "json")),
+}  # fmt: skip
 SECTIONS: dict[str, Schema] = {
     "server": SERVER,
     "storage": STORAGE,
@@ -166,6 +181,8 @@ SECTIONS: dict[str, Schema] = {
     "cluster": CLUSTER,
     "api": API,
     "filter": FILTER,
+    "metrics": METRICS,
+    "log": LOG,
 }
 
 
@@ -189,6 +206,8 @@ class Config:
     cluster: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     api: dict[str, Any] = field(default_factory=lambda: {"keys": {}})
     filter: dict[str, Any] = field(default_factory=lambda: {"rules": {}, "ignore_case": True})
+    metrics: dict[str, Any] = field(default_factory=lambda: {"enabled": True})
+    log: dict[str, Any] = field(default_factory=lambda: {"format": "text"})
     path: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
     source: SourceMap | None = None
@@ -329,6 +348,7 @@ def parse(text: str, path: str = "") -> Config:
     _login_limits(values["limits"], source)
     check_api(values["api"], source)
     _filter(values["filter"], source)
+    _networks(values["metrics"]["allow"], "metrics.allow", source)
     domains = _domains(values["server"], source)
     modules_table = data.get("modules", {})
     if not isinstance(modules_table, dict):
@@ -405,6 +425,13 @@ def _filter(table: dict[str, Any], source: SourceMap) -> None:
     except ValueError as exc:
         name = getattr(exc, "rule", "")
         raise source.error(f"filter.rules.{name}" if name else "filter.rules", str(exc)) from None
+def _networks(entries: list[str], key: str, source: SourceMap) -> None:
+    from .throttle import exempt_networks
+
+    try:
+        exempt_networks(entries)
+    except ValueError as exc:
+        raise source.error(key, str(exc)) from None
 
 
 def _tokens(auth: dict[str, Any], source: SourceMap, base_dir: Path) -> None:

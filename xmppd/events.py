@@ -64,6 +64,18 @@ class RoomEvent:
 ROOM_EVENTS = ("room-entered", "room-message", "room-read", "room-destroyed")
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigReloaded:
+    """Payload of `config-reloaded` (SIGHUP, xmppd/reload.py), fired on the server's bus and on
+    every host's: `changed` names the live keys now applied in `old` (the running `Config`,
+    updated in place); `new` is the file as read. Keys a feature applies itself are declared
+    with `reload.live(...)`, or they are reported as needing a restart."""
+
+    old: Any
+    new: Any
+    changed: frozenset[str]
+
+
 class EventBus:
     __slots__ = ("_handlers", "_declared", "_seq")
 

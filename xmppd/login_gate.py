@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from . import metrics
 from .throttle import LoginThrottle
 
 log = logging.getLogger("xmppd.auth")
@@ -39,6 +40,7 @@ class LoginGate:
             yield True
             return
         if throttle.banned(address, time.monotonic()):
+            metrics.refused("login")
             yield False
             return
         others = self._in_flight[key]
@@ -60,6 +62,7 @@ class LoginGate:
     async def _wait(self, address: str, account: str | None) -> bool:
         throttle = self.throttle
         if throttle.banned(address, time.monotonic()):
+            metrics.refused("login")
             return False  # the ban began while this attempt queued
         delay = throttle.delay_for(address, account, time.monotonic())
         if delay:

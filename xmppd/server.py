@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import secrets
@@ -16,10 +17,11 @@ import trio
 from auth.internal import InternalAuth
 from auth.tokens import TokenAuth
 
-from . import loader
+from . import loader, metrics, reload, systemd
 from .bans import BanService
 from .cluster import Cluster, make_bus
 from .config import Config
+from .events import EventBus
 from .host import Host
 from .login_gate import LoginGate
 from .protocol.sasl import tls_server_end_point
@@ -50,6 +52,13 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
+def _ignore_sighup_until_ready() -> None:
+    """SIGHUP's default action ends the process: a reload sent while starting is ignored
+    instead (the reload task's receiver takes the signal over once serving)."""
+    with contextlib.suppress(ValueError):  # not the main thread (tests embedding a server)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -76,9 +85,15 @@ class Server:
         self.login_gate = LoginGate(self.login_throttle)
         self.bans = BanService(self)  # bans with expiry, disabled accounts (xmppd/bans.py)
         self.started_at = time.monotonic()
+        metrics.configure(config.metrics["enabled"])
+        self.events = EventBus()  # server-wide events (hosts have their own buses)
+        self.events.declare("config-reloaded")  # ConfigReloaded, after SIGHUP (xmppd/reload.py)
+        self.events.hook("config-reloaded", self._reloaded)
+        metrics.BANS.source("bans", self.bans.counts)
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
+        _ignore_sighup_until_ready()
         self._setup_tls()
         self.db = await open_database(config.data_dir, **config.database_options)
         try:
@@ -98,8 +113,11 @@ class Server:
                 self.ports = await nursery.start(tcp.serve_c2s, self)
                 self.ports.update(await nursery.start(http.serve_http, self))
                 nursery.start_soon(self._stop_on_signals)
+                await nursery.start(self._reload_on_sighup)  # before READY=1 says "send HUP"
                 nursery.start_soon(self._sweep_login_throttle)
+                nursery.start_soon(systemd.watchdog)
                 log.info("xmppd serving %s", ", ".join(self.hosts))
+                systemd.ready(f"serving {', '.join(self.hosts)}")
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
@@ -285,8 +303,25 @@ class Server:
                 await self.shutdown()
                 return
 
+    async def _reload_on_sighup(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
+        with trio.open_signal_receiver(signal.SIGHUP) as signals:
+            task_status.started()
+            async for _ in signals:
+                log.info("SIGHUP: reloading %s", self.config.path or "(no config file)")
+                try:
+                    await reload.reload(self)
+                except Exception:
+                    log.exception("reload failed")
+
+    async def _reloaded(self, event: Any) -> None:
+        """SIGHUP: the word filter's rules, and bans changed in the database meanwhile."""
+        if any(key.startswith("filter") for key in event.changed):
+            self.word_filter.replace(self.config.filter["rules"])
+        await self.bans.reload()
+
     async def shutdown(self, grace: float = 3.0) -> None:
         """Tell every client (RFC 6120 <system-shutdown/>), let the writers flush, stop."""
+        systemd.stopping()
         self.tracker.graceful_permdown()
         sessions = [
             s for host in self.hosts.values() for r in host.sessions.values() for s in r.values()

@@ -24,7 +24,7 @@ from lxml import etree
 from auth.base import AuthError
 from pubsub import Mailbox
 
-from . import router
+from . import metrics, router
 from .protocol import stream as st
 from .protocol.jid import JID
 from .protocol.stanza import Element, local_name
@@ -163,11 +163,12 @@ class Session:
 
     async def _handle(self, event: object) -> None:
         if isinstance(event, st.StanzaIn):
-            sm = self.sm
+            stanza, started, sm = event.stanza, metrics.clock(), self.sm
             if sm is None:
-                await self.host.route(self, event.stanza)  # type: ignore[union-attr]
+                await self.host.route(self, stanza)  # type: ignore[union-attr]
             else:
-                await sm.inbound(self, event.stanza)
+                await sm.inbound(self, stanza)
+            metrics.routed(stanza.tag, started)
         elif isinstance(event, st.LocalReply):
             self._flush()  # keep the stream's own output in order
             self.write_stanza(event.reply)
@@ -186,6 +187,7 @@ class Session:
             self.server.login_throttle.record_success(
                 self.transport.peer, f"{event.username}@{self.stream.domain}", time.monotonic()
             )
+            metrics.login(event.mechanism, True)
             log.info(
                 "%s authenticated as %s@%s (%s)",
                 self.id,
@@ -234,6 +236,7 @@ class Session:
         account = f"{event.username}@{self.stream.domain}" if event.username else None
         peer = self.transport.peer
         log.info("%s authentication failed for %r from %s", self.id, event.username, peer)
+        metrics.login(self.stream.sasl_mechanism, False)
         if self.server.login_throttle.record_failure(peer, account, time.monotonic()):
             self.kill("policy-violation", BANNED_TEXT)
 
@@ -317,6 +320,7 @@ class Session:
     def write_stanza(self, message: Element) -> None:
         """Send a stanza past the filters (CSI flushes come through here): the one place that
         counts stanzas for stream management."""
+        metrics.sent(message.tag)  # type: ignore[arg-type]
         sm = self.sm
         if sm is not None:
             sm.write(self, message)  # queued until acknowledged, then transmit()
@@ -350,6 +354,7 @@ class Session:
             self.full,
             self.mailbox.queued_bytes,
         )
+        metrics.overflow(self.transport)
         self.kill("policy-violation", "too much unread data", queue=False)
 
     # ---- closing ----------------------------------------------------------------------------

@@ -97,6 +97,11 @@ class LoginThrottle:
         self._bans: dict[str, float] = {}  # key -> until; in the order the bans started
         self._purged = 0.0
 
+    def reconfigure(self, settings: dict[str, Any]) -> None:
+        """New `[limits.login]` values (SIGHUP): counters and bans in force are kept."""
+        self.settings = {**{k: o.default for k, o in SCHEMA.items()}, **settings}
+        self._exempt = exempt_networks(self.settings["exempt"])
+
     # ---- questions ------------------------------------------------------------------------
 
     def key(self, address: str) -> str | None:

@@ -11,6 +11,7 @@ that dies is started again after a second; SIGTERM/SIGINT stop them all.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+from . import systemd
 from .config import Config
 from .options import ConfigError
 
@@ -51,21 +53,28 @@ def supervise(config: Config, count: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the workers are there to get it
     workers: dict[int, subprocess.Popen[bytes]] = {1: _spawn(config, 1)}
     _wait_listening(config, workers[1])
     for index in range(2, count + 1):
         workers[index] = _spawn(config, index)
     log.info("%d workers started", count)
+    # systemd (NotifyAccess=main) hears the supervisor; a reload goes to every worker.
+    signal.signal(signal.SIGHUP, lambda *_: _forward(workers, signal.SIGHUP))
+    systemd.ready(f"serving with {count} workers")
+    ping, next_ping = systemd.watchdog_interval(), 0.0
     while not stopping:
         time.sleep(0.2)
+        if ping and time.monotonic() >= next_ping:
+            systemd.notify("WATCHDOG=1")
+            next_ping = time.monotonic() + ping
         for index, proc in list(workers.items()):
             if proc.poll() is not None and not stopping:
                 log.error("worker %d exited (%s); starting it again", index, proc.returncode)
                 time.sleep(1)
                 workers[index] = _spawn(config, index)
-    for proc in workers.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+    systemd.stopping()
+    _forward(workers, signal.SIGTERM)
     deadline = time.monotonic() + 10
     for proc in workers.values():
         try:
@@ -75,11 +84,18 @@ def supervise(config: Config, count: int) -> int:
     return 0
 
 
+def _forward(workers: dict[int, subprocess.Popen[bytes]], signum: int) -> None:
+    for proc in workers.values():
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+
 def _spawn(config: Config, index: int) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "xmppd", "serve", "--worker", str(index)]
     if config.path:
         args += ["-c", config.path]
-    return subprocess.Popen(args)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+    return subprocess.Popen(args, env=env)  # systemd talks to the supervisor only
 
 
 def _wait_listening(config: Config, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

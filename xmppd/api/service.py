@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote
 
 import trio
 
+from .. import reload
 from ..ratelimit import TokenBucket
 from ..storage.base import StorageError
 from . import bans, rooms, system, users  # noqa: F401  (they register their routes)
@@ -38,6 +39,8 @@ PREFIX = "/api/v1"
 OPENAPI_PATH = "/api/openapi.json"
 JSON_TYPE = "application/json"
 
+reload.live("api")  # keys, allow list and rates change on SIGHUP
+
 
 class AdminApi:
     def __init__(self, server: Server) -> None:
@@ -48,8 +51,26 @@ class AdminApi:
         self.buckets: dict[str, TokenBucket] = {}
         self.counter = system.MessageCounter()
         self._document: bytes | None = None
+        self._counting = False
         if self.keys:
-            self.counter.install(server)
+            self._start_counting()
+        server.events.hook("config-reloaded", self._reloaded)
+
+    def _start_counting(self) -> None:
+        if not self._counting:
+            self._counting = True
+            self.counter.install(self.server)
+
+    async def _reloaded(self, event: Any) -> None:
+        """SIGHUP (xmppd/reload.py): keys, addresses and rates apply to the next request."""
+        if "api" not in {key.split(".")[0] for key in event.changed}:
+            return
+        self.keys = self.settings["keys"]
+        self.allow = [ipaddress.ip_network(n, strict=False) for n in self.settings["allow"]]
+        self.buckets.clear()
+        if self.keys:
+            self._start_counting()
+        log.info("admin API: %d key(s) after the reload", len(self.keys))
 
     async def handle(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes]:
         try:

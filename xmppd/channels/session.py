@@ -25,6 +25,7 @@ import trio
 
 from pubsub import Mailbox, PresenceDiff
 
+from .. import metrics
 from ..protocol.channels import PHOENIX, ChannelProtocol, Join, Leave, Push, Refresh
 from ..protocol.jid import JID
 from ..protocol.stanza import Element, error_reply, local_name
@@ -110,6 +111,7 @@ class ChannelSession:
 
     def _overflowed(self, _mailbox: Mailbox) -> None:
         log.warning("%s: the client reads too slowly; closing", self.id)
+        metrics.overflow(self)
         self.outbox.close()
 
     # ---- what modules may call on a session ---------------------------------------------------

@@ -85,7 +85,8 @@ class Abuse:
         if bucket is None:
             if len(self.buckets) >= MAX_BUCKETS:
                 self._prune(now)
-            bucket = self.buckets[bare] = TokenBucket(self.rate, self.burst, now)
+            bucket = TokenBucket(self.rate, self.burst, now, limit="account_messages")
+            self.buckets[bare] = bucket
         if not bucket.allow(now):
             return Refusal(
                 "policy-violation",

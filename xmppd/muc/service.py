@@ -246,7 +246,7 @@ class MucService:
         """Token bucket per occupant: `message_rate` per second, bursts of `message_burst`."""
         now = time.monotonic()
         if occupant.rate is None:
-            occupant.rate = TokenBucket(self.message_rate, self.message_burst, now)
+            occupant.rate = TokenBucket(self.message_rate, self.message_burst, now, "room_messages")
         return occupant.rate.allow(now)
 
     async def hidden_authors(self, authors: set[str]) -> frozenset[str]:

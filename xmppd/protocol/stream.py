@@ -280,6 +280,11 @@ class ServerStream:
         return self._sasl_failures
 
     @property
+    def sasl_mechanism(self) -> str:
+        """The mechanism the client chose last ("" before <auth/>)."""
+        return self._sasl_mechanism
+
+    @property
     def closed(self) -> bool:
         return self.phase is Phase.CLOSED
 

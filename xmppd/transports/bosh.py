@@ -94,7 +94,7 @@ class BoshConnection:
         self._copies = 0  # retransmissions waiting for their first copy's answer
         self._turn = trio.Condition()  # wakes requests waiting for their rid
         rate = cfg["messages_per_second"]
-        self._bucket = TokenBucket(rate, rate, trio.current_time())
+        self._bucket = TokenBucket(rate, rate, trio.current_time(), "bosh_requests")
         self.mailbox = Mailbox(
             max_items=self.limits["queued_stanzas"],
             max_bytes=self.limits["queued_bytes"],

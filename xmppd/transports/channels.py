@@ -33,6 +33,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 
 from auth.tokens import Claims, TokenError
 
+from .. import metrics
 from ..channels.session import ChannelError, ChannelSession
 from ..protocol.channels import FrameError
 from ..protocol.websocket import accept_key
@@ -137,9 +138,11 @@ async def verify(web: Web, request: Request) -> Claims:
             claims = web.server.tokens.verify(token, peer=peer)
         except TokenError as exc:  # logged by the verifier
             throttle.record_failure(peer, None, time.monotonic())
+            metrics.login("token", False)
             raise HttpError(403, f"token refused: {exc}") from None
     throttle.record_success(peer, claims.jid, time.monotonic())
     refuse_disabled(web.server, claims.jid)  # banned or disabled: no channel session
+    metrics.login("token", True)
     return claims
 
 
@@ -229,7 +232,7 @@ class WebSocketChannel:
     async def _reader(self) -> None:
         limits = self.limits
         rate = limits["messages_per_second"]
-        bucket = TokenBucket(rate, rate, trio.current_time())
+        bucket = TokenBucket(rate, rate, trio.current_time(), "channel_messages")
         pending: list[str] = []
         while True:
             with trio.move_on_after(limits["idle_timeout"]) as idle:

@@ -106,6 +106,10 @@ class ByteStreamConnection:
             on_overflow=self._overflowed,
         )
 
+    @property
+    def tls_active(self) -> bool:
+        return self._tls is not None
+
     def _overflowed(self, _mailbox: Mailbox) -> None:
         if self._session is not None:
             self._session.overflowed()
@@ -339,7 +343,9 @@ class ByteStreamConnection:
     async def _reader(self) -> None:
         session: Session = self._session  # type: ignore[assignment]
         limits = self.limits
-        bucket = TokenBucket(limits["bytes_per_second"], limits["burst_bytes"], trio.current_time())
+        bucket = TokenBucket(
+            limits["bytes_per_second"], limits["burst_bytes"], trio.current_time(), "c2s_bytes"
+        )
         while True:
             try:
                 data = await self.receive()
@@ -351,6 +357,9 @@ class ByteStreamConnection:
                 return
             now = trio.current_time()
             self.last_input = now
+            if bucket.rate != limits["bytes_per_second"] or bucket.burst != limits["burst_bytes"]:
+                # changed by a reload (SIGHUP)
+                bucket.rate, bucket.burst = limits["bytes_per_second"], limits["burst_bytes"]
             pause = bucket.spend(len(data), now)
             try:
                 session = self._session  # type: ignore[assignment]

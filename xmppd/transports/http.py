@@ -8,6 +8,7 @@ HTTP/1.1 is parsed by h11 (sans-IO); this file only moves bytes and routes reque
 * `OPTIONS` -> CORS preflight
 * `GET /` and its files -> the web client (transports/webclient.py)
 * `/socket/websocket`, `/socket/longpoll`, `/credentials` -> JSON channels (transports/channels.py)
+* `GET /metrics` -> Prometheus metrics, to `metrics.allow` addresses only (transports/scrape.py)
 
 Two listeners: `tls_port` (HTTPS, the server's certificate) and `port` (plain, loopback by
 default, meant for a TLS-terminating proxy on the same machine). Streams over HTTPS are
@@ -39,6 +40,7 @@ import h11
 import trio
 from wsproto.connection import Connection, ConnectionType
 
+from .. import metrics
 from ..api.service import AdminApi
 from ..protocol.stream import StreamSettings
 from ..protocol.websocket import (
@@ -49,7 +51,7 @@ from ..protocol.websocket import (
     origin_allowed,
 )
 from ..session import BANNED_TEXT, Session
-from . import listen
+from . import listen, scrape
 from .connection import Sweeper, drop_frames
 from .httpguard import Pending, client_address, framing_problem, own_origins, parse_networks
 from .tcp import PerAddressCap
@@ -121,6 +123,13 @@ class Web:
         self._settings: dict[bool, StreamSettings] = {}
         self.static = StaticFiles(find_root())
         self.api = AdminApi(server)  # /api/ (xmppd/api/, docs/api.md)
+        self.scrape = scrape.Endpoint(self)  # GET /metrics (Prometheus)
+        server.events.hook("config-reloaded", self._reloaded)
+
+    async def _reloaded(self, event: Any) -> None:
+        """SIGHUP: new web sessions get the new message rate; /metrics its new allow list."""
+        self.limits["messages_per_second"] = self.config["messages_per_second"]
+        self.scrape.reload(self.server.config.metrics["allow"])
 
     def settings(self, *, secure: bool) -> StreamSettings:
         """c2s stream settings without STARTTLS, parsing one framed message per feed (WebSocket
@@ -136,6 +145,7 @@ class Web:
         limit = self.config["sessions_per_ip"]
         if self.sessions[peer] >= limit:
             log.warning("refused a web session from %s: %d open", peer, limit)
+            metrics.refused("sessions_per_ip")
             raise HttpError(429, f"at most {limit} XMPP sessions per address")
         self.sessions[peer] += 1
 
@@ -275,6 +285,8 @@ async def serve_http(
                 ", ".join(interfaces),
                 port,
             )
+        if server.config.metrics.get("port"):
+            bound["metrics"] = await nursery.start(scrape.serve_port, web)
         from . import upload  # XEP-0363 services learn their URL and folder
 
         upload.attach(server, bound.get("https"))
@@ -517,6 +529,8 @@ class HttpConnection:
             if method != "GET":
                 raise HttpError(405, "use GET", [("Allow", "GET, OPTIONS")])
             return web.host_meta(request, path == HOST_META_JSON)
+        if path == scrape.PATH:
+            return web.scrape.respond(request)
         if path == WEBSOCKET_PATH:
             await self._websocket(request)
             return 101, [], b""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from auth.base import AuthError
 from auth.tokens import TokenError
 
+from .. import metrics
 from ..protocol.jid import JID, JIDError
 from ..tokens import LOGIN_APP
 from .http import HttpError, Request
@@ -82,12 +83,14 @@ async def login(web: Web, request: Request) -> tuple:
             raise HttpError(503, "the account service is unavailable; try again") from None
         if not ok:
             throttle.record_failure(peer, bare, time.monotonic())
+            metrics.login("password", False)
             log.warning("failed web login for %s from %s", bare, peer)
             return _json(web, request, 401, {"error": "not-authorized"})
     throttle.record_success(peer, bare, time.monotonic())
     refusal = server.bans.login_refusal(bare)  # banned or disabled (xmppd/bans.py)
     if refusal is not None:
         return _json(web, request, 403, {"error": "account-disabled", "text": refusal})
+    metrics.login("password", True)
     token, exp = server.tokens.issue_login(bare, name=jid.local or "")
     log.info("web login for %s from %s", bare, peer)
     return _json(web, request, 200, {"token": token, "jid": bare, "exp": exp})

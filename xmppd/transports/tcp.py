@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .. import metrics
 from ..protocol.stream import ServerStream
 from ..session import BANNED_TEXT, Session
 from . import listen
@@ -34,14 +35,16 @@ log = logging.getLogger("xmppd.c2s")
 class PerAddressCap:
     """Counts open connections per client address."""
 
-    __slots__ = ("limit", "_open")
+    __slots__ = ("limit", "_open", "name")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, name: str = "connections_per_ip") -> None:
         self.limit = limit
+        self.name = name  # the limit's label in /metrics
         self._open: Counter[str] = Counter()
 
     def acquire(self, address: str) -> bool:
         if self._open[address] >= self.limit:
+            metrics.refused(self.name)
             return False
         self._open[address] += 1
         return True

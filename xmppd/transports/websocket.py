@@ -126,7 +126,7 @@ class WebSocketConnection:
     async def _reader(self) -> None:
         limits = self.limits
         rate = limits["messages_per_second"]
-        bucket = TokenBucket(rate, rate, trio.current_time())
+        bucket = TokenBucket(rate, rate, trio.current_time(), "websocket_messages")
         pending: list[str] = []
         size = 0
         while True:

@@ -101,3 +101,49 @@ def test_workers_need_cluster_mode(tmp_path: Path) -> None:
     )
     assert result.returncode == 78
     assert "cluster.enabled" in result.stderr
+
+
+def test_the_supervisor_notifies_systemd_and_forwards_sighup(
+    tmp_path: Path, pg_url: str, prefix: str, monkeypatch: object
+) -> None:
+    """With `--workers`, systemd (NotifyAccess=main) hears the supervisor: READY=1 once the
+    workers are started, STOPPING=1; `systemctl reload` (SIGHUP to it) reaches every worker."""
+    node = make_node(tmp_path, pg_url, "hup", prefix)
+    notify_path = f"/tmp/sdn-workers-{os.getpid()}"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(30)
+    env = {**os.environ, "NOTIFY_SOCKET": notify_path}
+    log = node.log_path.open("ab")
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "xmppd", "serve", "--workers", "2", "-c", str(node.config_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=node.base,
+        env=env,
+    )
+    try:
+        assert notify.recv(4096).decode() == "READY=1\nSTATUS=serving with 2 workers"
+        deadline = time.monotonic() + 30
+        while node.log_text().count("xmppd serving") < 2:  # both workers took their ports
+            assert time.monotonic() < deadline, node.log_text()[-3000:]
+            time.sleep(0.1)
+        parent.send_signal(signal.SIGHUP)
+        while node.log_text().count("no live option changed") < 2:
+            assert time.monotonic() < deadline, node.log_text()[-3000:]
+            time.sleep(0.1)
+        assert parent.poll() is None
+        assert "needing a restart" not in node.log_text()  # the workers' own node names
+        parent.send_signal(signal.SIGTERM)
+        assert notify.recv(4096).decode().startswith("STOPPING=1")
+        assert parent.wait(timeout=20) == 0
+        notify.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):  # the workers never write to the socket
+            extra = notify.recv(4096)
+            raise AssertionError(f"a worker notified systemd: {extra!r}")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        notify.close()
+        os.unlink(notify_path)
