@@ -284,7 +284,8 @@ class MucService:
         bare, _, resource = real.partition("/")
         host = self.component.hosts.get(bare.partition("@")[2])
         session = host.resources_of(bare).get(resource) if host is not None else None
-        return session.corked() if session is not None else contextlib.nullcontext()
+        corked = getattr(session, "corked", None)  # a JSON channel session has none
+        return corked() if corked is not None else contextlib.nullcontext()
 
     # ---- entry points ----------------------------------------------------------------------
 
