@@ -342,6 +342,17 @@ class Session:
         self._uncork()
         return False
 
+    def write_presence_bytes(self, data: bytes) -> bool:
+        """A presence the caller serialized, for a session that would write it as it is (no
+        out filters, no stream management, still open); False: deliver the element instead."""
+        if self.out_filters or self.sm is not None or self.closed or self.stream.closed:
+            return False
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            self.send_raw(data)
+        return True
+
     def write_stanza(self, message: Element) -> None:
         """Send a stanza past the filters (CSI flushes come through here): the one place that
         counts stanzas for stream management."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import trio
+from lxml import etree
 
 from pubsub.topics import room_topic
 
@@ -67,6 +68,45 @@ class Seat:
             self.room.service.deliver_to_full(self.real, out)
 
 
+class View:
+    """An occupant's presence for one view (item attributes), and its bytes around to=:
+    what goes to n recipients is copied, or serialized, once."""
+
+    __slots__ = ("element", "head", "tail")
+
+    def __init__(self, element: Element) -> None:
+        self.element = element
+        wire = etree.tostring(element)
+        end = wire.index(b">")  # the start tag ends here: values escape '>'
+        if wire[end - 1 : end] == b"/":
+            end -= 1
+        self.head, self.tail = wire[:end], wire[end:]
+
+    def to(self, real: str) -> Element:
+        out = copy(self.element)
+        out.set("to", real)
+        return out
+
+    def wire_to(self, real: str) -> bytes:
+        """Exactly `etree.tostring(self.to(real))`, without the copy."""
+        to = escape_attribute(real).encode("ascii", "xmlcharrefreplace")  # as lxml writes it
+        return b"".join((self.head, b' to="', to, b'"', self.tail))
+
+
+def escape_attribute(value: str) -> str:
+    """As lxml escapes an attribute value between double quotes."""
+    for raw, escaped in _ATTRIBUTE_ESCAPES:
+        if raw in value:
+            value = value.replace(raw, escaped)
+    return value
+
+
+_ATTRIBUTE_ESCAPES = (
+    ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"),
+    ("\n", "&#10;"), ("\r", "&#13;"), ("\t", "&#9;"),
+)  # fmt: skip
+
+
 class Occupant:
     __slots__ = ("nick", "bare", "role", "seats", "presence", "rate", "rendered")
 
@@ -74,8 +114,8 @@ class Occupant:
         self.nick, self.bare, self.role = nick, bare, role
         self.seats: dict[str, Seat] = {}
         self.presence: Element = make("presence")
-        # (the presence they were made from, {(nick, item attributes): presence template})
-        self.rendered: tuple[Element | None, dict[tuple, Element]] = (None, {})
+        # (the presence they were made from, {(nick, item attributes): its View})
+        self.rendered: tuple[Element | None, dict[tuple, View]] = (None, {})
         self.rate: TokenBucket | None = None  # made at the first message (service.allow_message)
 
 
@@ -205,7 +245,7 @@ class Room:
         with self.service.corked(real):
             for other in list(self.occupants.values()):
                 if other is not occupant:
-                    await self.service.send_presence(self.presence_for(other, occupant, real), real)
+                    await self.send_view(other, occupant, real)
         if len(occupant.seats) == 1:
             await self.broadcast_presence(occupant, skip_self=True)
         codes = ["100"] if self.config.non_anonymous else []
@@ -307,28 +347,32 @@ class Room:
     def presence_for(
         self, occupant: Occupant, recipient: Occupant, to: str, codes: list[str] | None = None
     ) -> Element:
-        out = copy(self._template(occupant, self.item(occupant, recipient)))
-        out.set("to", to)
+        out = self.view(occupant, recipient).to(to)
         if codes:
             x = out[len(out) - 1]
             for code in codes:
                 sub(x, ns.MUC_USER, "status", code=code)
         return out
 
-    def _template(self, occupant: Occupant, item: dict[str, str]) -> Element:
-        """The occupant's presence with from= and its `<item/>` for one view, made once."""
-        made_from, templates = occupant.rendered
+    def view(self, occupant: Occupant, recipient: Occupant) -> View:
+        """The occupant's presence as `recipient` sees it, made once per view."""
+        item = self.item(occupant, recipient)
+        made_from, views = occupant.rendered
         if made_from is not occupant.presence:  # a new presence replaces the element
-            templates = {}
-            occupant.rendered = (occupant.presence, templates)
+            views = {}
+            occupant.rendered = (occupant.presence, views)
         key = (occupant.nick, *item.values())
-        template = templates.get(key)
-        if template is None:
+        view = views.get(key)
+        if view is None:
             template = copy(occupant.presence)
             template.set("from", self.occupant_jid(occupant))
             sub(sub(template, ns.MUC_USER, "x"), ns.MUC_USER, "item", **item)
-            templates[key] = template
-        return template
+            view = views[key] = View(template)
+        return view
+
+    async def send_view(self, occupant: Occupant, recipient: Occupant, real: str) -> None:
+        view = self.view(occupant, recipient)
+        await self.service.send_view(view, real, self.occupant_jid(occupant))
 
     def unavailable_for(
         self,
@@ -374,9 +418,12 @@ class Room:
             for real in list(recipient.seats):
                 if only_self is not None and real != only_self:
                     continue
-                codes = ["110", *(self_codes or [])] if own else []
-                out = self.presence_for(occupant, recipient, real, codes)
-                await self.service.send_presence(out, real)
+                if own:
+                    codes = ["110", *(self_codes or [])]
+                    out = self.presence_for(occupant, recipient, real, codes)
+                    await self.service.send_presence(out, real)
+                else:
+                    await self.send_view(occupant, recipient, real)
 
     async def broadcast_unavailable(
         self,

@@ -41,7 +41,7 @@ from .component import Component
 from .config import RoomConfig
 from .forward import IqForwarder
 from .history import parse_request
-from .room import MucError, Occupant, Room, destroy_notice
+from .room import MucError, Occupant, Room, View, destroy_notice
 
 if TYPE_CHECKING:
     from ..module import Module
@@ -267,17 +267,25 @@ class MucService:
         `presence/full` does nothing to an available or unavailable presence from a room but
         the recipient's block list (XEP-0191) and the delivery, so those run here directly
         (a join sends ~2n presences). Anything else goes through the router."""
-        bare, _, _resource = real.partition("/")
+        bare = real.partition("/")[0]
         host = self.component.hosts.get(bare.partition("@")[2])
         if host is None or stanza.get("type") not in (None, "unavailable"):
             await self.send(stanza)
-            return
-        blocking = host.services.get("blocking")
-        if blocking is not None:
-            await blocking.ready()
-            if blocking.is_blocked(bare, stanza.get("from", "")):
-                return
-        host.deliver_to_full(real, stanza)
+        elif not await _blocked(host, bare, stanza.get("from", "")):
+            host.deliver_to_full(real, stanza)
+
+    async def send_view(self, view: View, real: str, frm: str) -> None:
+        """`send_presence` of an available presence `view.to(real)`; a local session that
+        would write it as it is gets the bytes without the element ever being copied."""
+        bare, _, resource = real.partition("/")
+        host = self.component.hosts.get(bare.partition("@")[2])
+        if host is None:
+            await self.send(view.to(real))
+        elif not await _blocked(host, bare, frm):
+            session = host.resources_of(bare).get(resource)
+            write = getattr(session, "write_presence_bytes", None)  # JSON channels have none
+            if write is None or not write(view.wire_to(real)):
+                host.deliver_to_full(real, view.to(real))
 
     def corked(self, real: str) -> contextlib.AbstractContextManager[None]:
         """While open, presence for the local session `real` is gathered into one write."""
@@ -468,6 +476,15 @@ class MucService:
             await self._available(None, to, real, presence)
             return self.rooms[local].occupants[nick]
         return await room.join(real, nick, presence, **kwargs)
+
+
+async def _blocked(host: Host, bare: str, frm: str) -> bool:
+    """Does the account `bare` block presence from `frm` (XEP-0191)?"""
+    blocking = host.services.get("blocking")
+    if blocking is None:
+        return False
+    await blocking.ready()
+    return blocking.is_blocked(bare, frm)
 
 
 async def _ignore(event: StanzaEvent) -> bool:
