@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lxml import etree
@@ -27,7 +27,7 @@ from pubsub import Mailbox
 from . import metrics, router
 from .protocol import stream as st
 from .protocol.jid import JID
-from .protocol.stanza import Element, local_name
+from .protocol.stanza import PRESENCE, Element, local_name
 
 if TYPE_CHECKING:
     from .server import Server
@@ -111,6 +111,7 @@ class Session:
         "mailbox",
         "closed",
         "ended",
+        "_corked",
         "__weakref__",
     )
 
@@ -138,6 +139,7 @@ class Session:
         self.mailbox = transport.mailbox
         self.closed = False  # ending or ended: unbound, nothing more is delivered
         self.ended = False  # `session-closed` fired and leftovers routed again
+        self._corked: list[bytes] | None = None  # presence bytes gathered by `corked()`
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.full or self.transport.peer}>"
@@ -317,6 +319,46 @@ class Session:
     def remove_out_filter(self, out_filter: Callable[[Session, Element], Element | None]) -> None:
         self.out_filters = tuple(f for f in self.out_filters if f is not out_filter)
 
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """Presence written meanwhile leaves in one write at the end, not one each (a MUC
+        join's n presences). Only on byte streams: a WebSocket frames each stanza."""
+        if self._corked is not None or not getattr(self.transport, "coalesces", False):
+            yield
+            return
+        self._corked = []
+        try:
+            yield
+        finally:
+            self._uncork()
+            self._corked = None
+
+    def _uncork(self) -> None:
+        if self._corked:
+            data = b"".join(self._corked)
+            self._corked.clear()
+            self.send_raw(data)
+
+    def _gathered(self, message: Element, data: bytes) -> bool:
+        """Corked: keep a presence for the one write; anything else flushes what is kept
+        and goes on its own (a message keeps its element beside its bytes, see below)."""
+        if message.tag == PRESENCE:
+            self._corked.append(data)  # type: ignore[union-attr]
+            return True
+        self._uncork()
+        return False
+
+    def write_presence_bytes(self, data: bytes) -> bool:
+        """A presence the caller serialized, for a session that would write it as it is (no
+        out filters, no stream management, still open); False: deliver the element instead."""
+        if self.out_filters or self.sm is not None or self.closed or self.stream.closed:
+            return False
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            self.send_raw(data)
+        return True
+
     def write_stanza(self, message: Element) -> None:
         """Send a stanza past the filters (CSI flushes come through here): the one place that
         counts stanzas for stream management."""
@@ -326,6 +368,8 @@ class Session:
             sm.write(self, message)  # queued until acknowledged, then transmit()
             return
         data = etree.tostring(message)  # type: ignore[arg-type]
+        if self._corked is not None and self._gathered(message, data):
+            return
         if self.transport.write_nowait(data):
             if self.mailbox.queued_items:  # part of it waits for the socket: keep its stanza
                 self.transport.label_partial(message)
@@ -337,6 +381,8 @@ class Session:
     def transmit(self, message: Element) -> bool:
         """Serialize and write without counting (SM: queued already); False: refused."""
         data = etree.tostring(message)  # type: ignore[arg-type]
+        if self._corked is not None and self._gathered(message, data):
+            return True
         return self.transport.write_nowait(data) or self.mailbox.put(data, len(data))
 
     def keepalive(self) -> None:

@@ -62,6 +62,7 @@ SCHEMA: Schema = {
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _GOOD_PER_ACCOUNT = 8  # addresses remembered per account as having logged in to it
 _PURGE_EVERY = 60.0  # seconds between sweeps of stale counters
+_KEYS_CACHED = 4096  # addresses whose key() is remembered (the settings never change)
 
 
 def exempt_networks(entries: list[str]) -> list[Network]:
@@ -96,6 +97,7 @@ class LoginThrottle:
         self._accounts: dict[str, _Count] = {}
         self._bans: dict[str, float] = {}  # key -> until; in the order the bans started
         self._purged = 0.0
+        self._keys: dict[str, str | None] = {}  # address -> key, see key()
 
     def reconfigure(self, settings: dict[str, Any]) -> None:
         """New `[limits.login]` values (SIGHUP): counters and bans in force are kept."""
@@ -105,7 +107,17 @@ class LoginThrottle:
     # ---- questions ------------------------------------------------------------------------
 
     def key(self, address: str) -> str | None:
-        """What failures are counted under: None for exempt addresses."""
+        """What failures are counted under: None for exempt addresses. Remembered for the
+        last few thousand addresses: one login asks four times, and parsing is most of it."""
+        keys = self._keys
+        if address in keys:
+            return keys[address]
+        if len(keys) >= _KEYS_CACHED:
+            keys.clear()
+        key = keys[address] = self._key(address)
+        return key
+
+    def _key(self, address: str) -> str | None:
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:

@@ -4,7 +4,10 @@ Each joined session (an occupant's real full JID) is a `Seat`: it is tracked in 
 Tracker on the `room:<room JID>` topic (key = nick) and subscribed to that topic. A groupchat
 message is broadcast once on the topic and each seat renders it for its session (to= its real
 JID). Presence differs per recipient (status 110 for oneself, real JIDs for moderators only in
-semi-anonymous rooms), so it is built per recipient.
+semi-anonymous rooms), so it is built per recipient, from a template each occupant keeps per
+view (item attributes), rendered once: a join sends n presences and is broadcast to n seats, so
+1,000 joins cost ~10^6 presences. They go straight to the recipient's session (the service's
+`send_presence`), and the joiner's n arrive in one write (`corked`).
 
 The public methods (`join`, `leave`, `change_nick`, `update_presence`) take real JIDs and raise
 `MucError`: they are the Python API the XMPP entry points and other transports share.
@@ -15,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import trio
+from lxml import etree
 
 from pubsub.topics import room_topic
 
@@ -65,13 +69,54 @@ class Seat:
             self.room.service.deliver_to_full(self.real, out)
 
 
+class View:
+    """An occupant's presence for one view (item attributes), and its bytes around to=:
+    what goes to n recipients is copied, or serialized, once."""
+
+    __slots__ = ("element", "head", "tail")
+
+    def __init__(self, element: Element) -> None:
+        self.element = element
+        wire = etree.tostring(element)
+        end = wire.index(b">")  # the start tag ends here: values escape '>'
+        if wire[end - 1 : end] == b"/":
+            end -= 1
+        self.head, self.tail = wire[:end], wire[end:]
+
+    def to(self, real: str) -> Element:
+        out = copy(self.element)
+        out.set("to", real)
+        return out
+
+    def wire_to(self, real: str) -> bytes:
+        """Exactly `etree.tostring(self.to(real))`, without the copy."""
+        to = escape_attribute(real).encode("ascii", "xmlcharrefreplace")  # as lxml writes it
+        return b"".join((self.head, b' to="', to, b'"', self.tail))
+
+
+def escape_attribute(value: str) -> str:
+    """As lxml escapes an attribute value between double quotes."""
+    for raw, escaped in _ATTRIBUTE_ESCAPES:
+        if raw in value:
+            value = value.replace(raw, escaped)
+    return value
+
+
+_ATTRIBUTE_ESCAPES = (
+    ("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"),
+    ("\n", "&#10;"), ("\r", "&#13;"), ("\t", "&#9;"),
+)  # fmt: skip
+
+
 class Occupant:
-    __slots__ = ("nick", "bare", "role", "seats", "presence", "rate")
+    __slots__ = ("nick", "bare", "role", "seats", "presence", "rate", "rendered")
 
     def __init__(self, nick: str, bare: str, role: str) -> None:
         self.nick, self.bare, self.role = nick, bare, role
         self.seats: dict[str, Seat] = {}
         self.presence: Element = make("presence")
+        # (the presence they were made from, {(nick, item attributes): its View})
+        self.rendered: tuple[Element | None, dict[tuple, View]] = (None, {})
         self.rate: TokenBucket | None = None  # made at the first message (service.allow_message)
 
 
@@ -203,10 +248,11 @@ class Room:
 
     async def _welcome(self, seat: Seat, created: bool, history: Request | None) -> None:
         """§7.2.3: others' presence, then ours to everyone, then history, then the subject."""
-        occupant = seat.occupant
-        for other in list(self.occupants.values()):
-            if other is not occupant:
-                await self.service.send(self.presence_for(other, occupant, seat.real))
+        occupant, real = seat.occupant, seat.real
+        with self.service.corked(real):
+            for other in list(self.occupants.values()):
+                if other is not occupant:
+                    await self.send_view(other, occupant, real)
         if len(occupant.seats) == 1:
             await self.broadcast_presence(occupant, skip_self=True)
         codes = ["100"] if self.config.non_anonymous else []
@@ -308,14 +354,32 @@ class Room:
     def presence_for(
         self, occupant: Occupant, recipient: Occupant, to: str, codes: list[str] | None = None
     ) -> Element:
-        out = copy(occupant.presence)
-        out.set("from", self.occupant_jid(occupant))
-        out.set("to", to)
-        x = sub(out, ns.MUC_USER, "x")
-        sub(x, ns.MUC_USER, "item", **self.item(occupant, recipient))
-        for code in codes or ():
-            sub(x, ns.MUC_USER, "status", code=code)
+        out = self.view(occupant, recipient).to(to)
+        if codes:
+            x = out[len(out) - 1]
+            for code in codes:
+                sub(x, ns.MUC_USER, "status", code=code)
         return out
+
+    def view(self, occupant: Occupant, recipient: Occupant) -> View:
+        """The occupant's presence as `recipient` sees it, made once per view."""
+        item = self.item(occupant, recipient)
+        made_from, views = occupant.rendered
+        if made_from is not occupant.presence:  # a new presence replaces the element
+            views = {}
+            occupant.rendered = (occupant.presence, views)
+        key = (occupant.nick, *item.values())
+        view = views.get(key)
+        if view is None:
+            template = copy(occupant.presence)
+            template.set("from", self.occupant_jid(occupant))
+            sub(sub(template, ns.MUC_USER, "x"), ns.MUC_USER, "item", **item)
+            view = views[key] = View(template)
+        return view
+
+    async def send_view(self, occupant: Occupant, recipient: Occupant, real: str) -> None:
+        view = self.view(occupant, recipient)
+        await self.service.send_view(view, real, self.occupant_jid(occupant))
 
     def unavailable_for(
         self,
@@ -361,8 +425,12 @@ class Room:
             for real in list(recipient.seats):
                 if only_self is not None and real != only_self:
                     continue
-                codes = ["110", *(self_codes or [])] if own else []
-                await self.service.send(self.presence_for(occupant, recipient, real, codes))
+                if own:
+                    codes = ["110", *(self_codes or [])]
+                    out = self.presence_for(occupant, recipient, real, codes)
+                    await self.service.send_presence(out, real)
+                else:
+                    await self.send_view(occupant, recipient, real)
 
     async def broadcast_unavailable(
         self,
@@ -386,7 +454,7 @@ class Room:
                 out = self.unavailable_for(
                     occupant, recipient, real, got, item_extra, new_nick=new_nick, status=status
                 )
-                await self.service.send(out)
+                await self.service.send_presence(out, real)
 
     def subject_message(self, to: str) -> Element:
         frm = f"{self.jid}/{self.subject_from}" if self.subject_from else self.jid

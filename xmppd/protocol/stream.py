@@ -189,6 +189,8 @@ class StreamSettings:
     extra_features: dict[str, list[Element]] = field(default_factory=dict)
     # The framing: RFC 6120 XML streams, or RFC 7395 WebSocket messages (FramedParser).
     parser: type[StreamParser] = StreamParser
+    # <stream:features/> as sent, by what they depend on (see ServerStream._send_features).
+    rendered_features: dict[tuple, bytes] = field(default_factory=dict)
 
 
 _STREAM_ERROR_TAIL = b"</stream:error></stream:stream>"
@@ -459,9 +461,27 @@ class ServerStream:
         return jid.domain if jid.domain in self.settings.domains else None
 
     def _send_features(self) -> None:
-        features = etree.Element(qname(ns.STREAMS, "features"), nsmap={"stream": ns.STREAMS})
+        """Enter the next phase and announce it; the features are rendered once per listener
+        and state (every login gets two of them)."""
         s = self.settings
         if self.username is not None:
+            self._enter(Phase.BIND)
+        elif not self.tls and s.tls_available and s.require_tls:
+            self._enter(Phase.STARTTLS_ONLY)
+        else:
+            self._sasl = self._new_sasl()
+            self._enter(Phase.AUTH)
+        key = (self.phase, self.domain, self.tls, self._cb_data is not None)
+        rendered = s.rendered_features.get(key)
+        if rendered is None:
+            rendered = s.rendered_features[key] = etree.tostring(self._features())
+        # Serialize with the stream: prefix the client already knows.
+        self._out.append(rendered)
+
+    def _features(self) -> Element:
+        features = etree.Element(qname(ns.STREAMS, "features"), nsmap={"stream": ns.STREAMS})
+        s = self.settings
+        if self.phase is Phase.BIND:
             sub(features, ns.BIND, "bind")
             # COMPAT: RFC 3921 session establishment, optional per RFC 6121 appendix E.
             session = sub(features, ns.SESSION, "session")
@@ -469,15 +489,13 @@ class ServerStream:
             self._add_limits(features, s.max_bytes)
             for extra in s.extra_features.get(self.domain, ()):
                 features.append(copy(extra))
-            self._enter(Phase.BIND)
-        elif not self.tls and s.tls_available and s.require_tls:
+        elif self.phase is Phase.STARTTLS_ONLY:
             starttls = sub(features, ns.TLS, "starttls")
             sub(starttls, ns.TLS, "required")
-            self._enter(Phase.STARTTLS_ONLY)
         else:
+            assert self._sasl is not None
             if not self.tls and s.tls_available:
                 sub(features, ns.TLS, "starttls")
-            self._sasl = self._new_sasl()
             mechanisms = sub(features, ns.SASL, "mechanisms")
             for name in self._sasl.mechanisms():
                 sub(mechanisms, ns.SASL, "mechanism", name)
@@ -486,9 +504,7 @@ class ServerStream:
                 bindings = sub(features, ns.SASL_CB, "sasl-channel-binding")
                 sub(bindings, ns.SASL_CB, "channel-binding", type="tls-server-end-point")
             self._add_limits(features, s.preauth_max_bytes)
-            self._enter(Phase.AUTH)
-        # Serialize with the stream: prefix the client already knows.
-        self._out.append(etree.tostring(features))
+        return features
 
     def _add_limits(self, features: Element, max_bytes: int) -> None:
         # XEP-0478: tell the client what we enforce so it doesn't trip over it.

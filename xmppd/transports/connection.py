@@ -48,6 +48,8 @@ class ConnectionLost(Exception):
 
 
 class ByteStreamConnection:
+    coalesces = True  # a byte stream: several stanzas may share one write (Session.corked)
+
     __slots__ = (
         "sock",
         "peer",

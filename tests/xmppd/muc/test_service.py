@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 from support import run
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
@@ -70,6 +72,32 @@ def test_create_join_leave_with_exact_presence(muc) -> None:
             assert muc.codes(gone) == set()
             assert gone["status"] == "bye"
             assert muc.item(gone)["role"] == "none"
+        for client in (a, b, c):
+            await client.close()
+
+    run(scenario())
+
+
+def test_room_presence_meets_the_recipients_block_list(muc) -> None:
+    """Room presence skips the router (service.send_presence), not XEP-0191: an occupant JID
+    Carol blocks sends her no presence when she joins, nor later; the others still do."""
+    alice, bob, carol = muc.users("alice", "bob", "carol")
+    room = muc.room()
+
+    async def scenario() -> None:
+        a, b, c = [await muc.login(u) for u in (alice, bob, carol)]
+        await muc.create(a, room, "Alice")
+        await muc.join(b, room, "Bob")
+        block = ET.Element("{jabber:client}iq", type="set")
+        blocklist = ET.SubElement(block, "{urn:xmpp:blocking}block")
+        ET.SubElement(blocklist, "{urn:xmpp:blocking}item", jid=f"{room}/Bob")
+        assert (await muc.raw_iq(c, block)).get("type") == "result"
+        await muc.drain(c)  # the block push
+        got = await muc.join(c, room, "Carol")
+        assert [p["from"].resource for p in muc.presences(got)] == ["Alice", "Carol"]
+        b.send_presence(pto=f"{room}/Bob", pstatus="away for lunch")
+        await muc.next(a, muc.from_nick("Bob"))
+        assert [s for s in await muc.drain(c) if s["from"].resource == "Bob"] == []
         for client in (a, b, c):
             await client.close()
 
