@@ -42,7 +42,16 @@ from ..protocol import stanza as st
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, element, get_child, sub
 from ..router import StanzaEvent
-from ..storage.base import ArchiveItem, ArchivePage, ArchiveStore, StorageError, UnknownArchiveId
+from ..storage.base import (
+    ArchiveItem,
+    ArchivePage,
+    ArchiveRecord,
+    ArchiveStore,
+    StorageError,
+    UnknownArchiveId,
+)
+from .carbons import copies_wanted
+from .mam_pending import Entry, PendingArchive
 from .mam_spool import OutageSpool
 
 if TYPE_CHECKING:
@@ -413,15 +422,23 @@ class Archiver:
         return False
 
     async def outgoing(self, event: StanzaEvent) -> bool:
-        session, to = event.origin, event.to
+        """The sender's record waits on the event (`mam_pending.py`) for the recipient's."""
+        session, to, stanza = event.origin, event.to, event.stanza
         assert session is not None and session.jid is not None
-        if to is None or str(to.bare) == session.bare or not archivable(event.stanza):
+        if to is None or str(to.bare) == session.bare or not archivable(stanza):
             return False  # to the own account: archived once, as received
-        id_ = await self.archive(session.jid.local or "", session.bare, to, event.stanza)
-        if id_ is None:
+        user, bare = session.jid.local or "", session.bare
+        checked = await self.wanted_or_unknown(user, bare, to)
+        if checked is False:
             return False
-        # Sent carbons (made next) carry the sender's archive id (XEP-0313 §3.5).
-        event.stanza = with_stanza_id(event.stanza, session.bare, id_)
+        record = ArchiveRecord(user, str(to), etree.tostring(stanza).decode(), str(uuid.uuid4()))
+        pending = PendingArchive.of(self, event)
+        if pending is None:
+            event.owe(pending := PendingArchive(self, event))
+        pending.add(record, bare, sent=True, checked=checked)
+        if copies_wanted(self.host, bare, session.jid.resource or ""):
+            # Sent carbons (made next) carry the sender's archive id (XEP-0313 §3.5).
+            event.stanza = with_stanza_id(stanza, bare, record.id)
         return False
 
     async def after_carbons(self, event: StanzaEvent) -> bool:
@@ -432,23 +449,49 @@ class Archiver:
         return False
 
     async def incoming(self, event: StanzaEvent) -> bool:
+        """The recipient's record joins the sender's (if any): one write, before delivery."""
+        pending = PendingArchive.of(self, event, take=True)
+        mine = await self.recipient_entry(event)
+        if mine is not None:
+            pending = pending or PendingArchive(self, event)
+            pending.entries.append(mine)
+        if pending is None:
+            return False
+        await pending.settle()
+        if mine is not None and mine.record.id in pending.stored:
+            event.stanza = with_stanza_id(event.stanza, mine.bare, mine.record.id)
+        return False
+
+    async def recipient_entry(self, event: StanzaEvent) -> Entry | None:
+        """The record for the recipient's archive, None when nothing is archived."""
         stanza, target = event.stanza, event.to or event.sender
         if target is None or target.local is None or not archivable(stanza):
-            return False
+            return None
         bare, user = str(target.bare), target.local
         if stanza_id_by(stanza, bare) is not None:
-            return False  # routed again (its session went away): archived the first time
+            return None  # routed again (its session went away): archived the first time
         try:
             if self.bounced(event, bare) or not await self.exists(user, bare):
-                return False
+                return None
         except AuthError:  # accounts unreadable: nobody is online there, the router answers
-            return False
+            return None
         peer = event.sender or JID(None, self.host.domain, prepared=True)
-        id_ = await self.archive(user, bare, peer, stanza)
-        if id_ is None:
-            return False
-        event.stanza = with_stanza_id(stanza, bare, id_)
-        return False
+        checked = await self.wanted_or_unknown(user, bare, peer)
+        if checked is False:
+            return None
+        record = ArchiveRecord(user, str(peer), etree.tostring(stanza).decode(), str(uuid.uuid4()))
+        return Entry(record, bare, sent=False, checked=checked)
+
+    async def wanted_or_unknown(self, user: str, bare: str, peer: JID) -> bool | None:
+        """`wanted`, or None while the preferences are unreadable (then the record goes to
+        the spool, whose replay checks them)."""
+        try:
+            return await self.wanted(user, bare, peer)
+        except StorageError:
+            return None
+
+    def without_own_id(self, stanza: Element, bare: str) -> Element:
+        return without_stanza_ids(stanza, lambda by: by == bare)
 
     def bounced(self, event: StanzaEvent, bare: str) -> bool:
         """A non-chat message to a resource that is gone gets an error (RFC 6121 §8.5.3.2.1):
