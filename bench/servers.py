@@ -392,7 +392,9 @@ class Xmppd(Server):
         return env
 
     def source(self) -> Path:
-        return REPO
+        """This checkout, or $XMPPD_SRC (e.g. `git archive HEAD` unpacked, so that editing
+        the checkout cannot change a running benchmark)."""
+        return Path(os.environ.get("XMPPD_SRC", REPO)).resolve()
 
 
 # The default modules without the ones that store or track per message: archive, offline
