@@ -46,7 +46,9 @@ class MapStore(Protocol):
     async def update(
         self, user: str, key: str, change: Callable[[Document | None], Document | None]
     ) -> tuple[Document | None, Document | None]:
-        """Read, `change`, write back in one transaction (one round trip); (old, new)."""
+        """Read, `change`, write back in one transaction (one round trip); (old, new).
+        Updates of an existing document never lose each other; two first writes of one key
+        at once (several nodes) may: the later one wins."""
 
     async def get_all(self, user: str) -> dict[str, Document]: ...
 

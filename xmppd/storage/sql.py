@@ -156,7 +156,7 @@ class SQLMapStore:
         args = (*self._scope, user, key)
 
         def read_change_write(tx: Executor) -> tuple[Document | None, Document | None]:
-            rows = tx.rows(get, args)
+            rows = tx.rows(get + getattr(tx, "row_lock", ""), args)
             old = _decode(rows[0][0]) if rows else None
             new = change(None if old is None else json.loads(rows[0][0]))
             if new != old:
