@@ -36,6 +36,7 @@ METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("p50_ms", "p50 latency at fixed rate", "ms", "lower", ("rate", "p50_ms")),
     ("login_cpu_ms", "server CPU per login", "ms", "lower", ("login", "server_cpu_ms_per_login")),
     ("flood_rate", "max delivered (flood)", "msg/s", "higher", ("flood", "delivered_per_s")),
+    ("flood_p99_ms", "p99 latency (flood)", "ms", "lower", ("flood", "p99_ms")),
     (
         "flood_cpu_s_per_10k",
         "server CPU per 10k msgs (flood)",

@@ -189,8 +189,8 @@ interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
 c2s_direct_tls_ports = {{}}
 s2s_ports = {{}}
-modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping" }}
-modules_disabled = {{ "s2s", "s2s_auth_certs", "offline" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping"{modules} }}
+modules_disabled = {{ "s2s", "s2s_auth_certs"{disabled} }}
 authentication = "internal_hashed"
 default_iteration_count = {iterations}
 c2s_require_encryption = {require_tls}
@@ -237,12 +237,14 @@ class Prosody(Server):
 
     name = "prosody"
     extra_config = ""
+    modules: tuple[str, ...] = ()  # beyond the c2s set above; offline is off unless listed
 
     def prepare(self) -> None:
         cfg = PROSODY_CFG.format(
             dir=self.dir, port=self.port, iterations=self.accounts.iterations,
             require_tls="true" if self.tls else "false", cert=self.cert, key=self.key,
-            extra=self.extra_config,
+            extra=self.extra_config, modules="".join(f', "{m}"' for m in self.modules),
+            disabled="" if "offline" in self.modules else ', "offline"',
         )  # fmt: skip
         if self.muc:
             cfg += PROSODY_MUC_CFG
@@ -263,6 +265,15 @@ class ProsodyGenerationalGC(Prosody):
 
     name = "prosody-gengc"
     extra_config = 'gc = { mode = "generational" }\n'
+
+
+class ProsodyMam(Prosody):
+    """Prosody as a user runs it: archive (mod_mam, every message, default internal storage),
+    offline storage, carbons and stream management, against xmppd's default module set."""
+
+    name = "prosody-mam"
+    modules = ("mam", "offline", "carbons", "smacks")
+    extra_config = "default_archive_policy = true\n"
 
 
 # -- xmppd -------------------------------------------------------------------------------------
@@ -308,6 +319,8 @@ class Xmppd(Server):
     name = "xmppd"
     web_config = XMPPD_NO_WEB
 
+    modules_config = ""  # empty: the default module set, as shipped
+
     def prepare(self) -> None:
         cfg = XMPPD_CFG.format(
             dir=self.dir, port=self.port, cert=self.cert, key=self.key,
@@ -315,7 +328,7 @@ class Xmppd(Server):
         )  # fmt: skip
         if self.muc:
             cfg += XMPPD_MUC_CFG.format(max_occupants=self.accounts.count + 10)
-        cfg += self.web_config
+        cfg += self.web_config + self.modules_config
         (self.dir / "xmppd.toml").write_text(cfg)
         (self.dir / "data").mkdir()
         self.write_accounts()
@@ -375,8 +388,39 @@ class Xmppd(Server):
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = str(self.source()) + os.pathsep + env.get("PYTHONPATH", "")
         return env
+
+    def source(self) -> Path:
+        """This checkout, or $XMPPD_SRC (e.g. `git archive HEAD` unpacked, so that editing
+        the checkout cannot change a running benchmark)."""
+        return Path(os.environ.get("XMPPD_SRC", REPO)).resolve()
+
+
+# The default modules without the ones that store or track per message: archive, offline
+# storage, carbons, stream management, unread counts (and the MUC, which a 1:1 benchmark
+# never touches). Keep in step with xmppd/config.py DEFAULT_MODULES.
+LEAN_MODULES = [
+    "disco", "ping", "version", "time", "roster", "presence", "subscriptions", "blocking",
+    "vcard", "private", "csi", "directory", "caps", "pep", "upload",
+]  # fmt: skip
+
+
+class XmppdLean(Xmppd):
+    """xmppd without per-message storage: the floor the default set is measured against."""
+
+    name = "xmppd-lean"
+    modules_config = "\n[modules]\nenabled = [" + ", ".join(f'"{m}"' for m in LEAN_MODULES) + "]\n"
+
+
+class XmppdBase(Xmppd):
+    """xmppd from another source tree ($XMPPD_BASE, e.g. `git archive HEAD~1` unpacked), for
+    an A/B of two commits in one interleaved run."""
+
+    name = "xmppd-base"
+
+    def source(self) -> Path:
+        return Path(os.environ["XMPPD_BASE"]).resolve()
 
 
 # -- ejabberd (optional: apt-get install ejabberd erlang-luerl) ------------------------------------
@@ -507,7 +551,10 @@ class Ejabberd(Server):
 SERVERS: dict[str, type[Server]] = {
     "prosody": Prosody,
     "prosody-gengc": ProsodyGenerationalGC,
+    "prosody-mam": ProsodyMam,
     "xmppd": Xmppd,
+    "xmppd-lean": XmppdLean,
+    "xmppd-base": XmppdBase,
     "ejabberd": Ejabberd,
 }
 

@@ -60,6 +60,9 @@ tls_port = 0
 port = {http_port}
 plain_interfaces = ["127.0.0.1"]
 sessions_per_ip = {cap}
+# 50 logins in flight from one address: on a loaded machine more than the default 16 are
+# still in their request head at once, and the oldest would be dropped.
+pending_per_ip = {cap}
 messages_per_second = 100000.0
 
 [auth.tokens.apps.bench]

@@ -15,7 +15,7 @@ scope: `full` (a resource), `bare` (an account), `self` (the sender's own accoun
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from auth.base import AuthError
 
@@ -45,10 +45,17 @@ _VALID_TYPES = {
 }
 
 
+class Owed(Protocol):
+    """Work a handler put off (a durable write) that must be done before the stanza, or
+    anything made from it, leaves the server for someone other than its sender."""
+
+    async def settle(self) -> None: ...
+
+
 class StanzaEvent:
     """What handlers receive. `host` is the host whose bus fired the event."""
 
-    __slots__ = ("host", "origin", "stanza", "kind", "to", "sender")
+    __slots__ = ("host", "origin", "stanza", "kind", "to", "sender", "owed")
 
     def __init__(
         self,
@@ -65,6 +72,19 @@ class StanzaEvent:
         self.kind = kind
         self.to = to
         self.sender = sender
+        self.owed: list[Owed] = []  # see settle()
+
+    def owe(self, work: Owed) -> None:
+        """Put `work` off until `settle`: a later handler may join it (the archive writes
+        both sides of a 1:1 message in one transaction)."""
+        self.owed.append(work)
+
+    async def settle(self) -> None:
+        """Do the work put off. Called before the stanza (or a copy of it) is delivered to
+        anyone else and before routing returns, so the sender's acknowledgement still
+        comes after it."""
+        while self.owed:
+            await self.owed.pop(0).settle()
 
     async def reply_error(self, condition: str, text: str | None = None) -> bool:
         """Bounce an error to the sender (never in answer to an error). Returns True."""
@@ -112,6 +132,7 @@ async def route(host: Host, origin: Session | None, stanza: Element) -> None:
     event = StanzaEvent(host, origin, stanza, kind, to, sender)
     try:
         await _fire(host, event, kind, scope)
+        await event.settle()
     except (StorageUnavailable, AuthError) as exc:
         await _storage_down(event, exc)
 
@@ -134,6 +155,8 @@ async def _fire(host: Host, event: StanzaEvent, kind: str, scope: str) -> None:
     to = event.to
     domain = host.domain if to is None else to.domain
     target = host.hosts.get(domain) or host.components.get(domain)
+    if target is not host:
+        await event.settle()  # only the sender's host joins its own put-off work
     if target is None:
         await host.events.fire("route/remote", event)
         return

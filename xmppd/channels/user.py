@@ -550,7 +550,7 @@ def _local(bare: str) -> str:
 
 
 async def _fetch(store: Any, bare: str, archive_id: str) -> Any:
-    from ..modules.mam import Query, QueryError, run_query
+    from ..modules.mam_query import Query, QueryError, run_query
 
     try:
         page = await run_query(store, _local(bare), Query(ids=[archive_id], limit=1))

@@ -100,6 +100,11 @@ def original_recipients(event: StanzaEvent, bare: str) -> set[str] | None:
     return top_resources(event.host, bare, type_, router.rings_everywhere(event.stanza))
 
 
+def copies_wanted(host: Host, bare: str, skip: str) -> bool:
+    """Has another resource of `bare` carbons enabled?"""
+    return any(s.carbons for r, s in host.resources_of(bare).items() if r != skip)
+
+
 def send_copies(host: Host, direction: str, stanza: Element, bare: str, skip: set[str]) -> None:
     for resource, session in list(host.resources_of(bare).items()):
         if session.carbons and resource not in skip:
@@ -135,8 +140,10 @@ def load(module: Module) -> None:
         assert session is not None and to is not None
         if str(to.bare) == session.bare:
             return False  # to another resource of ours: copied once, as received (see below)
-        if eligible(event.stanza, inbound=False):
-            send_copies(host, "sent", event.stanza, session.bare, {session.jid.resource or ""})
+        own = session.jid.resource or ""
+        if eligible(event.stanza, inbound=False) and copies_wanted(host, session.bare, own):
+            await event.settle()  # a copy leaves now: the archive must hold the message first
+            send_copies(host, "sent", event.stanza, session.bare, {own})
         return False
 
     async def received(event: StanzaEvent) -> bool:

@@ -7,25 +7,23 @@ and the owner's preferences allow it. A message between two local users is in bo
 under different ids; one between two resources of an account is kept once, as received.
 Archiving runs before delivery and is awaited, so stream management acknowledges a message
 only after the archive (or, while the database is unreachable, the durable spool of
-`mam_spool.py`) holds it; live delivery never waits for a database outage.
+`mam_spool.py`) holds it; live delivery never waits for a database outage. Both records of a
+message between two local accounts are written in one transaction (`mam_pending.py`).
 
 Stanza ids (XEP-0359, XEP-0313 §3.5). `<stanza-id by=...>` naming any JID of our hosts is
 removed from what clients send (only the server speaks for its archives). Each archived incoming
 message then carries `<stanza-id by=account id=archive id>`, which carbons and offline storage
 keep. Outgoing messages carry the sender's id only while sent carbons are made.
 
-Queries. `serve_query` (store + owner + query element -> result messages + fin) and its parts
-`parse_query`, `run_query`, `result_messages`, `fin`, `query_form`, `metadata` are independent
-of accounts: a MUC room serves its archive with them.
+Queries: `mam_query.py`, shared with room archives.
 """
 
 from __future__ import annotations
 
 import datetime
-import re
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -36,28 +34,25 @@ from auth.base import AuthError
 from ..events import AccountDeleted
 from ..module import Implements, Module, ModuleSpec
 from ..options import Option
-from ..protocol import forms, rsm
 from ..protocol import namespaces as ns
 from ..protocol import stanza as st
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, element, get_child, sub
 from ..router import StanzaEvent
-from ..storage.base import ArchiveItem, ArchivePage, ArchiveStore, StorageError, UnknownArchiveId
+from ..storage.base import ArchiveRecord, StorageError
+from .carbons import copies_wanted
+from .mam_pending import Entry, PendingArchive
+from .mam_query import QueryError, metadata, query_form, serve_query
 from .mam_spool import OutageSpool
 
 if TYPE_CHECKING:
     from ..session import Session
 
-XDATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"  # XEP-0122
 _STANZA_ID = st.qname(ns.SID, "stanza-id")
 _BODY = st.qname(ns.CLIENT, "body")
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 # Payloads that are conversation although they lack a body: encrypted messages, receipts and
 # markers, invitations, call setup.
 _CONVERSATION = frozenset({ns.EME, ns.RECEIPTS, ns.MARKERS, ns.CONFERENCE, ns.JINGLE_MESSAGE})
-_FIELDS = frozenset({"with", "start", "end", "before-id", "after-id", "ids", "include-groupchat"})
-# XEP-0082 DateTime: the time zone is required.
-_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
 POLICIES = ("always", "roster", "never")
 
 
@@ -107,226 +102,6 @@ def without_stanza_ids(stanza: Element, drop: Callable[[str], bool]) -> Element:
         if drop(child.get("by") or ""):
             stanza.remove(child)
     return stanza
-
-
-def stamp(when: datetime.datetime) -> str:
-    """XEP-0082 DateTime in UTC, to the microsecond the archive keeps (a client can reuse it
-    as an exact start or end)."""
-    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-# ---- queries (shared with room archives) ------------------------------------------------------
-
-
-class QueryError(Exception):
-    """A query the archive refuses: answer `condition` (RFC 6120 §8.3.3) with `text`."""
-
-    def __init__(self, condition: str, text: str) -> None:
-        super().__init__(text)
-        self.condition = condition
-        self.text = text
-
-
-@dataclass(slots=True)
-class Query:
-    queryid: str | None = None
-    with_jid: str | None = None
-    start: datetime.datetime | None = None
-    end: datetime.datetime | None = None
-    after_id: str | None = None  # form 'after-id' (#extended)
-    before_id: str | None = None  # form 'before-id'
-    ids: list[str] = field(default_factory=list)
-    page: rsm.Request = field(default_factory=rsm.Request)
-    limit: int = 50
-    flip: bool = False
-
-
-def query_form() -> Element:
-    """The fields a query may use (§4.1.5), in the `<query/>` answering a get."""
-    query = element(ns.MAM, "query")
-    types = {"with": "jid-single", "ids": "list-multi", "include-groupchat": "boolean"}
-    names = ("with", "start", "end", "before-id", "after-id", "ids", "include-groupchat")
-    x = forms.build(ns.MAM, [forms.Field(n, types.get(n, "text-single")) for n in names])
-    for f in x:
-        if f.get("var") == "ids":  # §4.1.5: an open list, never the list of all ids
-            sub(sub(f, XDATA_VALIDATE, "validate", datatype="xs:string"), XDATA_VALIDATE, "open")
-    query.append(x)
-    return query
-
-
-def parse_query(query: Element, *, default_limit: int, max_limit: int) -> Query:
-    """Read a `<query xmlns='urn:xmpp:mam:2'/>` (form and RSM set); QueryError when it is bad.
-
-    A page larger than `max_limit` is cut to it (XEP-0313 §4.3.1 lets the server limit pages;
-    the fin then says the results are not complete)."""
-    if query.get("node") is not None:
-        raise QueryError("item-not-found", "this archive has no nodes")
-    try:
-        values = _form_values(query)
-        unknown = sorted(set(values) - _FIELDS)
-        if unknown:  # §4.1.5
-            raise QueryError("feature-not-implemented", f"unknown query field {unknown[0]!r}")
-        forms.boolean(values, "include-groupchat")  # user archives hold no groupchat anyway
-        page = rsm.find(query) or rsm.Request()
-        q = Query(
-            queryid=query.get("queryid"),
-            with_jid=_jid(forms.single(values, "with")),
-            start=_datetime(forms.single(values, "start")),
-            end=_datetime(forms.single(values, "end")),
-            after_id=forms.single(values, "after-id") or None,
-            before_id=forms.single(values, "before-id") or None,
-            ids=list(dict.fromkeys(v for v in values.get("ids", []) if v)),
-            page=page,
-            flip=get_child(query, ns.MAM, "flip-page") is not None,
-        )
-    except (forms.FormError, rsm.RSMError, ValueError) as exc:
-        raise QueryError("bad-request", str(exc)) from exc
-    if page.index is not None:
-        raise QueryError("feature-not-implemented", "page with <after/> or <before/>, not <index/>")
-    if len(q.ids) > max_limit:
-        raise QueryError("policy-violation", f"at most {max_limit} ids in one query")
-    q.limit = min(default_limit if page.max is None else page.max, max_limit)
-    return q
-
-
-def _form_values(query: Element) -> dict[str, list[str]]:
-    x = get_child(query, ns.DATA_FORMS, "x")
-    return {} if x is None else forms.parse_submission(x, ns.MAM)
-
-
-def _jid(text: str | None) -> str | None:
-    if not text:
-        return None
-    try:
-        return str(JID.parse(text))
-    except JIDError as exc:
-        raise ValueError(f"'with' is not a JID: {exc}") from exc
-
-
-def _datetime(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    if not _DATETIME.fullmatch(text):
-        raise ValueError(f"{text!r} is not a XEP-0082 DateTime")
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-async def run_query(store: ArchiveStore, owner: str, q: Query) -> ArchivePage:
-    """The page `q` asks for. RSM's cursor pages within the form's range; when both name an
-    id on one side, the cursor (taken from an earlier page of this range) bounds the page and
-    the form's id is only checked to exist. item-not-found for any unknown id (§4.1.3, §4.3.2).
-    """
-    try:
-        if q.ids:
-            return await _by_ids(store, owner, q)
-        page = q.page
-        after = page.after if page.after is not None else q.after_id
-        before = page.before or q.before_id
-        for shadowed in (q.after_id if page.after is not None else None, q.before_id):
-            if shadowed is not None and shadowed != before:
-                await store.query(owner, after_id=shadowed, limit=0)
-        return await store.query(
-            owner,
-            with_jid=q.with_jid,
-            start=q.start,
-            end=q.end,
-            after_id=after,
-            before_id=before,
-            limit=q.limit,
-            backward=page.backward,
-        )
-    except UnknownArchiveId as exc:
-        raise QueryError("item-not-found", "no message with that id in this archive") from exc
-
-
-async def _by_ids(store: ArchiveStore, owner: str, q: Query) -> ArchivePage:
-    """Single-item retrieval (#extended): each id, then the query's other filters."""
-    items = [await _fetch(store, owner, id_) for id_ in q.ids]
-    items = [item for item in items if _matches(item, q)]
-    items.sort(key=lambda item: item.timestamp)
-    return ArchivePage(items=items, complete=True)
-
-
-async def _fetch(store: ArchiveStore, owner: str, id_: str) -> ArchiveItem:
-    """One item by id through the store's cursors: the item just before the one after it (or
-    the newest). A message archived in between makes the guess miss: try again."""
-    for _attempt in range(3):
-        following = await store.query(owner, after_id=id_, limit=1)  # UnknownArchiveId if absent
-        if following.items:
-            page = await store.query(owner, before_id=following.items[0].id, backward=True, limit=1)
-        else:
-            page = await store.query(owner, backward=True, limit=1)
-        if page.items and page.items[0].id == id_:
-            return page.items[0]
-    raise QueryError("resource-constraint", "the archive is changing too fast; try again")
-
-
-def _matches(item: ArchiveItem, q: Query) -> bool:
-    if q.start is not None and item.timestamp < q.start:
-        return False
-    if q.end is not None and item.timestamp > q.end:
-        return False
-    if q.with_jid is None:
-        return True
-    if "/" in q.with_jid:
-        return item.with_jid == q.with_jid
-    return item.with_jid.partition("/")[0] == q.with_jid
-
-
-def result_messages(items: list[ArchiveItem], q: Query, *, archive: str, to: str) -> list[Element]:
-    """One `<message><result><forwarded>` per item (§4.2), in archive order, or newest first
-    for `<flip-page/>`."""
-    out = []
-    for item in reversed(items) if q.flip else items:
-        message = st.make("message", {"from": archive, "to": to, "id": uuid.uuid4().hex})
-        result = sub(message, ns.MAM, "result", id=item.id)
-        if q.queryid is not None:
-            result.set("queryid", q.queryid)
-        forwarded = sub(result, ns.FORWARD, "forwarded")
-        sub(forwarded, ns.DELAY, "delay", stamp=stamp(item.timestamp))
-        forwarded.append(etree.fromstring(item.stanza_xml.encode(), _PARSER))
-        out.append(message)
-    return out
-
-
-def fin(page: ArchivePage) -> Element:
-    """The `<fin/>` for the iq result: complete when nothing lies beyond the page in its
-    direction; RSM first/last are the page's oldest and newest ids. Results are stable (one
-    database), so no 'stable' attribute (§4.3.2: absent means true)."""
-    el = element(ns.MAM, "fin")
-    if page.complete:
-        el.set("complete", "true")
-    items = page.items
-    el.append(rsm.build(items[0].id if items else None, items[-1].id if items else None))
-    return el
-
-
-async def metadata(store: ArchiveStore, owner: str) -> Element:
-    """§5: the oldest and newest items of the archive (nothing for an empty one)."""
-    el = element(ns.MAM, "metadata")
-    oldest = await store.query(owner, limit=1)
-    newest = await store.query(owner, limit=1, backward=True)
-    for name, page in (("start", oldest), ("end", newest)):
-        for item in page.items:
-            sub(el, ns.MAM, name, id=item.id, timestamp=stamp(item.timestamp))
-    return el
-
-
-async def serve_query(
-    store: ArchiveStore,
-    owner: str,
-    query: Element,
-    *,
-    archive: str,
-    to: str,
-    default_limit: int,
-    max_limit: int,
-) -> tuple[list[Element], Element]:
-    """Answer a query element: the result messages to send first, then the `<fin/>` for the iq
-    result. QueryError for the iq error."""
-    q = parse_query(query, default_limit=default_limit, max_limit=max_limit)
-    page = await run_query(store, owner, q)
-    return result_messages(page.items, q, archive=archive, to=to), fin(page)
 
 
 # ---- preferences (XEP-0441) -------------------------------------------------------------------
@@ -413,15 +188,23 @@ class Archiver:
         return False
 
     async def outgoing(self, event: StanzaEvent) -> bool:
-        session, to = event.origin, event.to
+        """The sender's record waits on the event (`mam_pending.py`) for the recipient's."""
+        session, to, stanza = event.origin, event.to, event.stanza
         assert session is not None and session.jid is not None
-        if to is None or str(to.bare) == session.bare or not archivable(event.stanza):
+        if to is None or str(to.bare) == session.bare or not archivable(stanza):
             return False  # to the own account: archived once, as received
-        id_ = await self.archive(session.jid.local or "", session.bare, to, event.stanza)
-        if id_ is None:
+        user, bare = session.jid.local or "", session.bare
+        checked = await self.wanted_or_unknown(user, bare, to)
+        if checked is False:
             return False
-        # Sent carbons (made next) carry the sender's archive id (XEP-0313 §3.5).
-        event.stanza = with_stanza_id(event.stanza, session.bare, id_)
+        record = ArchiveRecord(user, str(to), etree.tostring(stanza).decode(), str(uuid.uuid4()))
+        pending = PendingArchive.of(self, event)
+        if pending is None:
+            event.owe(pending := PendingArchive(self, event))
+        pending.add(record, bare, sent=True, checked=checked)
+        if copies_wanted(self.host, bare, session.jid.resource or ""):
+            # Sent carbons (made next) carry the sender's archive id (XEP-0313 §3.5).
+            event.stanza = with_stanza_id(stanza, bare, record.id)
         return False
 
     async def after_carbons(self, event: StanzaEvent) -> bool:
@@ -432,23 +215,49 @@ class Archiver:
         return False
 
     async def incoming(self, event: StanzaEvent) -> bool:
+        """The recipient's record joins the sender's (if any): one write, before delivery."""
+        pending = PendingArchive.of(self, event, take=True)
+        mine = await self.recipient_entry(event)
+        if mine is not None:
+            pending = pending or PendingArchive(self, event)
+            pending.entries.append(mine)
+        if pending is None:
+            return False
+        await pending.settle()
+        if mine is not None and mine.record.id in pending.stored:
+            event.stanza = with_stanza_id(event.stanza, mine.bare, mine.record.id)
+        return False
+
+    async def recipient_entry(self, event: StanzaEvent) -> Entry | None:
+        """The record for the recipient's archive, None when nothing is archived."""
         stanza, target = event.stanza, event.to or event.sender
         if target is None or target.local is None or not archivable(stanza):
-            return False
+            return None
         bare, user = str(target.bare), target.local
         if stanza_id_by(stanza, bare) is not None:
-            return False  # routed again (its session went away): archived the first time
+            return None  # routed again (its session went away): archived the first time
         try:
             if self.bounced(event, bare) or not await self.exists(user, bare):
-                return False
+                return None
         except AuthError:  # accounts unreadable: nobody is online there, the router answers
-            return False
+            return None
         peer = event.sender or JID(None, self.host.domain, prepared=True)
-        id_ = await self.archive(user, bare, peer, stanza)
-        if id_ is None:
-            return False
-        event.stanza = with_stanza_id(stanza, bare, id_)
-        return False
+        checked = await self.wanted_or_unknown(user, bare, peer)
+        if checked is False:
+            return None
+        record = ArchiveRecord(user, str(peer), etree.tostring(stanza).decode(), str(uuid.uuid4()))
+        return Entry(record, bare, sent=False, checked=checked)
+
+    async def wanted_or_unknown(self, user: str, bare: str, peer: JID) -> bool | None:
+        """`wanted`, or None while the preferences are unreadable (then the record goes to
+        the spool, whose replay checks them)."""
+        try:
+            return await self.wanted(user, bare, peer)
+        except StorageError:
+            return None
+
+    def without_own_id(self, stanza: Element, bare: str) -> Element:
+        return without_stanza_ids(stanza, lambda by: by == bare)
 
     def bounced(self, event: StanzaEvent, bare: str) -> bool:
         """A non-chat message to a resource that is gone gets an error (RFC 6121 §8.5.3.2.1):

@@ -46,13 +46,16 @@ class OutageSpool:
         """Messages never archived since start (a counter, for metrics)."""
         return self.spool.lost if self.spool is not None else self.gap
 
-    async def keep(self, user: str, bare: str, peer: str, xml: str, cause: Exception) -> str | None:
-        """Spool one archive record; its id, or None for a gap (delivered, never archived)."""
+    async def keep(
+        self, user: str, bare: str, peer: str, xml: str, cause: Exception, id_: str | None = None
+    ) -> str | None:
+        """Spool one archive record (under `id_`, else a new id); its id, or None for a gap
+        (delivered, never archived)."""
         if not self.outage:
             self.outage = True
             where = self.spool.path if self.spool is not None else "nowhere (no data dir)"
             self.log.warning("archive unavailable (%s); spooling to %s", cause, where)
-        id_ = str(uuid.uuid4())
+        id_ = id_ or str(uuid.uuid4())
         now = to_micros(datetime.datetime.now(datetime.UTC))
         record = {"u": user, "b": bare, "p": peer, "x": xml, "i": id_, "t": now}
         if self.spool is None or not await self.spool.append(record):

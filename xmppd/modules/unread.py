@@ -127,17 +127,22 @@ class Unread:
         return count
 
     async def _save(self, bare: str, peer: str, count: int, read: str | None) -> None:
-        local = _local(bare)
-        old = await self.store.get(local, peer)
-        if old is not None and old["count"] == count and old["read"] == read:
-            return
-        await self.store.set(local, peer, {"count": count, "read": read})
-        self.announce(bare, peer, count, read)
+        entry = {"count": count, "read": read}
+        old, _ = await self.store.update(_local(bare), peer, lambda _old: entry)
+        if old != entry:
+            self.announce(bare, peer, entry["count"], entry["read"])
 
     async def _bump(self, bare: str, peer: str) -> None:
+        """One more unread: read and write in one transaction (one database round trip per
+        message; the count stays right with several nodes on one database)."""
+
+        def plus_one(old: dict | None) -> dict:
+            entry = old or {"count": 0, "read": None}
+            return {"count": entry["count"] + 1, "read": entry["read"]}
+
         async with self.locks[bare]:
-            entry = await self.store.get(_local(bare), peer) or {"count": 0, "read": None}
-            await self._save(bare, peer, entry["count"] + 1, entry["read"])
+            _, entry = await self.store.update(_local(bare), peer, plus_one)
+            self.announce(bare, peer, entry["count"], entry["read"])
 
     # ---- hooks -------------------------------------------------------------------------------
 

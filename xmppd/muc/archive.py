@@ -19,7 +19,7 @@ from lxml import etree
 from auth.base import AuthError
 
 from ..host import Host
-from ..modules.mam import QueryError, fin, parse_query, query_form, result_messages, run_query
+from ..modules.mam_query import QueryError, fin, parse_query, query_form, result_messages, run_query
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, reply
 from ..storage.base import ArchiveItem

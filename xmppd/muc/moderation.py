@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from ..events import RoomEvent
-from ..modules.mam import Query, QueryError, run_query
+from ..modules.mam_query import Query, QueryError, run_query
 from ..protocol import namespaces as ns
 from ..protocol.stanza import Element, child_text, element, get_child, make, qname, sub
 from ..storage.base import ArchiveItem

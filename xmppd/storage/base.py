@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -42,6 +43,13 @@ class MapStore(Protocol):
 
     async def set(self, user: str, key: str, value: Document | None) -> None: ...
 
+    async def update(
+        self, user: str, key: str, change: Callable[[Document | None], Document | None]
+    ) -> tuple[Document | None, Document | None]:
+        """Read, `change`, write back in one transaction (one round trip); (old, new).
+        Updates of an existing document never lose each other; two first writes of one key
+        at once (several nodes) may: the later one wins."""
+
     async def get_all(self, user: str) -> dict[str, Document]: ...
 
     async def delete_user(self, user: str) -> None: ...
@@ -64,6 +72,16 @@ class ArchivePage:
     complete: bool  # no further matching item beyond this page in the paging direction
 
 
+@dataclass(frozen=True, slots=True)
+class ArchiveRecord:
+    """One append of `ArchiveStore.append_many`; `id` is chosen by the caller."""
+
+    owner: str
+    with_jid: str
+    stanza_xml: str
+    id: str
+
+
 class ArchiveStore(Protocol):
     async def append(
         self,
@@ -75,6 +93,10 @@ class ArchiveStore(Protocol):
         timestamp: datetime | None = None,
     ) -> str:
         """Store one record durably; return its id (generated when `stanza_id` is None)."""
+
+    async def append_many(self, records: list[ArchiveRecord]) -> None:
+        """Store several records (e.g. both sides of a 1:1 message) in one transaction, with
+        one timestamp: all or none."""
 
     async def query(
         self,

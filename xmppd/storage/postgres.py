@@ -49,6 +49,9 @@ def _pg_sql(sql: str) -> str:
 
 class PostgresExecutor:
     __slots__ = ("conn",)
+    # Appended to a read that a write of the same transaction depends on: concurrent
+    # connections would otherwise read the same row and one write would be lost.
+    row_lock = " FOR UPDATE"
 
     def __init__(self, conn: psycopg.Connection):
         self.conn = conn

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from xmppd.storage.base import ArchiveItem, ArchivePage, Document, UnknownArchiveId
+from xmppd.storage.base import (
+    ArchiveItem,
+    ArchivePage,
+    ArchiveRecord,
+    Document,
+    UnknownArchiveId,
+)
 from xmppd.storage.migrations import Executor
 from xmppd.storage.spool import Spool
 
@@ -23,6 +29,17 @@ T = TypeVar("T")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+
+
+_MAP_UPSERT = (
+    'INSERT INTO map (host, store, "user", key, value) VALUES (?, ?, ?, ?, ?) '
+    'ON CONFLICT (host, store, "user", key) DO UPDATE SET value = excluded.value'
+)
+_MAP_DELETE = 'DELETE FROM map WHERE host = ? AND store = ? AND "user" = ? AND key = ?'
+_ARCHIVE_INSERT = (
+    "INSERT INTO archive (host, store, owner, id, ts, with_bare, with_full, stanza) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class Backend(Protocol):
@@ -128,12 +145,28 @@ class SQLMapStore:
             sql = 'DELETE FROM map WHERE host = ? AND store = ? AND "user" = ? AND key = ?'
             args: tuple[str, ...] = (*self._scope, user, key)
         else:
-            sql = (
-                'INSERT INTO map (host, store, "user", key, value) VALUES (?, ?, ?, ?, ?) '
-                'ON CONFLICT (host, store, "user", key) DO UPDATE SET value = excluded.value'
-            )
+            sql = _MAP_UPSERT
             args = (*self._scope, user, key, _encode(value))
         await self._db.run("map set", lambda tx: tx.write(sql, args))
+
+    async def update(
+        self, user: str, key: str, change: Callable[[Document | None], Document | None]
+    ) -> tuple[Document | None, Document | None]:
+        get = 'SELECT value FROM map WHERE host = ? AND store = ? AND "user" = ? AND key = ?'
+        args = (*self._scope, user, key)
+
+        def read_change_write(tx: Executor) -> tuple[Document | None, Document | None]:
+            rows = tx.rows(get + getattr(tx, "row_lock", ""), args)
+            old = _decode(rows[0][0]) if rows else None
+            new = change(None if old is None else json.loads(rows[0][0]))
+            if new != old:
+                if new is None:
+                    tx.write(_MAP_DELETE, args)
+                else:
+                    tx.write(_MAP_UPSERT, (*args, _encode(new)))
+            return old, new
+
+        return await self._db.run("map update", read_change_write)
 
     async def get_all(self, user: str) -> dict[str, Document]:
         sql = 'SELECT key, value FROM map WHERE host = ? AND store = ? AND "user" = ? ORDER BY key'
@@ -174,13 +207,31 @@ class SQLArchiveStore:
         record_id = stanza_id if stanza_id is not None else str(uuid.uuid4())
         ts = to_micros(timestamp if timestamp is not None else datetime.now(UTC))
         bare = with_jid.partition("/")[0]
-        sql = (
-            "INSERT INTO archive (host, store, owner, id, ts, with_bare, with_full, stanza) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )
+        sql = _ARCHIVE_INSERT
         args = (*self._scope, owner, record_id, ts, bare, with_jid, stanza_xml)
         await self._db.run("archive append", lambda tx: tx.write(sql, args))
         return record_id
+
+    async def append_many(self, records: list[ArchiveRecord]) -> None:
+        ts = to_micros(datetime.now(UTC))
+        rows = [
+            (
+                *self._scope,
+                r.owner,
+                r.id,
+                ts,
+                r.with_jid.partition("/")[0],
+                r.with_jid,
+                r.stanza_xml,
+            )
+            for r in records
+        ]
+
+        def insert_all(tx: Executor) -> None:
+            for args in rows:
+                tx.write(_ARCHIVE_INSERT, args)
+
+        await self._db.run("archive append", insert_all)
 
     async def query(
         self,

@@ -5,13 +5,15 @@ Every sqlite3 call goes through `run`, i.e. `trio.to_thread.run_sync` under that
 the trio loop never blocks on disk and the connection is never used by two threads at once.
 Calls are group-committed (`batch.py`): those arriving while a commit is in flight run
 together in the next transaction, each in a savepoint, with one commit (and one fsync, see
-`_configure`) for all; each returns only after that commit. A lone call runs in autocommit
-mode (`isolation_level=None`), as one transaction of its own.
+`_configure`) for all; each returns only after that commit. A lone call is one transaction
+of its own (the connection is in autocommit mode, `isolation_level=None`, so `BEGIN` and
+`COMMIT` are explicit).
 The stores themselves are shared with the PostgreSQL driver (`sql.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -34,6 +36,7 @@ __all__ = ["LATEST_VERSION", "SQLiteDatabase"]
 
 class SQLiteExecutor:
     __slots__ = ("conn",)
+    row_lock = ""  # one connection, transactions BEGIN IMMEDIATE: nothing to lock
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -122,12 +125,19 @@ class SQLiteDatabase:
             fail_all(jobs, self._error("commit", exc))
 
     def _run_alone(self, job: Job[object], executor: SQLiteExecutor) -> None:
+        """One job, one transaction: a job of several statements (both sides of a message)
+        lands whole or not at all, with one commit."""
+        conn = executor.conn
         try:
+            conn.execute("BEGIN IMMEDIATE")
             job.result = job.fn(executor)
-        except sqlite3.Error as exc:
-            job.error = self._error(job.what, exc)
+            conn.execute("COMMIT")
         except Exception as exc:
-            job.error = exc
+            job.result = None
+            job.error = self._error(job.what, exc) if isinstance(exc, sqlite3.Error) else exc
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # reported by the next call
+                    conn.execute("ROLLBACK")
 
     def _run_in_savepoint(self, conn: sqlite3.Connection, job: Job[object], ex: Executor) -> bool:
         """Run one job of a batch; False when its failure took the whole transaction."""

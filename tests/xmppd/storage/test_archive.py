@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from xmppd.storage import StorageError, UnknownArchiveId
+from xmppd.storage.base import ArchiveRecord
 
 T0 = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=UTC)
 PEERS = ["romeo@example.net/balcony", "nurse@example.org", "romeo@example.net/garden"]
@@ -80,6 +81,25 @@ async def test_given_stanza_id_is_kept_and_unique_per_owner(archive):
         "romeo", with_jid="juliet@example.org", stanza_xml="<c/>", stanza_id="id-1"
     )
     assert [i.stanza_xml for i in (await archive.query("juliet")).items] == ["<a/>"]
+
+
+async def test_append_many_writes_all_or_none(archive):
+    """Both sides of a 1:1 message in one transaction: both land, under the given ids and one
+    timestamp; a clash on either id lands neither."""
+    sent = ArchiveRecord("juliet", "romeo@example.net/balcony", stanza(1), "id-j1")
+    got = ArchiveRecord("romeo", "juliet@example.org/chamber", stanza(1), "id-r1")
+    await archive.append_many([sent, got])
+    (j,) = (await archive.query("juliet")).items
+    (r,) = (await archive.query("romeo")).items
+    assert (j.id, j.with_jid, j.stanza_xml) == ("id-j1", sent.with_jid, stanza(1))
+    assert (r.id, r.with_jid) == ("id-r1", got.with_jid)
+    assert j.timestamp == r.timestamp
+    fresh = ArchiveRecord("juliet", "nurse@example.org", stanza(2), "id-j2")
+    clash = ArchiveRecord("romeo", "juliet@example.org", stanza(2), "id-r1")
+    with pytest.raises(StorageError):
+        await archive.append_many([fresh, clash])
+    assert [i.id for i in (await archive.query("juliet")).items] == ["id-j1"]
+    assert len((await archive.query("romeo")).items) == 1
 
 
 async def test_default_timestamp_is_now(archive):

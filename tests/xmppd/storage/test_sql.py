@@ -74,6 +74,33 @@ async def test_map_crud(db):
     assert await roster.get_all("romeo") == {"juliet@example.org": {"name": "J"}}
 
 
+async def test_map_update_reads_and_writes_in_one_call(db):
+    counts = db.for_host("example.org").map("unread")
+
+    def plus_one(old):
+        return {"count": (old or {"count": 0})["count"] + 1}
+
+    assert await counts.update("juliet", "romeo@example.net", plus_one) == (None, {"count": 1})
+    assert await counts.update("juliet", "romeo@example.net", plus_one) == (
+        {"count": 1},
+        {"count": 2},
+    )
+    assert await counts.get("juliet", "romeo@example.net") == {"count": 2}
+    # Concurrent updates of one key share commits but never lose an increment.
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(counts.update, "juliet", "romeo@example.net", plus_one)
+    assert await counts.get("juliet", "romeo@example.net") == {"count": 22}
+    assert await counts.update("juliet", "romeo@example.net", lambda old: None) == (
+        {"count": 22},
+        None,
+    )
+    assert await counts.get_all("juliet") == {}
+    with pytest.raises(TypeError):
+        await counts.update("juliet", "x", lambda old: ["not", "a", "dict"])
+    assert await counts.get_all("juliet") == {}
+
+
 async def test_map_users_with_key(db):
     """Whose rosters name an account (deletion removes it from all of them): host and store
     scoped like everything else."""
