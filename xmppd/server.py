@@ -18,6 +18,7 @@ from auth.tokens import TokenAuth
 
 from . import loader
 from .cluster import Cluster, make_bus
+from .cluster_admin import ClusterAdmin
 from .config import Config
 from .host import Host
 from .login_gate import LoginGate
@@ -52,6 +53,7 @@ class Server:
         self.config = config
         self.pubsub, self.tracker = make_bus(config)  # in-process, or Redis in cluster mode
         self.cluster: Cluster | None = None
+        self.cluster_admin: ClusterAdmin | None = None  # admin verbs on every node
         self.reuse_port = False  # SO_REUSEPORT on every listener: `serve --workers N`
         self.hosts: dict[str, Host] = {}
         self.components: dict[str, Any] = {}  # in-process services on their own domain (MUC)
@@ -132,6 +134,14 @@ class Server:
             self.cluster = Cluster(self.pubsub, self.tracker, self.nursery_soon, ack_timeout)
             for host in self.hosts.values():
                 self.cluster.install(host)
+            self.cluster_admin = ClusterAdmin(
+                self.pubsub, self.tracker, self.nursery_soon, self._answer_peer
+            )
+
+    async def _answer_peer(self, verb: str, args: dict[str, Any]) -> Any:
+        from .admin import answer_peer
+
+        return await answer_peer(self, verb, args)
 
     def _auth_backend(self, storage: Any, domain: str) -> Any:
         backend = InternalAuth(storage.keyval("accounts"))
