@@ -5,6 +5,10 @@ of `deluser` and `revoke-tokens`), that node asks every node that is up over the
 bus (``("ask", id, asker, verb, args)`` on ADMIN_TOPIC) and gathers their answers
 (``("answer", id, node, ok, result)``). A node that does not answer within the timeout is
 reported as such, never counted as "no sessions".
+
+Stream management uses the same question: a `<resume/>` for a session this node does not
+hold asks the others to end it (``sm-end``), so its unacknowledged stanzas are routed again
+before the client binds anew, and the answer carries its final h for `<failed h/>`.
 """
 
 from __future__ import annotations
@@ -40,7 +44,24 @@ class ClusterAdmin:
         self._local = local
         self._ids = itertools.count(1)
         self._waiting: dict[int, tuple[dict[str, Any], trio.Event, set[str]]] = {}
+        self.hosts: dict[str, Any] = {}
         pubsub.subscribe(ADMIN_TOPIC, self)
+
+    def install(self, host: Any) -> None:
+        self.hosts[host.domain] = host
+        sm = host.services.get("sm")
+        if sm is not None:
+            sm.resume_elsewhere = self._resume_elsewhere
+
+    async def _resume_elsewhere(self, bare: str, previd: str) -> int | None:
+        answers = await self.ask("sm-end", {"jid": bare, "previd": previd})
+        found = [a["result"] for a in answers.values() if a["ok"] and a["result"] is not None]
+        return found[0] if found else None
+
+    async def _sm_end(self, bare: str, previd: str) -> int | None:
+        host = self.hosts.get(bare.partition("@")[2])
+        sm = host.services.get("sm") if host is not None else None
+        return None if sm is None else await sm.end_for_peer(bare, previd)
 
     def nodes(self) -> dict[str, str]:
         """The other nodes this one knows: name -> "up" | "down". The Tracker knows
@@ -89,7 +110,10 @@ class ClusterAdmin:
 
     async def _answer(self, ident: int, asker: str, verb: str, args: dict[str, Any]) -> None:
         try:
-            ok, result = True, await self._local(verb, args)
+            if verb == "sm-end":
+                ok, result = True, await self._sm_end(args["jid"], args["previd"])
+            else:
+                ok, result = True, await self._local(verb, args)
         except Exception as exc:  # the asker reports it; this node goes on
             ok, result = False, str(exc)
         answer = ("answer", ident, self.node, ok, result)

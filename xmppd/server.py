@@ -137,6 +137,8 @@ class Server:
             self.cluster_admin = ClusterAdmin(
                 self.pubsub, self.tracker, self.nursery_soon, self._answer_peer
             )
+            for host in self.hosts.values():
+                self.cluster_admin.install(host)
 
     async def _answer_peer(self, verb: str, args: dict[str, Any]) -> Any:
         from .admin import answer_peer
