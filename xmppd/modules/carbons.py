@@ -14,6 +14,8 @@
   is dropped, never re-routed (§10.3).
 - who has carbons on is tracked in the presence Tracker (`carbons:<domain>`), so in cluster mode
   the node that routes a message copies it to the account's resources on every node.
+- `host.services["carbons-switch"]` is `switch(session, since)`: carbons on from `since`
+  (time.time()), or off with 0; the JSON channels' user topic turns them on this way.
 - `host.services["carbons"]` is `copied(session, message, stamp)`: did that session get a copy
   of a message delivered to another resource of its account at `stamp`? Routing undelivered
   messages again (`Server.reroute`) asks, so as not to show one twice.
@@ -129,19 +131,25 @@ def load(module: Module) -> None:
     module.add_feature(ns.CARBONS_RULES)
     host.services["carbons"] = copied
 
+    def switch(session: Session, since: float) -> None:
+        """Carbons on from `since` (kept if already on), or off with 0, on every node."""
+        topic = carbons_topic(host.domain)
+        if not since:
+            if session.carbons:
+                host.tracker.untrack(session, topic, session.bare)
+            session.carbons = 0.0
+        elif not session.carbons:
+            session.carbons = since
+            host.tracker.track(session, topic, session.bare, {"resource": session.jid.resource})
+
+    host.services["carbons-switch"] = switch
+
     async def toggle(event: StanzaEvent) -> bool:
         # §10.1: enabling or disabling twice is not an error (and keeps the first time).
         session = event.origin
         assert session is not None
         child = first_child(event.stanza)
-        topic = carbons_topic(host.domain)
-        if child is None or not child.tag.endswith("}enable"):
-            if session.carbons:
-                host.tracker.untrack(session, topic, session.bare)
-            session.carbons = 0.0
-        elif not session.carbons:
-            session.carbons = time.time()
-            host.tracker.track(session, topic, session.bare, {"resource": session.jid.resource})
+        switch(session, time.time() if child is not None and child.tag.endswith("}enable") else 0)
         return await event.reply(reply(event.stanza))
 
     async def closed(session: Session) -> bool:
