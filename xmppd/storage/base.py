@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -41,6 +42,16 @@ class MapStore(Protocol):
     async def get(self, user: str, key: str) -> Document | None: ...
 
     async def set(self, user: str, key: str, value: Document | None) -> None: ...
+
+    async def replace(
+        self,
+        user: str,
+        key: str,
+        expected: Callable[[Document | None], bool],
+        value: Document | None,
+    ) -> bool:
+        """Compare and set under a row lock: store `value` (None deletes) only if `expected`
+        accepts the stored document (None: absent); False, nothing written, otherwise."""
 
     async def get_all(self, user: str) -> dict[str, Document]: ...
 
