@@ -19,7 +19,13 @@ What crosses nodes, and how (docs/cluster.md):
   Probes go to every node with an available resource of the account; each answers for its
   own sessions.
 * **Rosters** are cached per node: a change stored on one node tells the others to drop
-  their copy, and to push the change to the account's sessions they hold.
+  their copy, and to push the change to the account's sessions they hold. Each item change
+  is a compare-and-set in storage (modules/roster.py), so a stale copy costs a re-read,
+  never a lost change.
+* **The account's sessions on other nodes** get what RFC 6121 gives "interested" or
+  "available" resources: subscription answers (``interested``), the presence of the
+  account's other resources at login (``own``); blocking-list edits (``blocking``) replace
+  every node's copy. Carbons need nothing here: who has them on is in the Tracker.
 * **One session per full JID.** When a session bound elsewhere shows up with the same full
   JID as one of ours, the older of the two (bound_at, then node name) gets <conflict/>:
   each node decides the same way, so no coordination is needed.
