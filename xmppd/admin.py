@@ -144,9 +144,8 @@ async def delete_user(server: Server, jid: str) -> dict[str, Any]:
     host, local = account(server, jid)
     bare = f"{local}@{host.domain}"
     await _auth_call(host.auth.delete_user(local), bare)  # NoSuchUser: "no account ..."
-    await host.storage.keyval("disabled_accounts").set(local, None)  # xmppd/accounts.py
     server.credentials.revoke(user=bare)
-    ended = await end_sessions(sessions_of(host, bare), "not-authorized", "the account was deleted")
+    ended = await end_everywhere(server, bare, "not-authorized", "the account was deleted")
     await server.bans.forget_account(bare)
     await host.events.fire("account-deleted", AccountDeleted(bare, local))
     log.info("account %s deleted (%d session(s) ended)", bare, ended)
@@ -184,7 +183,19 @@ def describe(session: Session) -> dict[str, Any]:
     }
 
 
+async def all_sessions(server: Server, jid: str | None = None) -> list[dict[str, Any]]:
+    """`list_sessions` of every node (in cluster mode each entry names its node)."""
+    found = list_sessions(server, jid)
+    if server.cluster_admin is not None:
+        for node, answer in (await server.cluster_admin.ask("sessions", {"jid": jid})).items():
+            if not answer["ok"]:
+                raise AdminError("node-silent", f"node {node}: {answer['result']}")
+            found += answer["result"]
+    return sorted(found, key=lambda d: (d["jid"], d["since"]))
+
+
 def list_sessions(server: Server, jid: str | None = None) -> list[dict[str, Any]]:
+    """This node's sessions."""
     found = []
     target = parse_jid(jid) if jid else None
     for host in server.hosts.values():
@@ -196,22 +207,48 @@ def list_sessions(server: Server, jid: str | None = None) -> list[dict[str, Any]
             for resource_, session in resources.items():
                 if target is None or target.resource in (None, resource_):
                     found.append(describe(session))
+                    if server.cluster is not None:
+                        found[-1]["node"] = server.cluster.node
     return sorted(found, key=lambda d: (d["jid"], d["since"]))
 
 
 async def kick(server: Server, jid: str, text: str = "") -> int:
-    """End the sessions of an account (bare JID) or one session (full JID). RFC 6120 §4.9.3.14:
-    `policy-violation` is "the entity has violated some local service policy", with text."""
+    """End the sessions of an account (bare JID) or one session (full JID), on every node.
+    RFC 6120 §4.9.3.14: `policy-violation` is "the entity has violated some local service
+    policy", with text."""
     target = parse_jid(jid)
     host = server.hosts.get(target.domain)
     if host is None or target.local is None:
         raise AdminError("not-served", f"{jid!r} is not an account of this server")
+    ended = await end_everywhere(
+        server, str(target), "policy-violation", text or "disconnected by an admin"
+    )
+    if not ended:
+        raise AdminError("no-session", f"{jid} has no session")
+    return ended
+
+
+async def end_here(server: Server, jid: str, condition: str, text: str) -> int:
+    """End this node's sessions of an account (bare JID) or of one full JID."""
+    target = parse_jid(jid)
+    host = server.hosts.get(target.domain)
+    if host is None:
+        return 0
     sessions = [
         s for r, s in host.resources_of(str(target.bare)).items() if target.resource in (None, r)
     ]
-    if not sessions:
-        raise AdminError("no-session", f"{jid} has no session")
-    return await end_sessions(sessions, "policy-violation", text or "disconnected by an admin")
+    return await end_sessions(sessions, condition, text) if sessions else 0
+
+
+async def end_everywhere(server: Server, jid: str, condition: str, text: str) -> int:
+    """`end_here` on this node and, in cluster mode, on every other node that is up."""
+    ended = await end_here(server, jid, condition, text)
+    if server.cluster_admin is not None:
+        args = {"jid": jid, "condition": condition, "text": text}
+        for answer in (await server.cluster_admin.ask("end", args)).values():
+            if answer["ok"]:
+                ended += answer["result"]
+    return ended
 
 
 def status(server: Server) -> dict[str, Any]:
@@ -227,6 +264,33 @@ def status(server: Server) -> dict[str, Any]:
         "rooms": rooms,
         "memory_rss_kib": _rss_kib(usage.ru_maxrss),
     }
+
+
+async def cluster_status(server: Server) -> dict[str, Any]:
+    """`status` of this node and, in cluster mode, "nodes": every node's own status (up and
+    answering), or its state ("down", "no answer")."""
+    info = status(server)
+    if server.cluster_admin is None or server.cluster is None:
+        return info
+    nodes = {server.cluster.node: {"state": "up", **info}}
+    for node, state in server.cluster_admin.nodes().items():
+        nodes[node] = {"state": state}
+    for node, answer in (await server.cluster_admin.ask("status", {})).items():
+        nodes[node] = {"state": "up", **answer["result"]} if answer["ok"] else {"state": "silent"}
+    info["node"] = server.cluster.node
+    info["nodes"] = [{"node": n, **nodes[n]} for n in sorted(nodes)]
+    return info
+
+
+async def answer_peer(server: Server, verb: str, args: dict[str, Any]) -> Any:
+    """What this node answers another node's admin question (xmppd/cluster_admin.py)."""
+    if verb == "sessions":
+        return list_sessions(server, args.get("jid"))
+    if verb == "status":
+        return status(server)
+    if verb == "end":
+        return await end_here(server, args["jid"], args["condition"], args["text"])
+    raise AdminError("unknown-command", f"no cluster verb {verb!r}")
 
 
 def _rss_kib(peak: int) -> int:
@@ -258,7 +322,7 @@ async def _cmd_deluser(server: Server, args: dict[str, Any]) -> Any:
 
 @command("sessions")
 async def _cmd_sessions(server: Server, args: dict[str, Any]) -> Any:
-    return list_sessions(server, _text(args, "jid", "") or None)
+    return await all_sessions(server, _text(args, "jid", "") or None)
 
 
 @command("kick")
@@ -295,7 +359,7 @@ async def _cmd_enable(server: Server, args: dict[str, Any]) -> Any:
 
 @command("status")
 async def _cmd_status(server: Server, args: dict[str, Any]) -> Any:
-    return status(server)
+    return await cluster_status(server)
 
 
 async def run_command(server: Server, name: str, args: dict[str, Any]) -> Any:

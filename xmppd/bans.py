@@ -314,12 +314,11 @@ class BanService:
     async def _end_sessions(
         self, bare: str, text: str, *, revoke: bool = True, condition: str = "policy-violation"
     ) -> int:
-        from .admin import end_sessions, sessions_of
+        from .admin import end_everywhere  # every node's sessions (xmppd/cluster_admin.py)
 
-        host = self.server.hosts.get(bare.partition("@")[2])
-        if host is None:
+        if bare.partition("@")[2] not in self.server.hosts:
             return 0
-        ended = await end_sessions(sessions_of(host, bare), condition, text)
+        ended = await end_everywhere(self.server, bare, condition, text)
         if revoke:  # its tokens: JSON channels and one-time passwords (stored, once)
             await self.server.tokens.revoke(user=bare)
         return ended

@@ -288,7 +288,8 @@ def cmd_sessions(config: Config, args: argparse.Namespace) -> int:
     for s in found:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["since"]))
         state = " (hibernating)" if s["hibernating"] else ""
-        print(f"{s['jid']}\t{s['transport']}\t{s['address']}\t{since}{state}")
+        node = f"\t{s['node']}" if "node" in s else ""  # cluster mode: where it is
+        print(f"{s['jid']}\t{s['transport']}\t{s['address']}\t{since}{state}{node}")
     print(f"{len(found)} session(s)", file=sys.stderr)
     return 0
 
@@ -325,6 +326,10 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     print(f"sessions: {info['sessions']} ({info['accounts_online']} account(s) online)")
     print(f"rooms: {info['rooms']}")
     print(f"memory: {info['memory_rss_kib'] / 1024:.1f} MiB resident")
+    for n in info.get("nodes", ()):  # cluster mode: every node, this one included
+        figures = f", sessions: {n['sessions']}, pid {n['pid']}" if "sessions" in n else ""
+        this = " (this node)" if n["node"] == info["node"] else ""
+        print(f"cluster node: {n['node']}{this} {n['state']}{figures}")
     return 0
 
 

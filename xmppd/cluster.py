@@ -19,7 +19,13 @@ What crosses nodes, and how (docs/cluster.md):
   Probes go to every node with an available resource of the account; each answers for its
   own sessions.
 * **Rosters** are cached per node: a change stored on one node tells the others to drop
-  their copy, and to push the change to the account's sessions they hold.
+  their copy, and to push the change to the account's sessions they hold. Each item change
+  is a compare-and-set in storage (modules/roster.py), so a stale copy costs a re-read,
+  never a lost change.
+* **The account's sessions on other nodes** get what RFC 6121 gives "interested" or
+  "available" resources: subscription answers (``interested``), the presence of the
+  account's other resources at login (``own``); blocking-list edits (``blocking``) replace
+  every node's copy. Carbons need nothing here: who has them on is in the Tracker.
 * **One session per full JID.** When a session bound elsewhere shows up with the same full
   JID as one of ours, the older of the two (bound_at, then node name) gets <conflict/>:
   each node decides the same way, so no coordination is needed.
@@ -47,7 +53,7 @@ from pubsub.codec import Codec
 from pubsub.state import Entry
 from pubsub.topics import session_topic
 
-from .protocol.stanza import error_reply, local_name, make
+from .protocol.stanza import copy, error_reply, local_name, make
 
 if TYPE_CHECKING:
     from .config import Config
@@ -153,9 +159,15 @@ class Cluster:
         # Above every module: subscriptions and probes are handled on the account's node.
         host.events.hook("presence/bare", self._to_account, 100)
         host.events.hook("presence/full", self._to_account, 100)
+        host.remote_interested = self._to_interested
+        # RFC 6121 §4.2.2: the account's resources on other nodes show themselves to a new one.
+        host.events.hook("presence-initial", self._initial, 10)
         rosters = host.services.get("roster")
         if rosters is not None:
             rosters.replicate = lambda user, change: self._roster_changed(host, user, change)
+        blocking = host.services.get("blocking")
+        if blocking is not None:
+            blocking.replicate = lambda *change: self._send_all(("blocking", host.domain, *change))
 
     # ---- who is where -----------------------------------------------------------------------
 
@@ -171,6 +183,11 @@ class Cluster:
         if session.host is not None and session.bare:
             self.tracker.untrack(session, bound_topic(session.host.domain), session.bare)
         return False
+
+    def nodes_of(self, domain: str, bare: str) -> set[str]:
+        """The other nodes where the account has a bound session."""
+        metas = self.tracker.get_by_key(bound_topic(domain), bare)
+        return {m["node"] for m in metas} - {self.node}
 
     def node_of(self, domain: str, bare: str, resource: str) -> str | None:
         """The other node where ``bare/resource`` is bound, if any."""
@@ -228,6 +245,15 @@ class Cluster:
             self._spawn(self._route_forwarded, host, rest[0])
         elif kind == "roster":
             self._roster_from_peer(host, *rest)
+        elif kind == "interested":
+            bare, stanza = rest
+            for session in list(host.resources_of(bare).values()):
+                if session.interested:
+                    host.deliver_to_full(session.full, stanza)
+        elif kind == "own":
+            self._show_own(host, *rest)
+        elif kind == "blocking":
+            self._blocking_from_peer(host, *rest)
 
     async def _expire_loop(self) -> None:
         """A delivery nobody acknowledged went to a node that died (or to a Redis that is
@@ -292,6 +318,51 @@ class Cluster:
         self.tracker.flush()  # e.g. a probe from a session that just bound: its answer
         self.pubsub.direct_broadcast(node, ROUTE_TOPIC, ("route", host.domain, stanza))
         return True
+
+    # ---- the account's sessions on other nodes ----------------------------------------------
+
+    def _send_all(self, message: tuple) -> None:
+        self.pubsub.broadcast_from(self, ROUTE_TOPIC, message)
+
+    def _to_interested(self, host: Host, bare: str, stanza: Any) -> None:
+        """E.g. a `subscribed` for the account: to its interested sessions on other nodes."""
+        nodes = self.nodes_of(host.domain, bare)
+        if nodes:
+            self.tracker.flush()
+        for node in sorted(nodes):
+            message = ("interested", host.domain, bare, stanza)
+            self.pubsub.direct_broadcast(node, ROUTE_TOPIC, message)
+
+    async def _initial(self, session: Session) -> bool:
+        """A resource became available: the account's available resources on other nodes
+        send it their presence (those nodes hold it)."""
+        host = session.host
+        if host is None or session.jid is None:
+            return False
+        available = {m["resource"] for m in host.available_resources(session.bare)}
+        nodes = {self.node_of(host.domain, session.bare, r) for r in available} - {None}
+        if nodes:
+            self.tracker.flush()  # the new session is known there before its answer comes
+        for node in sorted(nodes):  # type: ignore[type-var]
+            message = ("own", host.domain, session.bare, session.full)
+            self.pubsub.direct_broadcast(node, ROUTE_TOPIC, message)
+        return False
+
+    def _show_own(self, host: Host, bare: str, to: str) -> None:
+        for other in list(host.resources_of(bare).values()):
+            if other.available and other.presence is not None and other.full != to:
+                presence = copy(other.presence)
+                presence.set("from", other.full)
+                presence.set("to", to)
+                host.deliver_to_full(to, presence)
+
+    def _blocking_from_peer(
+        self, host: Host, bare: str, items: frozenset[str], action: str, jids: list[str]
+    ) -> None:
+        blocking = host.services.get("blocking")
+        if blocking is not None:
+            blocking.replace(bare, frozenset(items))
+            blocking.push(bare, action, jids)
 
     # ---- rosters ---------------------------------------------------------------------------
 

@@ -75,6 +75,8 @@ class Host:
         self.components: dict[str, Any] = {}
         # Cluster mode (xmppd/cluster.py): delivery to a full JID bound on another node.
         self.remote_delivery: Callable[[Host, str, Element], bool] | None = None
+        # ... and to the account's interested sessions on the other nodes.
+        self.remote_interested: Callable[[Host, str, Element], None] | None = None
         router.install(self)
 
     # ---- sessions ---------------------------------------------------------------------------
@@ -131,3 +133,11 @@ class Host:
         if self.pubsub.local_broadcast(session_topic(full), stanza) > 0:
             return True
         return self.remote_delivery is not None and self.remote_delivery(self, full, stanza)
+
+    def deliver_to_interested(self, bare: str, stanza: Element) -> None:
+        """To every session of the account that asked for its roster, on every node."""
+        for session in list(self.resources_of(bare).values()):
+            if session.interested:
+                self.deliver_to_full(session.full, stanza)
+        if self.remote_interested is not None:
+            self.remote_interested(self, bare, stanza)

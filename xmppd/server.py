@@ -20,6 +20,7 @@ from auth.tokens import TokenAuth
 from . import loader, metrics, reload, systemd
 from .bans import BanService
 from .cluster import Cluster, make_bus
+from .cluster_admin import ClusterAdmin
 from .config import Config
 from .events import EventBus
 from .host import Host
@@ -64,6 +65,7 @@ class Server:
         self.config = config
         self.pubsub, self.tracker = make_bus(config)  # in-process, or Redis in cluster mode
         self.cluster: Cluster | None = None
+        self.cluster_admin: ClusterAdmin | None = None  # admin verbs on every node
         self.reuse_port = False  # SO_REUSEPORT on every listener: `serve --workers N`
         self.hosts: dict[str, Host] = {}
         self.roles = Roles(self.hosts)  # xmppd/roles.py; from the config in _make_hosts
@@ -163,6 +165,16 @@ class Server:
             self.cluster = Cluster(self.pubsub, self.tracker, self.nursery_soon, ack_timeout)
             for host in self.hosts.values():
                 self.cluster.install(host)
+            self.cluster_admin = ClusterAdmin(
+                self.pubsub, self.tracker, self.nursery_soon, self._answer_peer
+            )
+            for host in self.hosts.values():
+                self.cluster_admin.install(host)
+
+    async def _answer_peer(self, verb: str, args: dict[str, Any]) -> Any:
+        from .admin import answer_peer
+
+        return await answer_peer(self, verb, args)
 
     def _auth_backend(self, storage: Any, domain: str) -> Any:
         backend = InternalAuth(storage.keyval("accounts"))

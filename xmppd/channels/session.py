@@ -104,6 +104,8 @@ class ChannelSession:
         self.end_reason: str | None = None
         self.lifetime: trio.CancelScope | None = None
         server.tokens.sessions.add(self)
+        if host.events.has_handlers("session-bound"):  # e.g. cluster mode: reachable anywhere
+            server.nursery_soon(host.events.fire, "session-bound", self)
         log.info("%s opened for %s (app %s) from %s", self.id, self.full, claims.app, peer)
 
     def __repr__(self) -> str:

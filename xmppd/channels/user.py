@@ -64,7 +64,8 @@ class UserTopic:
         if self.joined:
             await self.leave()
         self.joined, self._held, self.seen = True, [], {}
-        s.interested, s.carbons = True, s.carbons or 1.0  # roster pushes, both sides of chats
+        s.interested = True  # roster pushes
+        self._carbons(1.0)  # both sides of chats (copies from the account's other clients)
         unread = self.host.services.get("unread")
         if unread is not None:
             unread.watch(s.bare, self._unread_changed)
@@ -132,7 +133,15 @@ class UserTopic:
             unread.unwatch(s.bare, self._unread_changed)
         if s.available:
             await s.route(make("presence", {"type": "unavailable"}))
-        s.interested, s.carbons = False, 0.0
+        s.interested = False
+        self._carbons(0.0)
+
+    def _carbons(self, since: float) -> None:
+        switch = self.host.services.get("carbons-switch")
+        if switch is not None:
+            switch(self.session, since)  # tracked: copies come from every node
+        else:
+            self.session.carbons = since
 
     def _emit(self, event: str, payload: dict[str, Any]) -> None:
         if not self.joined:

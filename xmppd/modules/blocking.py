@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -76,6 +77,9 @@ class Blocking:
         self.lock = trio.Lock()  # one edit at a time: read, store, then cache
         self.interested: dict[str, set[Session]] = {}  # bare -> sessions that fetched the list
         self.pushes = 0
+        # Cluster mode (xmppd/cluster.py): called after each stored edit, so the other nodes
+        # replace their copy of the list and push the change to their sessions.
+        self.replicate: Callable[[str, frozenset[str], str, list[str]], None] | None = None
 
     # ---- the service others use ---------------------------------------------------------------
 
@@ -213,10 +217,9 @@ class Blocking:
                 return await event.reply_error("internal-server-error")
             if blocking:
                 await self.went_away(session.bare, new - old)  # while not yet blocked in memory
-            if new:
-                self.lists[session.bare] = new
-            else:
-                self.lists.pop(session.bare, None)
+            self.replace(session.bare, new)
+            if self.replicate is not None:
+                self.replicate(session.bare, new, local_name(action), jids)
         await event.reply(reply(event.stanza))
         self.push(session.bare, local_name(action), jids)
         if blocking:
@@ -234,6 +237,13 @@ class Blocking:
             await subscriptions.drop_requests(bare, lambda jid: self.is_blocked(bare, jid))
         except StorageError as exc:
             self.log.error("cannot drop the blocked requests of %s: %s", bare, exc)
+
+    def replace(self, bare: str, items: frozenset[str]) -> None:
+        """The list in memory (also when another node stored a new one)."""
+        if items:
+            self.lists[bare] = items
+        else:
+            self.lists.pop(bare, None)
 
     def push(self, bare: str, action: str, jids: list[str]) -> None:
         """§3.3-§3.5: the change goes to every resource that has fetched the list."""

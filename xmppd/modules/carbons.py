@@ -10,8 +10,12 @@
 - eligibility: the rules of §6.1, advertised as urn:xmpp:carbons:rules:0. An error is taken to
   answer an eligible message when it echoes a body or an IM payload (errors carry the original
   payload, RFC 6120 §8.3.1), since the server keeps no record of what it routed.
-- copies are handed to local sessions directly; one that bounces back because its session went
-  away is dropped, never re-routed (§10.3).
+- copies are handed to sessions directly; one that bounces back because its session went away
+  is dropped, never re-routed (§10.3).
+- who has carbons on is tracked in the presence Tracker (`carbons:<domain>`), so in cluster mode
+  the node that routes a message copies it to the account's resources on every node.
+- `host.services["carbons-switch"]` is `switch(session, since)`: carbons on from `since`
+  (time.time()), or off with 0; the JSON channels' user topic turns them on this way.
 - `host.services["carbons"]` is `copied(session, message, stamp)`: did that session get a copy
   of a message delivered to another resource of its account at `stamp`? Routing undelivered
   messages again (`Server.reroute`) asks, so as not to show one twice.
@@ -93,23 +97,31 @@ def original_recipients(event: StanzaEvent, bare: str) -> set[str] | None:
     """The resources that get the message itself; None when the router will not deliver it."""
     to, type_ = event.to, event.stanza.get("type", "normal")
     if to is not None and to.resource is not None:
-        if to.resource in event.host.resources_of(bare):
+        if to.resource in event.host.all_resources(bare):
             return {to.resource}
         if type_ != "chat":
             return None  # RFC 6121 §8.5.3.2.1: only chat falls back to the bare JID
     return top_resources(event.host, bare, type_, router.rings_everywhere(event.stanza))
 
 
+def carbons_topic(domain: str) -> str:
+    return f"carbons:{domain}"
+
+
+def enabled_resources(host: Host, bare: str) -> set[str]:
+    """The account's carbons-enabled resources, on any node."""
+    return {m["resource"] for m in host.tracker.get_by_key(carbons_topic(host.domain), bare)}
+
+
 def copies_wanted(host: Host, bare: str, skip: str) -> bool:
-    """Has another resource of `bare` carbons enabled?"""
-    return any(s.carbons for r, s in host.resources_of(bare).items() if r != skip)
+    """Has another resource of `bare` (on any node) carbons enabled?"""
+    return bool(enabled_resources(host, bare) - {skip})
 
 
 def send_copies(host: Host, direction: str, stanza: Element, bare: str, skip: set[str]) -> None:
-    for resource, session in list(host.resources_of(bare).items()):
-        if session.carbons and resource not in skip:
-            full = f"{bare}/{resource}"
-            host.deliver_to_full(full, wrap(direction, stanza, bare, full))
+    for resource in sorted(enabled_resources(host, bare) - skip):
+        full = f"{bare}/{resource}"
+        host.deliver_to_full(full, wrap(direction, stanza, bare, full))
 
 
 def copied(session: Session, message: Element, stamp: float) -> bool:
@@ -124,16 +136,31 @@ def load(module: Module) -> None:
     module.add_feature(ns.CARBONS_RULES)
     host.services["carbons"] = copied
 
+    def switch(session: Session, since: float) -> None:
+        """Carbons on from `since` (kept if already on), or off with 0, on every node."""
+        topic = carbons_topic(host.domain)
+        if not since:
+            if session.carbons:
+                host.tracker.untrack(session, topic, session.bare)
+            session.carbons = 0.0
+        elif not session.carbons:
+            session.carbons = since
+            host.tracker.track(session, topic, session.bare, {"resource": session.jid.resource})
+
+    host.services["carbons-switch"] = switch
+
     async def toggle(event: StanzaEvent) -> bool:
         # §10.1: enabling or disabling twice is not an error (and keeps the first time).
         session = event.origin
         assert session is not None
         child = first_child(event.stanza)
-        if child is None or not child.tag.endswith("}enable"):
-            session.carbons = 0.0
-        elif not session.carbons:
-            session.carbons = time.time()
+        switch(session, time.time() if child is not None and child.tag.endswith("}enable") else 0)
         return await event.reply(reply(event.stanza))
+
+    async def closed(session: Session) -> bool:
+        if session.carbons and session.bare:
+            host.tracker.untrack(session, carbons_topic(host.domain), session.bare)
+        return False
 
     async def sent(event: StanzaEvent) -> bool:
         session, to = event.origin, event.to
@@ -149,7 +176,7 @@ def load(module: Module) -> None:
     async def received(event: StanzaEvent) -> bool:
         to, sender = event.to, event.sender
         bare = str(to.bare) if to is not None else str(sender.bare)  # type: ignore[union-attr]
-        if not host.resources_of(bare) or not eligible(event.stanza, inbound=True):
+        if not enabled_resources(host, bare) or not eligible(event.stanza, inbound=True):
             return False
         skip = original_recipients(event, bare)
         if skip is None:
@@ -175,6 +202,7 @@ def load(module: Module) -> None:
     for scope in ("full", "bare", "self"):
         module.hook(f"message/{scope}", received, -0.5)
     module.hook("message/full", no_rerouted_copies, 1)
+    module.hook("session-closed", closed)
 
 
 spec = ModuleSpec(

@@ -52,6 +52,20 @@ VISIBLE = ("listed", "name", "groups", "sub", "ask", "approved")
 _push_ids = itertools.count(1)
 
 
+CAS_ATTEMPTS = 5  # a roster item changed by other nodes meanwhile: read again and redo
+
+
+def _unchanged(cached: Doc | None) -> Callable[[Doc | None], bool]:
+    """Is the stored document still the one we cached (compared as `_read` caches it)?"""
+
+    def check(stored: Doc | None) -> bool:
+        if stored is None or cached is None:
+            return stored is None and cached is None
+        return {**blank(), **stored} == cached
+
+    return check
+
+
 def blank() -> Doc:
     return {
         "listed": False,  # in the roster the client sees
@@ -291,18 +305,26 @@ class Rosters:
         `change` may raise RosterError. Nothing is pushed here: call `push()` when ready.
         """
         async with self._use(user) as roster:
-            old = roster.items.get(contact) or blank()
-            new = change({**old, "groups": list(old["groups"])})
-            result = Change(contact, old, new, self.version_of(roster))
-            if new == old:
-                return result
-            self._check_limits(roster, old, new)
-            if result.visible:
-                await self._ensure_epoch(roster)
-                new["ver"] = roster.number + 1
-            key = _local(user)
-            forget = not new["listed"] and not new["pending_in"] and new["ver"] == 0
-            await self.store.set(key, contact, None if forget else new)
+            for _attempt in range(CAS_ATTEMPTS):
+                cached = roster.items.get(contact)
+                old = cached or blank()
+                new = change({**old, "groups": list(old["groups"])})
+                result = Change(contact, old, new, self.version_of(roster))
+                if new == old:
+                    return result
+                self._check_limits(roster, old, new)
+                if result.visible:
+                    await self._ensure_epoch(roster)
+                    new["ver"] = roster.number + 1
+                key = _local(user)
+                forget = not new["listed"] and not new["pending_in"] and new["ver"] == 0
+                value = None if forget else new
+                if await self.store.replace(key, contact, _unchanged(cached), value):
+                    break
+                # Another node changed the item since we cached it: read again, redo.
+                await self._read(roster)
+            else:
+                raise StorageError(f"the roster item {contact} of {user} keeps changing")
             if self.replicate is not None:
                 self.replicate(user, None)
             if forget:

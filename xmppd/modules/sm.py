@@ -21,6 +21,7 @@ import datetime
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -212,6 +213,9 @@ class Manager:
         self.resumable: dict[str, Session] = {}  # SM-ID -> session, until it ends
         # Per account: SM-IDs of sessions that ended -> their final h, for <failed h/> (§5).
         self.ended: dict[str, OrderedDict[str, int]] = {}
+        # Cluster mode (xmppd/cluster_admin.py): (bare, SM-ID) -> the final h of that session
+        # on another node, which it ends (its unacknowledged stanzas routed again) first.
+        self.resume_elsewhere: Callable[[str, str], Awaitable[int | None]] | None = None
 
     # ---- <enable/>, <r/>, <a/> ----------------------------------------------------------------
 
@@ -291,6 +295,10 @@ class Manager:
         if old is None or sm is None or sm.frozen:
             # Another account's session is as unknown as an expired one.
             known = self.ended.get(bare, {}).pop(previd, None)
+            if old is None and known is None and self.resume_elsewhere is not None:
+                # On another node: not resumable here, but it ends now, so what the client
+                # did not acknowledge is routed again before this stream binds anew.
+                known = await self.resume_elsewhere(bare, previd)
             shell.send_raw(failed_element("item-not-found", "no session to resume", known))
             return
         if sm.ack_problem(h) is not None:
@@ -310,6 +318,21 @@ class Manager:
         # active, and an <inactive/> right behind <resume/> must not be undone afterwards).
         with contextlib.suppress(Exception):  # logged by the bus; the session goes on
             await self.host.events.fire("session-resumed", old)
+
+    async def end_for_peer(self, bare: str, previd: str) -> int | None:
+        """Another node was asked to resume this session: it ends here, what it holds is
+        routed again (other resources, offline storage), and its final h is returned."""
+        old = self.resumable.get(previd)
+        sm = state_of(old) if old is not None and old.bare == bare else None
+        if old is None or sm is None:
+            return self.ended.get(bare, {}).pop(previd, None)
+        handled = sm.handled
+        old.kill("conflict", "the session was resumed on another node")
+        with trio.move_on_after(SETTLE_SECONDS):
+            while not old.ended:
+                await trio.sleep(0.02)
+        self.ended.get(bare, {}).pop(previd, None)
+        return handled
 
     @staticmethod
     async def settle(sm: StreamManagement) -> None:
@@ -404,6 +427,7 @@ class Manager:
 
 def load(module: Module) -> None:
     manager = Manager(module)
+    module.host.services["sm"] = manager
     module.host.events.declare(
         "session-hibernated",  # Session: its connection broke; it waits to be resumed
         "session-resumed",  # Session: a new stream resumed it

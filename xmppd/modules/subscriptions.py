@@ -256,9 +256,7 @@ class Subscriptions:
         before, after = state_of(result.old), state_of(result.new)
         if before == after:
             return
-        for session in list(self.host.resources_of(user).values()):
-            if session.interested:
-                self.host.deliver_to_full(session.full, stanza)
+        self.host.deliver_to_interested(user, stanza)
         self.rosters.push(user, result)
         if type_ == "unsubscribe" and before in SUBSCRIBED_FROM:
             await self.presence.send_unavailable(user, contact)

@@ -50,6 +50,16 @@ class MapStore(Protocol):
         Updates of an existing document never lose each other; two first writes of one key
         at once (several nodes) may: the later one wins."""
 
+    async def replace(
+        self,
+        user: str,
+        key: str,
+        expected: Callable[[Document | None], bool],
+        value: Document | None,
+    ) -> bool:
+        """Compare and set under a row lock: store `value` (None deletes) only if `expected`
+        accepts the stored document (None: absent); False, nothing written, otherwise."""
+
     async def get_all(self, user: str) -> dict[str, Document]: ...
 
     async def delete_user(self, user: str) -> None: ...

@@ -168,6 +168,40 @@ class SQLMapStore:
 
         return await self._db.run("map update", read_change_write)
 
+    async def replace(
+        self,
+        user: str,
+        key: str,
+        expected: Callable[[Document | None], bool],
+        value: Document | None,
+    ) -> bool:
+        """Compare and set, in one transaction: the row is locked (a no-op UPDATE takes
+        PostgreSQL's row lock and SQLite's write lock), read, checked by `expected`, then
+        written. False, with nothing written, when `expected` refuses what is stored or a
+        row appeared meanwhile: read again and retry (several nodes share the database)."""
+        where = 'host = ? AND store = ? AND "user" = ? AND key = ?'
+        args = (*self._scope, user, key)
+        insert = (
+            'INSERT INTO map (host, store, "user", key, value) VALUES (?, ?, ?, ?, ?) '
+            'ON CONFLICT (host, store, "user", key) DO NOTHING'
+        )
+
+        def run(tx: Executor) -> bool:
+            tx.write(f"UPDATE map SET value = value WHERE {where}", args)
+            rows = tx.rows(f"SELECT value FROM map WHERE {where}", args)
+            current = _decode(rows[0][0]) if rows else None
+            if not expected(current):
+                return False
+            if value is None:
+                tx.write(f"DELETE FROM map WHERE {where}", args)
+            elif current is None:
+                return tx.write(insert, (*args, _encode(value))) == 1
+            else:
+                tx.write(f"UPDATE map SET value = ? WHERE {where}", (_encode(value), *args))
+            return True
+
+        return await self._db.run("map replace", run)
+
     async def get_all(self, user: str) -> dict[str, Document]:
         sql = 'SELECT key, value FROM map WHERE host = ? AND store = ? AND "user" = ? ORDER BY key'
         args = (*self._scope, user)

@@ -224,3 +224,38 @@ def test_write_survives_sigkill(backend):
             await db.close()
 
     assert trio.run(read_back) == {"v": "survives"}
+
+
+async def test_map_replace_is_compare_and_set(db):
+    store = db.for_host("h").map("roster")
+    absent = lambda stored: stored is None  # noqa: E731
+    assert await store.replace("u", "k", absent, {"n": 1})
+    assert not await store.replace("u", "k", absent, {"n": 99})  # there now: refused
+    assert await store.get("u", "k") == {"n": 1}
+    assert not await store.replace("u", "k", lambda s: s == {"n": 0}, {"n": 2})
+    assert await store.replace("u", "k", lambda s: s == {"n": 1}, {"n": 2})
+    assert await store.replace("u", "k", lambda s: s == {"n": 2}, None)  # a delete
+    assert await store.get("u", "k") is None
+
+
+async def test_map_replace_loses_no_concurrent_change(db):
+    """Read-modify-write from many tasks at once (on PostgreSQL: several connections, the
+    way several nodes write): every increment survives."""
+    store = db.for_host("h").map("counters")
+    await store.set("u", "k", {"n": 0})
+    retries = 0
+
+    async def increment() -> None:
+        nonlocal retries
+        while True:
+            seen = await store.get("u", "k")
+            await trio.sleep(0)  # let the others read the same value
+            if await store.replace("u", "k", lambda s, seen=seen: s == seen, {"n": seen["n"] + 1}):
+                return
+            retries += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(increment)
+    assert await store.get("u", "k") == {"n": 20}
+    assert retries > 0  # the race happened, and was caught
