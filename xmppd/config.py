@@ -144,6 +144,9 @@ CLUSTER: Schema = {  # docs/cluster.md
     "permdown_period": Option(
         float, 1200.0, "seconds of silence before a node is forgotten for good", min=1
     ),
+    "room_lease": Option(
+        float, 10.0, "seconds a MUC room's owner node holds it unrenewed: the takeover time", min=1
+    ),
 }
 SECTIONS: dict[str, Schema] = {
     "server": SERVER,
