@@ -32,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from pubsub.topics import room_topic
+
 from ..cluster import ROUTE_TOPIC
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
-from ..protocol.stanza import Element, copy, error_reply, get_child, local_name, sub
+from ..protocol.stanza import Element, copy, error_reply, get_child, local_name, make, sub
 from ..router import DELIVERY
 from ..storage.base import StorageError
 from .lease import Database, Fenced, Lease, Leases
@@ -75,8 +77,10 @@ class RoomPlacement:
         self.served_by: dict[str, tuple[str, int]] = {}  # owner we last used, per room
         # Our sessions in each room: room JID -> real full JID -> the presence they joined with.
         self.seated: dict[str, dict[str, Element]] = {}
-        self._locks: dict[str, trio.Lock] = {}
+        self._locks: dict[str, trio.Lock] = {}  # taking a lease
+        self._serial: dict[str, trio.Lock] = {}  # handling a room's stanzas on its owner
         self._inbox: dict[str, deque[tuple[Element, int]]] = {}
+        self._departed: dict[str, set[str]] = {}  # room JID -> nicks gone with a dead node
         self._pending: dict[int, tuple[float, float, Element]] = {}  # id -> first, sent, stanza
         self._ids = itertools.count(1)
         self._ready = trio.Event()
@@ -129,7 +133,9 @@ class RoomPlacement:
             return
         token = _HERE.set(True)
         try:
-            await self.service.component.events.fire(name, event)
+            # One stanza of a room at a time: its archive is in the order everyone saw.
+            async with self._serial.setdefault(room, trio.Lock()):
+                await self.service.component.events.fire(name, event)
         except Fenced as exc:  # taken over under our feet: nothing was written
             log.warning("%s", exc)
             self.lost(room)
@@ -203,13 +209,18 @@ class RoomPlacement:
         except BaseException:
             self.lost(room)
             raise
-        if room in self.served_by:
+        if room in self.served_by or room in self._departed:
             self.takeovers += 1
             log.info("took room %s over (token %d)", room, lease.token)
+            # Who sat in it before, as gossiped by the old owner (or as it left with it).
+            before = set(self.cluster.tracker.keys(room_topic(room)))
+            before |= self._departed.pop(room, set())
+            self.cluster._spawn(self._farewell, room, before)
 
     def lost(self, room: str) -> None:
         """Stop serving `room` (another node may hold it): drop its state, send nothing."""
         self.owned.pop(room, None)
+        self._serial.pop(room, None)
         self._valid.pop(room, None)
         self._taken.pop(room, None)
         self.service.forget(room.partition("@")[0])
@@ -378,8 +389,31 @@ class RoomPlacement:
     # ---- occupants on a node that died -----------------------------------------------------
 
     def _peer(self, node: str, state: str, entries: list[Entry]) -> None:
-        if state in ("down", "gone") and self.service.rooms:
+        if state not in ("down", "gone"):
+            return
+        for entry in entries:  # occupants of rooms that node served, in case we take one
+            if entry.topic.startswith("room:") and entry.topic[5:] in self.seated:
+                self._departed.setdefault(entry.topic[5:], set()).add(entry.key)
+        if self.service.rooms:
             self.cluster._spawn(self._drop_ghosts)
+
+    async def _farewell(self, room: str, before: set[str]) -> None:
+        """After a takeover, once every node had the time to seat its sessions again: the
+        occupants who did not come back (they were on a node that died) leave, with status
+        333, for those who did."""
+        await trio.sleep(self.ttl)
+        current = self.service.rooms.get(room.partition("@")[0])
+        if current is None or self.owned.get(room) is None:
+            return
+        for nick in sorted(before - set(current.occupants)):
+            for real in list(current.seats):
+                gone = make(
+                    "presence", {"type": "unavailable", "from": f"{room}/{nick}", "to": real}
+                )
+                x = sub(gone, ns.MUC_USER, "x")
+                sub(x, ns.MUC_USER, "item", affiliation="none", role="none")
+                sub(x, ns.MUC_USER, "status", code="333")
+                await self.service.send(gone)
 
     async def _drop_ghosts(self) -> None:
         """Seats of sessions bound nowhere any more (their node died) leave the rooms we
