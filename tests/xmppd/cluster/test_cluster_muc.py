@@ -117,7 +117,8 @@ async def archive(client: Any) -> list[str]:
 
 async def room_name(client: Any) -> str:
     info = await client.plugin["xep_0030"].get_info(jid=ROOM, timeout=10)
-    return info["disco_info"]["identities"][0][3]
+    identity = info.xml.find("{http://jabber.org/protocol/disco#info}query/{*}identity")
+    return identity.get("name")
 
 
 def test_occupants_on_three_nodes_see_every_message_once_in_one_order(three_nodes) -> None:
