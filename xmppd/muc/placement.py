@@ -193,7 +193,8 @@ class RoomPlacement:
         if room in self.owned:
             if self._valid.get(room, 0.0) > time.monotonic():
                 return self.node
-            self.lost(room)  # not renewed in time: maybe someone else's by now
+            log.warning("lost the lease of room %s (not renewed in time)", room)
+            self.lost(room)  # maybe someone else's by now
         lease = self.known.get(room)
         return lease.owner if lease is not None and lease.live else None
 

@@ -12,7 +12,7 @@ from typing import Any
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 from support import ServerProcess, connect, run
-from support_cluster import DOWN, ROOM_LEASE, users
+from support_cluster import DOWN, HEARTBEAT, ROOM_LEASE, users
 
 MUC = "http://jabber.org/protocol/muc"
 USER = "http://jabber.org/protocol/muc#user"
@@ -214,5 +214,42 @@ def test_owner_killed_room_taken_over(three_nodes) -> None:
         for client in (bob, cat):
             await client.disconnect()
         ann.abort()
+
+    run(scenario())
+
+
+def test_old_owner_waking_up_after_the_takeover_writes_nothing(three_nodes) -> None:
+    """The owner paused (SIGSTOP) past its lease: the room moves on; when it runs again it
+    serves the room no more, and its user's message goes to the new owner, archived once."""
+    n1, n2, n3 = three_nodes
+    ann_name, bob_name, cat_name = users(n1, "ann", "bob", "cat")
+
+    async def scenario() -> None:
+        ann, bob, cat = [
+            await login(node, name)
+            for node, name in ((n1, ann_name), (n2, bob_name), (n3, cat_name))
+        ]
+        await join(ann, "ann")  # n1 serves the room
+        await configure(ann, persistentroom="1")
+        await join(bob, "bob")
+        await join(cat, "cat")
+        assert n1.proc is not None
+        n1.proc.send_signal(signal.SIGSTOP)
+        try:
+            await next_stanza(bob, self_presence("bob"), timeout=ROOM_LEASE + 10)  # taken over
+            await next_stanza(cat, self_presence("cat"), timeout=ROOM_LEASE + 10)
+            bob.send_message(mto=ROOM, mbody="while n1 slept", mtype="groupchat")
+            await next_stanza(cat, lambda s: groupchat(s) and s["body"] == "while n1 slept")
+        finally:
+            n1.proc.send_signal(signal.SIGCONT)
+        await asyncio.sleep(2 * HEARTBEAT + 1)  # n1 is heard again
+        ann.send_message(mto=ROOM, mbody="ann is back", mtype="groupchat")
+        for client in (bob, cat):
+            await next_stanza(client, lambda s: groupchat(s) and s["body"] == "ann is back")
+        await next_stanza(ann, lambda s: groupchat(s) and s["body"] == "ann is back")
+        assert await archive(bob) == ["while n1 slept", "ann is back"]
+        assert "lost the lease of room" in n1.log_text()  # n1 knows it is not the owner
+        for client in (ann, bob, cat):
+            await client.disconnect()
 
     run(scenario())
