@@ -345,12 +345,14 @@ class RoomPlacement:
             except StorageError as exc:
                 log.warning("cannot renew room leases: %s", exc)
                 continue  # `_current` stops using each one when it ends
-            for room in held:
-                if room not in mine:
+            for room, token in held.items():
+                if self.owned.get(room) != token:
+                    continue  # dropped or taken again meanwhile
+                if room in mine:
+                    self._valid[room] = started + self.ttl
+                else:
                     log.warning("lost the lease of room %s", room)
                     self.lost(room)
-                elif self.owned.get(room) == held[room]:
-                    self._valid[room] = started + self.ttl
             await self._release_unused()
 
     async def _release_unused(self) -> None:
