@@ -118,7 +118,12 @@ class Leases:
         return {room for room, token in rows if held.get(room) == token}
 
     async def release(self, room: str, token: int) -> None:
-        sql = "DELETE FROM muc_leases WHERE room = ? AND owner = ? AND token = ?"
+        """Let the lease go at once. The row stays: tokens only ever grow, so no write made
+        under an old token can match a later lease."""
+        sql = (
+            "UPDATE muc_leases SET expires = now() - interval '1 second' "
+            "WHERE room = ? AND owner = ? AND token = ?"
+        )
         await self.db.run("muc lease release", lambda tx: tx.write(sql, (room, self.node, token)))
 
     def fenced(self, room: str, token: int) -> FencedDatabase:

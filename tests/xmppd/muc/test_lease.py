@@ -66,5 +66,8 @@ async def _scenario(url: str) -> None:
         await Leases(db, "n2", 1.0).prepare()
         third = await old.take(ROOM)
         assert (third.owner, third.token) == ("n1", 3)
+        # A lease let go is taken again under a greater token, never an old one.
+        await old.release(ROOM, 3)
+        assert (await new.take(ROOM)).token == 4
     finally:
         await db.close()
