@@ -152,7 +152,18 @@ def test_occupants_on_three_nodes_see_every_message_once_in_one_order(three_node
             assert not [s for s in _drain(client) if groupchat(s)]
         # The archive, asked through a node that does not serve the room: the same order.
         assert await archive(cat) == seen[0]
-        for client in clients:
+        # A private message between occupants on two other nodes than the room's.
+        cat.send_message(mto=f"{ROOM}/bob", mbody="psst", mtype="chat")
+        whisper = await next_stanza(bob, lambda s: s.name == "message" and s["body"] == "psst")
+        assert whisper["from"].full == f"{ROOM}/cat"
+        # Bob goes offline on n2: the others see him leave.
+        await bob.disconnect()
+        for client in (ann, cat):
+            await next_stanza(
+                client,
+                lambda s: s["from"].full == f"{ROOM}/bob" and s.xml.get("type") == "unavailable",
+            )
+        for client in (ann, cat):
             await client.disconnect()
 
     run(scenario())
