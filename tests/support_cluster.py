@@ -1,6 +1,6 @@
 """Cluster nodes (tests/xmppd/cluster/) as real xmppd processes sharing the real Redis and a fresh PostgreSQL database.
 
-`nodes` starts two nodes ("n1", "n2") with short gossip periods (heartbeat 0.2 s, down after
+`nodes` starts two nodes ("n1", "n2"; `three_nodes`: and "n3") with short gossip periods (heartbeat 0.2 s, down after
 2 s) under a Redis prefix of their own, so parallel runs never meet. Accounts made through
 either node's CLI land in the shared database.
 """
@@ -22,6 +22,7 @@ from support import ServerProcess, connect
 
 REDIS = "redis://127.0.0.1:6379/0"
 HEARTBEAT, DOWN = 0.2, 2.0
+ROOM_LEASE = 3.0  # a dead node's MUC rooms are taken over after this
 
 
 @pytest.fixture
@@ -46,6 +47,7 @@ prefix = "{prefix}"
 heartbeat = {HEARTBEAT}
 down_period = {DOWN}
 permdown_period = 60
+room_lease = {ROOM_LEASE}
 """
 
 
@@ -64,7 +66,18 @@ def prefix() -> str:
 
 @pytest.fixture
 def nodes(tmp_path: Path, pg_url: str, prefix: str) -> Iterator[list[ServerProcess]]:
-    procs = [make_node(tmp_path, pg_url, name, prefix) for name in ("n1", "n2")]
+    yield from _started(tmp_path, pg_url, prefix, ("n1", "n2"))
+
+
+@pytest.fixture
+def three_nodes(tmp_path: Path, pg_url: str, prefix: str) -> Iterator[list[ServerProcess]]:
+    yield from _started(tmp_path, pg_url, prefix, ("n1", "n2", "n3"))
+
+
+def _started(
+    base: Path, pg_url: str, prefix: str, names: tuple[str, ...]
+) -> Iterator[list[ServerProcess]]:
+    procs = [make_node(base, pg_url, name, prefix) for name in names]
     try:
         for proc in procs:  # one after the other: the first one migrates the database
             proc.start()

@@ -77,12 +77,20 @@ def bound_topic(domain: str) -> str:
 
 
 def stanza_codec() -> Codec:
-    """The pubsub codec, taught to carry lxml stanzas as their XML bytes."""
+    """The pubsub codec, taught to carry lxml stanzas as their XML bytes, and a room's
+    messages (for room-topic subscribers on other nodes: JSON channel sessions)."""
+    from .muc.room import RoomMessage
+
     codec = Codec()
+    codec.register(etree._Element, "xml", etree.tostring, _parse)
     codec.register(
-        etree._Element, "xml", etree.tostring, lambda data: etree.fromstring(data, _PARSER)
+        RoomMessage, "room", lambda m: etree.tostring(m.stanza), lambda d: RoomMessage(_parse(d))
     )
     return codec
+
+
+def _parse(data: bytes) -> Any:
+    return etree.fromstring(data, _PARSER)
 
 
 def make_bus(config: Config) -> tuple[PubSub, Tracker]:
@@ -128,6 +136,7 @@ class Cluster:
         tracker: Tracker,
         spawn: Callable[..., None],
         ack_timeout: float = 3.0,
+        room_lease: float = 10.0,
     ) -> None:
         self.node = pubsub.node
         self.pubsub = pubsub
@@ -139,6 +148,9 @@ class Cluster:
         self._pending: dict[int, tuple[float, Host, Any]] = {}
         self._ids = itertools.count(1)
         self.redelivered = 0  # unacknowledged deliveries routed again
+        self.room_lease = room_lease  # seconds a MUC room's owner node holds it (muc/lease.py)
+        # Other messages on ROUTE_TOPIC: (kind, domain) -> handler(*rest) (muc/placement.py).
+        self.handlers: dict[tuple[str, str], Callable[..., None]] = {}
         pubsub.subscribe(ROUTE_TOPIC, self)
         if hasattr(pubsub.adapter, "info"):  # the Redis adapter: shown by `xmppd check`
             pubsub.adapter.info = self.figures
@@ -168,6 +180,9 @@ class Cluster:
         blocking = host.services.get("blocking")
         if blocking is not None:
             blocking.replicate = lambda *change: self._send_all(("blocking", host.domain, *change))
+        muc = host.services.get("muc")
+        if muc is not None:  # rooms: one owner node each, the others forward to it
+            muc.join_cluster(self, self.room_lease)
 
     # ---- who is where -----------------------------------------------------------------------
 
@@ -229,6 +244,10 @@ class Cluster:
     def deliver(self, topic: str, message: object) -> None:
         """pubsub Subscriber of ROUTE_TOPIC: what other nodes send this one."""
         kind, domain, *rest = message  # type: ignore[misc]
+        handler = self.handlers.get((kind, domain))
+        if handler is not None:
+            handler(*rest)
+            return
         host = self.hosts.get(domain)
         if host is None:
             return

@@ -150,6 +150,9 @@ CLUSTER: Schema = {  # docs/cluster.md
     "permdown_period": Option(
         float, 1200.0, "seconds of silence before a node is forgotten for good", min=1
     ),
+    "room_lease": Option(
+        float, 10.0, "seconds a MUC room's owner node holds it unrenewed: the takeover time", min=1
+    ),
 }
 FILTER: Schema = {  # docs/config.md [filter]: the word filter (xmppd/wordfilter.py)
     "rules": Option(dict, {}, "rule name = regular expression refused in messages"),

@@ -162,7 +162,8 @@ class Server:
             host.modules = loader.load_all(host, self.config)
         if self.config.cluster["enabled"]:
             ack_timeout = max(1.0, 2 * self.config.cluster["heartbeat"])
-            self.cluster = Cluster(self.pubsub, self.tracker, self.nursery_soon, ack_timeout)
+            lease = self.config.cluster["room_lease"]
+            self.cluster = Cluster(self.pubsub, self.tracker, self.nursery_soon, ack_timeout, lease)
             for host in self.hosts.values():
                 self.cluster.install(host)
             self.cluster_admin = ClusterAdmin(

@@ -10,7 +10,7 @@ from lxml import etree
 
 from ..bans import ServiceActor
 from ..channels import render
-from ..modules.mam import Query, QueryError, run_query
+from ..modules.mam_query import Query, QueryError, run_query
 from ..muc import admin, messages, moderation
 from ..muc.api import apply_config
 from ..muc.history import split_author

@@ -45,9 +45,12 @@ from .component import Component
 from .config import RoomConfig
 from .forward import IqForwarder
 from .history import parse_request
+from .lease import FencedStores
+from .placement import RoomPlacement
 from .room import MucError, Occupant, Room, View, destroy_notice
 
 if TYPE_CHECKING:
+    from ..cluster import Cluster
     from ..module import Module
 
 
@@ -81,6 +84,17 @@ class MucService:
         self.forwarder = IqForwarder(self)
         self.roles = roles_of(module.host)  # admins own every room; limited create none
         self.api = RoomApi(self)  # what both front-ends call: these stanza handlers and JSON
+        self.placement: RoomPlacement | None = None  # cluster mode: rooms served by one node
+
+    def join_cluster(self, cluster: Cluster, lease: float) -> None:
+        """Cluster mode (placement.py): each room is served by the node holding its lease;
+        every write about a room is fenced by that lease."""
+        self.placement = RoomPlacement(self, cluster, lease)
+        stores = FencedStores(
+            self.host.storage, "muc_rooms", "muc", self.domain, self.placement.fence
+        )
+        self.store, self.archive = stores.keyval, stores.archive
+        self.placement.install()
 
     # ---- rooms and storage -----------------------------------------------------------------
 
@@ -89,14 +103,35 @@ class MucService:
         if self._loaded is None:
             self._loaded = trio.Event()
             try:
-                for local in await self.store.users():
+                # Cluster mode: each room is loaded by the node that takes its lease.
+                for local in [] if self.placement else await self.store.users():
                     doc = await self.store.get(local)
                     if doc is not None:
                         await self._restore(local, doc)
-                await self._purge_orphans()
+                if self.placement is None:  # other nodes' rooms are not ours to judge
+                    await self._purge_orphans()
             finally:
                 self._loaded.set()
         await self._loaded.wait()
+
+    async def adopt(self, local: str) -> None:
+        """Cluster mode: this node now serves the room; its state comes from storage
+        (nothing for a temporary room: the first join creates it afresh)."""
+        self.forget(local)
+        doc = await self.store.get(local)
+        if doc is not None:
+            await self._restore(local, doc)
+
+    def forget(self, local: str) -> None:
+        """Cluster mode: another node serves the room now; drop it here without a word."""
+        room = self.rooms.pop(local, None)
+        if room is None:
+            return
+        for seat in list(room.seats.values()):
+            self.pubsub.unsubscribe(room.topic, seat)
+            self.tracker.untrack(seat, room.topic, seat.occupant.nick)
+        room.seats.clear()
+        room.occupants.clear()
 
     async def _restore(self, local: str, doc: dict) -> None:
         config = RoomConfig.from_doc(doc.get("config", {}))
@@ -281,7 +316,10 @@ class MucService:
         await self.component.route(None, stanza)
 
     def deliver_to_full(self, real: str, stanza: Element) -> bool:
-        return self.pubsub.broadcast(session_topic(real), stanza) > 0
+        if self.pubsub.local_broadcast(session_topic(real), stanza) > 0:
+            return True
+        host = self.host.hosts.get(real.partition("@")[2].partition("/")[0])
+        return host is not None and host.deliver_to_full(real, stanza)  # on another node
 
     async def send_presence(self, stanza: Element, real: str) -> None:
         """A room presence for the session `real`, cheaper than `send`: on a host of ours,
