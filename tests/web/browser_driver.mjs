@@ -15,17 +15,21 @@ page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
 page.on("pageerror", (e) => errors.push(String(e)));
 const say = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
+// `frame`: run in the named frame (e.g. Roundcube's message preview) instead of the page.
+const scope = (c) => (c.frame ? page.frameLocator(`iframe[name='${c.frame}']`) : page);
+const where = (c) => (c.frame ? page.frame({ name: c.frame }) : page);
+
 const ops = {
   goto: (c) => page.goto(c.url).then((r) => r && r.status()),
-  wait: (c) => page.waitForFunction(c.expr, c.arg ?? null, { timeout: c.timeout || 15000 }).then((h) => h.jsonValue()),
-  visible: (c) => page.locator(c.selector).first().waitFor({ timeout: c.timeout || 15000 }).then(() => true),
-  click: (c) => page.locator(c.selector).first().click({ timeout: 15000 }),
-  fill: (c) => page.locator(c.selector).first().fill(c.text, { timeout: 15000 }),
-  type: (c) => page.locator(c.selector).first().pressSequentially(c.text, { delay: 30 }),
-  press: (c) => page.locator(c.selector).first().press(c.key),
-  select: (c) => page.locator(c.selector).first().selectOption(c.value),
-  eval: (c) => page.evaluate(c.expr),
-  text: (c) => page.locator(c.selector).first().innerText({ timeout: 15000 }),
+  wait: (c) => where(c).waitForFunction(c.expr, c.arg ?? null, { timeout: c.ms || 15000 }).then((h) => h.jsonValue()),
+  visible: (c) => scope(c).locator(c.selector).first().waitFor({ timeout: c.ms || 15000 }).then(() => true),
+  click: (c) => scope(c).locator(c.selector).first().click({ timeout: 15000 }),
+  fill: (c) => scope(c).locator(c.selector).first().fill(c.text, { timeout: 15000 }),
+  type: (c) => scope(c).locator(c.selector).first().pressSequentially(c.text, { delay: 30 }),
+  press: (c) => scope(c).locator(c.selector).first().press(c.key),
+  select: (c) => scope(c).locator(c.selector).first().selectOption(c.value),
+  eval: (c) => where(c).evaluate(c.expr),
+  text: (c) => scope(c).locator(c.selector).first().innerText({ timeout: 15000 }),
   shot: (c) => page.screenshot({ path: path.join(artifacts, `${c.name}.png`) }).then(() => true),
   errors: () => errors,
   quit: async () => { await browser.close(); process.exit(0); },

@@ -31,7 +31,11 @@ form { display: flex; border-top: 1px solid #e1e4ea; } input { flex: 1; border: 
 const LABELS = { available: "Available", away: "Away", dnd: "Do not disturb", offline: "Invisible" };
 
 function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
+  return elIn(document, tag, attrs, ...children);
+}
+
+function elIn(doc, tag, attrs = {}, ...children) {
+  const node = doc.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value);
@@ -40,12 +44,12 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-/** A host element with its own shadow root and our styles. */
-function shadowHost(tag, className) {
-  const host = document.createElement(tag);
+/** A host element with its own shadow root and our styles (in `doc`: a frame's document). */
+function shadowHost(tag, className, doc = document) {
+  const host = doc.createElement(tag);
   host.className = className;
   const root = host.attachShadow({ mode: "open" });
-  root.append(el("style", {}, CSS));
+  root.append(elIn(doc, "style", {}, CSS));
   return { host, root };
 }
 
@@ -68,20 +72,22 @@ export class WidgetUI {
     this.scanTimer = setTimeout(() => this.scan(), 100);
   }
 
-  /** Give every address on the page its dot (once); mailto links only when configured. */
-  scan() {
+  /** Give every address on the page its dot (once); mailto links only when configured.
+   * `root`: another document to mark, e.g. a same-origin frame's (its popups open here). */
+  scan(root = document) {
     const selector = truthy(this.config.mailto) ? "[data-chat-address], a[href^='mailto:']" : "[data-chat-address]";
-    for (const target of document.querySelectorAll(selector)) {
+    const doc = root.ownerDocument || root;
+    for (const target of root.querySelectorAll(selector)) {
       if (target.dataset.chatMarked) continue;
       const jid = this.widget.jidOf(target.dataset.chatAddress || target.getAttribute("href"));
       if (!jid) continue;
       target.dataset.chatMarked = "1";
-      const { host, root } = shadowHost("span", "xmppd-presence");
-      const dot = el("button", { class: "dot", type: "button", "data-jid": jid,
+      const { host, root: shadow } = shadowHost("span", "xmppd-presence", doc);
+      const dot = elIn(doc, "button", { class: "dot", type: "button", "data-jid": jid,
         onclick: (e) => { e.preventDefault(); e.stopPropagation(); this.open(jid); } });
-      root.append(dot);
+      shadow.append(dot);
       target.after(host);
-      if (target.dataset.chatAddress) target.addEventListener("click", () => this.open(jid));
+      if (target.dataset.chatAddress && !target.matches("a[href]")) target.addEventListener("click", () => this.open(jid));
       this.dots.push({ dot, jid });
     }
     this.dots = this.dots.filter((d) => d.dot.getRootNode().host.isConnected);

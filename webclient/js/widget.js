@@ -27,7 +27,7 @@ class Widget {
 
   api() {
     return {
-      scan: () => this.ui.scan(),
+      scan: (root) => this.ui.scan(root),
       open: (address) => this.ui.open(this.jidOf(address)),
       setStatus: (show, status) => this.setStatus(show, status),
       state: () => ({ jid: this.jid, connected: this.socket ? this.socket.connected : false,
