@@ -20,7 +20,7 @@ from browser import ARTIFACTS, Browser
 from joserfc import jws
 from joserfc.jwk import OctKey
 from phx import Phx
-from roundcube import Dovecot, Roundcube, missing
+from roundcube import Dovecot, Roundcube, install
 from support import ServerProcess, connect, run
 
 SECRET = "a-roundcube-secret-of-at-least-32-bytes"
@@ -40,8 +40,8 @@ PREVIEW = "messagecontframe"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Roundcube]]:
-    if gone := missing():
-        pytest.fail(f"apt-get install {' '.join(gone)} (scripts/test does)")
+    if gone := install():
+        pytest.fail(f"could not apt-get install {' '.join(gone)} (scripts/test does)")
     base = Path(tempfile.mkdtemp(prefix="xmppd-roundcube-"))
     base.chmod(0o755)  # Dovecot's processes run as `dovecot`
     dovecot = Dovecot(base / "dovecot", {ANN: "ann-mail", BOB: "bob-mail"})
