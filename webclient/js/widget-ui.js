@@ -83,14 +83,29 @@ export class WidgetUI {
       if (!jid) continue;
       target.dataset.chatMarked = "1";
       const { host, root: shadow } = shadowHost("span", "xmppd-presence", doc);
-      const dot = elIn(doc, "button", { class: "dot", type: "button", "data-jid": jid,
-        onclick: (e) => { e.preventDefault(); e.stopPropagation(); this.open(jid); } });
+      const dot = elIn(doc, "button", { class: "dot", type: "button", "data-jid": jid });
       shadow.append(dot);
       target.after(host);
-      if (target.dataset.chatAddress && !target.matches("a[href]")) target.addEventListener("click", () => this.open(jid));
-      this.dots.push({ dot, jid });
+      const entry = { dot, jid, address: (target.dataset.chatAddress || target.getAttribute("href")).replace(/^mailto:/i, "").split("?")[0] };
+      if (target.dataset.chatAddress && !target.matches("a[href]")) target.addEventListener("click", () => this.open(entry.jid));
+      dot.onclick = (e) => { e.preventDefault(); e.stopPropagation(); this.open(entry.jid); };
+      this.dots.push(entry);
     }
     this.dots = this.dots.filter((d) => d.dot.getRootNode().host.isConnected);
+    this.resolve();
+    this.refresh();
+  }
+
+  /** Ask the server (the directory) for the JIDs of addresses not asked about yet; its answer
+   * replaces the local rule's guess. */
+  async resolve() {
+    const asking = this.dots.filter((d) => !d.resolved);
+    const answer = await this.widget.resolve([...new Set(asking.map((d) => d.address))]);
+    for (const d of asking) {
+      if (!(d.address in answer)) continue;
+      d.resolved = true;
+      if (answer[d.address]) d.jid = d.dot.dataset.jid = answer[d.address];
+    }
     this.refresh();
   }
 

@@ -119,6 +119,7 @@ class Widget {
       if (reply.status !== "ok") return;
       this.unread = { ...(reply.response.unread || {}) };
       this.scheduleRefresh();
+      this.ui.resolve();
       this.ui.refresh();
     });
     u.on("presence_state", (state) => { this.presence = syncState(this.presence, state); this.ui.refresh(); });
@@ -158,6 +159,15 @@ class Widget {
   statusText(jid) {
     const meta = ((this.presence[jid] || {}).metas || []).find((m) => m.status);
     return meta ? meta.status : "";
+  }
+
+  /** Addresses -> JIDs by the server (the directory's `mail`): {address: JID or null}. */
+  async resolve(addresses) {
+    if (!this.user || !this.user.joined || !addresses.length) return {};
+    const asked = addresses.filter((a) => a.length >= 3 && a.length <= 254).slice(0, 100);
+    if (!asked.length) return {};
+    const reply = await this.user.push("resolve", { addresses: asked });
+    return reply.status === "ok" ? reply.response.jids : {};
   }
 
   async history(jid) {
