@@ -52,8 +52,11 @@ class HostApp(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path, _, query = self.path.partition("?")
-        if path == "/token":
-            self.answer("application/json", json.dumps({"token": token("ann")}))
+        if path == "/token":  # from the page of ?short: tokens of 8 s
+            short = "short" in (self.headers.get("Referer") or "")
+            self.answer(
+                "application/json", json.dumps({"token": token("ann", 8 if short else 600)})
+            )
         elif path == "/page.html":
             transport = "longpoll" if "longpoll" in query else "websocket"
             self.answer("text/html", PAGE.format(server=self.server_url, transport=transport))
@@ -124,6 +127,36 @@ def test_presence_chat_both_ways_and_status_with_an_xmpp_colleague(
 def test_the_long_poll_transport_carries_the_same_chat(setup: tuple[ServerProcess, str]) -> None:
     server, origin = setup
     run(scenario(server, origin, "longpoll"))
+
+
+def test_tokens_are_refreshed_before_they_expire(setup: tuple[ServerProcess, str]) -> None:
+    """Tokens of 8 s: the widget renews in place (refresh_token) and the session lives on."""
+    server, origin = setup
+
+    async def scenario() -> None:
+        browser = await Browser.open()
+        bob = await connect(server, "bob", "desk", password="bob-secret")
+        try:
+            await browser.do("goto", url=f"{origin}/page.html?short")
+            await browser.do("wait", expr=JOINED)
+            await browser.do("wait", expr="window.xmppdWidget.state().refreshed >= 3", ms=40000)
+            state = await browser.do("eval", expr="window.xmppdWidget.state()")
+            assert state["joined"] and state["connected"]  # 3 tokens later, the same session
+            bob.send_message(mto=ANN, mbody="still with me?", mtype="chat")
+            await browser.do(
+                "wait",
+                expr=f"{SHADOW}.querySelector('.log')?.textContent.includes('still with me?')",
+            )
+            assert await browser.do("errors") == []
+        finally:
+            await browser.close()
+            await bob.close()
+
+    run(scenario())
+
+
+JOINED = "window.xmppdWidget && window.xmppdWidget.state && window.xmppdWidget.state().joined"
+SHADOW = "document.querySelector('.xmppd-widget').shadowRoot"
 
 
 async def scenario(server: ServerProcess, origin: str, transport: str) -> None:

@@ -23,6 +23,7 @@ class Widget {
     this.ui = new WidgetUI(this, config);
     this.token = null;
     this.jid = null;
+    this.refreshed = 0; // tokens renewed in place
   }
 
   api() {
@@ -32,7 +33,7 @@ class Widget {
       setStatus: (show, status) => this.setStatus(show, status),
       state: () => ({ jid: this.jid, connected: this.socket ? this.socket.connected : false,
         joined: !!(this.user && this.user.joined), longpoll: !!(this.socket && this.socket.longpoll),
-        presence: this.presence, unread: this.unread, own: this.own }),
+        presence: this.presence, unread: this.unread, own: this.own, refreshed: this.refreshed }),
     };
   }
 
@@ -99,7 +100,8 @@ class Widget {
     this.refreshTimer = setTimeout(async () => {
       try {
         await this.fetchToken();
-        await this.socket.request("phoenix", "refresh_token", { token: this.token });
+        const reply = await this.socket.request("phoenix", "refresh_token", { token: this.token });
+        if (reply.status === "ok") this.refreshed += 1;
       } catch (err) {
         console.error("xmppd widget: token refresh:", err);
       }
