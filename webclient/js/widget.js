@@ -71,11 +71,16 @@ class Widget {
     const scheme = server.protocol === "https:" ? "wss" : "ws";
     this.socket = new Socket(`${scheme}://${server.host}/socket`, () => ({ token: this.token }), { fallback: true });
     if (this.config.transport === "longpoll") this.socket.longpoll = true;
-    this.socket.on("open", () => this.ui.connection(true));
+    this.socket.on("open", () => { this.renewals = 0; this.ui.connection(true); });
     this.socket.on("close", (event) => {
       this.ui.connection(false);
-      // Expired or revoked: phx.js stops; a fresh token from the host page starts it again.
-      if (event.code === 4001 || event.code === 4003) setTimeout(() => this.renew(), 1000);
+      // Expired or revoked: phx.js stops; a fresh token from the host page starts it again,
+      // sooner the first time, slower when the server keeps refusing (refusals count as
+      // failed logins there).
+      if (event.code !== 4001 && event.code !== 4003) return;
+      const delay = Math.min(60000, 1000 * 4 ** (this.renewals || 0));
+      this.renewals = (this.renewals || 0) + 1;
+      setTimeout(() => this.renew(), delay);
     });
     this.socket.connect();
     this.joinUser(true);
