@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -128,7 +129,7 @@ service imap-login {{
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.terminate()  # the master stops its processes
             self.proc.wait(10)
 
 
@@ -189,6 +190,7 @@ $config['preview_pane'] = true;
             stderr=subprocess.STDOUT,
             cwd=self.root / "public_html",
             env={**os.environ, "PHP_CLI_SERVER_WORKERS": "4"},
+            start_new_session=True,  # its workers are killed with it (stop)
         )
         wait_port(self.port, self.proc, log)
 
@@ -200,5 +202,5 @@ $config['preview_pane'] = true;
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its workers
             self.proc.wait(10)
