@@ -350,7 +350,7 @@ class Directory:
     def list_users(self, conn: Connection) -> list[DirectoryUser]:
         attr = self.s["username_attribute"]
         filter_ = self.s["user_filter"].replace("{user}", "*")
-        attrs = [attr, self.s["display_name_attribute"], "cn"]
+        attrs = [attr, self.s["display_name_attribute"], "cn", "mail"]
         users = []
         for dn, raw in self.search(conn, self.s["base_dn"], filter_, attrs):
             name = username_from(raw.get(attr.lower()))

@@ -1,6 +1,9 @@
 // A small Phoenix V2 JSON client: frames are [join_ref, ref, topic, event, payload] over one
 // WebSocket (docs/channels.md). Channels rejoin after a reconnect; heartbeats every 30 s.
-// Written for this client so that the page needs no npm package at run time.
+// Written for this client so that the page needs no npm package at run time. With
+// `fallback: true` (the widget) a WebSocket that never opens twice in a row gives way to
+// long-poll (longpoll.js) for the rest of the page's life.
+import { LongPoll } from "./longpoll.js";
 
 const HEARTBEAT_MS = 30000;
 const REPLY_TIMEOUT_MS = 10000;
@@ -8,8 +11,11 @@ const BACKOFF_MS = [1000, 2000, 5000, 10000, 30000];
 
 export class Socket {
   /** @param {string} url ws(s)://host/socket  @param {() => object} params query params */
-  constructor(url, params) {
+  constructor(url, params, { fallback = false } = {}) {
     this.url = url;
+    this.fallback = fallback;
+    this.longpoll = false;
+    this.failures = 0; // WebSockets in a row that closed without opening
     this.params = params;
     this.ref = 0;
     this.channels = new Map();
@@ -23,15 +29,20 @@ export class Socket {
   on(kind, fn) { this.listeners[kind].push(fn); }
   emit(kind, arg) { for (const fn of this.listeners[kind]) fn(arg); }
   makeRef() { this.ref += 1; return String(this.ref); }
-  get connected() { return this.ws !== null && this.ws.readyState === WebSocket.OPEN; }
+  get connected() { return this.ws !== null && this.ws.readyState === 1; } // OPEN, both kinds
 
   connect() {
     this.closing = false;
     const query = new URLSearchParams({ ...this.params(), vsn: "2.0.0" });
-    const ws = new WebSocket(`${this.url}/websocket?${query}`);
+    const ws = this.longpoll
+      ? new LongPoll(`${this.url.replace(/^ws/, "http")}/longpoll?${query}`)
+      : new WebSocket(`${this.url}/websocket?${query}`);
     this.ws = ws;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       this.attempts = 0;
+      this.failures = 0;
       // An unanswered heartbeat means a dead link the browser has not noticed: reconnect.
       this.heartbeat = setInterval(async () => {
         const reply = await this.request("phoenix", "heartbeat", {});
@@ -45,6 +56,7 @@ export class Socket {
     ws.onclose = (event) => {
       clearInterval(this.heartbeat);
       if (this.ws === ws) this.ws = null;
+      if (!opened && this.fallback && ++this.failures >= 2) this.longpoll = true;
       for (const channel of this.channels.values()) channel.joined = false;
       for (const [ref, wait] of this.pending) {
         clearTimeout(wait.timer);

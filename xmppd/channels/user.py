@@ -26,6 +26,7 @@ from .session import MAX_BODY, ChannelError
 if TYPE_CHECKING:
     from .session import ChannelSession
 
+MAX_RESOLVE = 100  # addresses per `resolve` request (each is a dictionary lookup)
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 _SUBSCRIPTION_TYPES = {
     "approve": "subscribed",
@@ -467,6 +468,28 @@ class UserTopic:
 
     # ---- contacts -------------------------------------------------------------------------------
 
+    async def _do_resolve(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Mail addresses -> JIDs: the directory's `mail` attribute, else the address itself
+        when its domain is this user's (for pages that show addresses, e.g. webmail)."""
+        addresses = p.get("addresses")
+        if not isinstance(addresses, list) or not 1 <= len(addresses) <= MAX_RESOLVE:
+            raise ChannelError("bad-request", f"addresses is a list of 1 to {MAX_RESOLVE}")
+        if not all(isinstance(a, str) and 3 <= len(a) <= 254 for a in addresses):
+            raise ChannelError("bad-request", "addresses are strings of 3 to 254 characters")
+        directory = self.host.services.get("directory")
+        domain = JID.parse(self.session.bare).domain
+        jids: dict[str, str | None] = {}
+        for address in addresses:
+            local, at, where = address.strip().lower().rpartition("@")
+            user = directory.user_for_mail(address.strip()) if directory is not None else None
+            if user is not None:
+                jids[address] = f"{user}@{domain}"
+            elif at and local and where == domain:
+                jids[address] = _valid_jid(f"{local}@{where}")
+            else:
+                jids[address] = None
+        return {"jids": jids}
+
     async def _do_subscribe(self, p: dict[str, Any]) -> None:
         contact = render.bare(_jid(p.get("jid")))
         if "name" in p or "groups" in p:
@@ -552,6 +575,13 @@ def _jid(value: Any) -> str:
         return str(JID.parse(str(value or "")))
     except JIDError:
         raise ChannelError("jid-malformed", "not a JID") from None
+
+
+def _valid_jid(text: str) -> str | None:
+    try:
+        return str(JID.parse(text))
+    except JIDError:
+        return None
 
 
 def _local(bare: str) -> str:

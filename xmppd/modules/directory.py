@@ -21,8 +21,9 @@ keyval store "directory_roster": `migrate` puts those stored items back as they 
 directory (or removes them) once, after the first read.
 
 `host.services["directory"]` offers `is_admin(bare)` (the role service's answer, xmppd/roles.py:
-server.admins or the LDAP admin group), `display_name(local)` and `request_refresh()`. The
-snapshot also holds the members of the admin and limited groups, which `xmppd/roles.py` reads.
+server.admins or the LDAP admin group), `display_name(local)`, `user_for_mail(address)` (the
+LDAP `mail` attribute, from the last read) and `request_refresh()`. The snapshot also holds the
+members of the admin and limited groups, which `xmppd/roles.py` reads.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ class Directory:
 
     def is_managed(self, user: str, contact: str) -> bool:
         return self.item(user, contact) is not None
+
+    def user_for_mail(self, address: str) -> str | None:
+        """The username whose LDAP `mail` is `address` (from the last read; no search)."""
+        return self.snapshot.mails.get(address.lower()) if self.snapshot is not None else None
 
     def request_refresh(self) -> bool:
         """Read the directory soon (at most once per ON_DEMAND_GAP); False when refused."""
@@ -207,6 +212,7 @@ class Directory:
         snapshot = Snapshot.build(names, members, set(admins))
         snapshot.limited = set(limited)
         snapshot.sizes = sizes
+        snapshot.mails = {m.lower(): u.username for u in users if (m := u.text("mail"))}
         return snapshot
 
     def too_big(self, group: Group) -> bool:

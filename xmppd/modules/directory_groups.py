@@ -70,6 +70,7 @@ class Snapshot:
     sizes: dict[str, int] = field(default_factory=dict)  # every group read, by name
     tags: dict[str, str] = field(default_factory=dict)  # username -> version tag (lazy)
     rendered: dict[str, Rendered] = field(default_factory=dict)  # group -> items (lazy)
+    mails: dict[str, str] = field(default_factory=dict)  # mail address (lowercase) -> username
 
     @classmethod
     def build(

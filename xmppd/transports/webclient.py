@@ -92,6 +92,10 @@ class StaticFiles:
             ("Referrer-Policy", "no-referrer"),
             ("Cross-Origin-Opener-Policy", "same-origin"),
         ]
+        if kind.startswith("text/javascript"):
+            # Public code: pages of other origins load widget.js's modules (docs/widget.md),
+            # and module scripts are fetched with CORS. No credentials are involved.
+            common.append(("Access-Control-Allow-Origin", "*"))
         if kind.startswith("text/html"):
             common += [
                 ("Content-Security-Policy", csp(headers.get("host"), self.file_origins)),
