@@ -19,6 +19,7 @@ from typing import Any
 
 from .api.keys import SCHEMA as API  # the admin HTTP API's [api] section (docs/api.md)
 from .api.keys import check_config as check_api
+from .hooks.settings import SCHEMA as HOOKS  # [hooks]: subscriptions and webhooks (docs/hooks.md)
 from .options import ConfigError, Option, Schema, SourceMap, validate
 from .protocol.jid import JIDError, prep_domain
 
@@ -166,7 +167,11 @@ SECTIONS: dict[str, Schema] = {
     "cluster": CLUSTER,
     "api": API,
     "filter": FILTER,
+    "hooks": HOOKS,
 }
+
+
+_HOOK_DEFAULTS = {name: option.default for name, option in HOOKS.items()}
 
 
 @dataclass(slots=True)
@@ -189,6 +194,7 @@ class Config:
     cluster: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     api: dict[str, Any] = field(default_factory=lambda: {"keys": {}})
     filter: dict[str, Any] = field(default_factory=lambda: {"rules": {}, "ignore_case": True})
+    hooks: dict[str, Any] = field(default_factory=lambda: dict(_HOOK_DEFAULTS))
     path: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
     source: SourceMap | None = None

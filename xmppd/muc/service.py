@@ -271,6 +271,7 @@ class MucService:
 
     def install(self) -> None:
         events = self.component.events
+        events.declare("room-message", "room-command")  # muc/messages.py, for xmppd/hooks/
         events.hook("presence/full", self.on_occupant_presence, DELIVERY)
         events.hook("presence/bare", self.on_room_presence, DELIVERY)
         events.hook("presence/host", _ignore, DELIVERY)
