@@ -10,7 +10,6 @@ from urllib.parse import quote
 from hooksupport import Receiver, join, verify
 from support import ServerProcess, connect, run
 
-
 ROOM = "ops@conference.localhost"
 
 
