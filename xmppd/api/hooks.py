@@ -102,14 +102,12 @@ async def _list_subscriptions(call: Call) -> Any:
         source={"type": "string", "enum": list(SOURCES)},
         events={
             "type": "array",
-            "minItems": 1,
             "maxItems": len(EVENT_TYPES),
             "items": {"type": "string", "enum": list(EVENT_TYPES)},
-        },  # fmt: skip
+        },
         provider={"type": "string", "enum": list(PROVIDERS)},
         target={
             "type": "object",
-            "maxProperties": 8,
             "additionalProperties": {"type": ["string", "integer"], "maxLength": 2048},
         },
         room=JID,
