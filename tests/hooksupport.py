@@ -31,6 +31,7 @@ class Receiver:
 
     answers: list[int] = field(default_factory=list)
     hang: bool = False
+    port: int = 0
     requests: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
     released: threading.Event = field(default_factory=threading.Event)
@@ -65,7 +66,7 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
