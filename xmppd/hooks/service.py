@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .incoming import IncomingHooks
+from .commands import Commands
+from .incoming import IncomingHooks, find_room
 from .model import Event, Matcher, Subscription, SubscriptionError, from_document
 from .outbox import Outbox
 
@@ -32,6 +33,7 @@ class HookService:
         self.store: Any = None
         self.outbox: Outbox | None = None
         self.incoming: IncomingHooks | None = None
+        self.commands = Commands(self)
 
     async def load(self, storage: Any) -> None:
         self.store = storage.map(SUBS_STORE)
@@ -47,11 +49,14 @@ class HookService:
         await self.incoming.load()
 
     def install(self) -> None:
-        """Listen to the MUC services' room events (after the hosts are made)."""
+        """Listen to the MUC services' room events and to commands for the bot (after the
+        hosts are made). Commands to the bot run before delivery (priority 0.5)."""
         for host in self.server.hosts.values():
+            host.events.hook("message/host", self.commands.to_bot, 0.5)
             service = host.services.get("muc")
             if service is not None:
                 service.component.events.hook("room-message", self.on_room_message)
+                service.component.events.hook("room-command", self.commands.in_room)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         import httpx  # the client verifies TLS certificates (the default); anyio runs on trio
@@ -71,6 +76,18 @@ class HookService:
         await self.store.set(SUBS, sub.id, sub.document())
         self.matcher.add(sub)
         return sub
+
+    async def update(self, sub_id: str, **changes: Any) -> Subscription | None:
+        old = self.matcher.subs.get(sub_id)
+        if old is None:
+            return None
+        sub = from_document({**old.document(), **changes})
+        await self.store.set(SUBS, sub.id, sub.document())
+        self.matcher.add(sub)
+        return sub
+
+    async def find_room(self, jid: str) -> Any:
+        return await find_room(self.server, jid)
 
     async def delete(self, sub_id: str) -> Subscription | None:
         if sub_id not in self.matcher.subs:
