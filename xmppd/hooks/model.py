@@ -1,8 +1,9 @@
 """A subscription: which source, which event types, which filter, delivered by which provider
 to which target; and the matcher that runs one pass per event over an index of them.
 
-Filters are compiled once, when a subscription is created or loaded: keywords and `#tags`
-become one case-insensitive regular expression, sender and room become set lookups.
+Filters are compiled once, when a subscription is created or loaded: keywords (whole words),
+patterns and `#tags` become one case-insensitive regular expression; sender and room are
+lookups.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def check(sub: Subscription) -> None:
 
 
 def _compile(sub: Subscription) -> re.Pattern[str] | None:
-    parts = [re.escape(k) for k in sub.keywords]
+    parts = [rf"(?<!\w){re.escape(k)}(?!\w)" for k in sub.keywords]  # whole words
     parts += [f"(?:{p})" for p in sub.patterns]
     parts += [rf"(?<![\w#]){re.escape('#' + t.lstrip('#'))}(?!\w)" for t in sub.tags]
     return re.compile("|".join(parts), re.IGNORECASE) if parts else None
