@@ -88,13 +88,17 @@ class Subscription:
 
     def accepts(self, event: Event) -> bool:
         """The filter: every given criterion must hold (keywords/patterns/tags: any of them)."""
+        return self.passes(event) and (
+            self._text is None or self._text.search(event.text) is not None
+        )
+
+    def passes(self, event: Event) -> bool:
+        """Everything but the text: mode and sender."""
         if self.mode == "mute":
             return False
         if self.mode == "follow" and not event.starts_thread:
             return False
-        if self.senders and event.sender not in self.senders:
-            return False
-        return self._text is None or self._text.search(event.text) is not None
+        return not self.senders or event.sender in self.senders
 
 
 def from_document(doc: dict[str, Any]) -> Subscription:
@@ -135,13 +139,81 @@ def _compile(sub: Subscription) -> re.Pattern[str] | None:
     return re.compile("|".join(parts), re.IGNORECASE) if parts else None
 
 
+WORD = re.compile(r"\w+")
+TAG = re.compile(r"(?<![\w#])#(\w+)")
+
+
+class _Bucket:
+    """The subscriptions of one (source, event type): those without a text filter, those whose
+    keywords and tags are plain words (found by looking the message's words up), and the rest
+    (regular expressions, keywords with punctuation), whose compiled filter runs."""
+
+    __slots__ = ("always", "words", "tags", "scan")
+
+    def __init__(self) -> None:
+        self.always: dict[str, Subscription] = {}
+        self.words: dict[str, dict[str, Subscription]] = {}
+        self.tags: dict[str, dict[str, Subscription]] = {}
+        self.scan: dict[str, Subscription] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.always or self.words or self.tags or self.scan)
+
+    def _places(self, sub: Subscription) -> list[dict[str, Subscription]]:
+        if sub._text is None:
+            return [self.always]
+        places = []
+        for word in sub.keywords:
+            if WORD.fullmatch(word):
+                places.append(self.words.setdefault(word.lower(), {}))
+        for tag in sub.tags:
+            if WORD.fullmatch(tag.lstrip("#")):
+                places.append(self.tags.setdefault(tag.lstrip("#").lower(), {}))
+        plain = all(WORD.fullmatch(k) for k in sub.keywords)
+        plain = plain and all(WORD.fullmatch(t.lstrip("#")) for t in sub.tags)
+        if sub.patterns or not plain:
+            places.append(self.scan)
+        return places
+
+    def add(self, sub: Subscription) -> None:
+        for place in self._places(sub):
+            place[sub.id] = sub
+
+    def remove(self, sub: Subscription) -> None:
+        for place in self._places(sub):
+            place.pop(sub.id, None)
+        for index in (self.words, self.tags):
+            for name in [n for n, subs in index.items() if not subs]:
+                del index[name]
+
+    def match(self, event: Event, found: dict[str, Subscription]) -> None:
+        for sub in self.always.values():
+            if sub.accepts(event):
+                found[sub.id] = sub
+        text = event.text.lower()
+        if self.words:
+            for word in set(WORD.findall(text)) & self.words.keys():
+                for sub in self.words[word].values():
+                    if sub.id not in found and sub.passes(event):
+                        found[sub.id] = sub
+        if self.tags:
+            for tag in set(TAG.findall(text)) & self.tags.keys():
+                for sub in self.tags[tag].values():
+                    if sub.id not in found and sub.passes(event):
+                        found[sub.id] = sub
+        for sub in self.scan.values():
+            if sub.id not in found and sub.accepts(event):
+                found[sub.id] = sub
+
+
 class Matcher:
     """Subscriptions indexed by (source key, event type): an event looks up the few buckets
-    that can concern it (its room, all rooms, its account) and runs only their filters."""
+    that can concern it (its room, all rooms, its account); within a bucket, plain keywords and
+    tags are found by the message's words, and only the other filters run."""
 
     def __init__(self) -> None:
         self.subs: dict[str, Subscription] = {}
-        self._index: dict[tuple[str, str], dict[str, Subscription]] = {}
+        self._index: dict[tuple[str, str], _Bucket] = {}
 
     def __len__(self) -> int:
         return len(self.subs)
@@ -150,7 +222,7 @@ class Matcher:
         self.remove(sub.id)
         self.subs[sub.id] = sub
         for key in _keys(sub):
-            self._index.setdefault(key, {})[sub.id] = sub
+            self._index.setdefault(key, _Bucket()).add(sub)
 
     def remove(self, sub_id: str) -> Subscription | None:
         sub = self.subs.pop(sub_id, None)
@@ -158,18 +230,18 @@ class Matcher:
             for key in _keys(sub):
                 bucket = self._index.get(key)
                 if bucket is not None:
-                    bucket.pop(sub_id, None)
+                    bucket.remove(sub)
                     if not bucket:
                         del self._index[key]
         return sub
 
     def match(self, event: Event) -> list[Subscription]:
-        found: list[Subscription] = []
+        found: dict[str, Subscription] = {}
         for scope in _event_scopes(event):
             bucket = self._index.get((scope, event.type))
-            if bucket:
-                found.extend(s for s in bucket.values() if s.accepts(event))
-        return found
+            if bucket is not None:
+                bucket.match(event, found)
+        return list(found.values())
 
 
 def _scope(sub: Subscription) -> str:
