@@ -6,10 +6,13 @@ with the same idempotency key."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
+import pytest
 from apisupport import client, start_server
 from hooksupport import Receiver, join
+from pgtest import fresh_database
 from support import ServerProcess, free_port, run
 
 ROOM = "outbox@conference.localhost"
@@ -76,9 +79,17 @@ def test_retries_then_dead_letters(hook_server: ServerProcess, ops) -> None:  # 
         ops.delete(f"/subscriptions/{sub['id']}")
 
 
-def test_restart_with_deliveries_pending(tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("driver", ["sqlite", "postgres"])
+def test_restart_with_deliveries_pending(tmp_path, driver: str) -> None:  # noqa: ANN001
     config = "[hooks]\nretry_base = 0.2\nretry_max = 0.4\ntimeout = 1.0\nmax_attempts = 1000\n"
-    server = start_server(tmp_path, config)
+    with contextlib.ExitStack() as stack:
+        if driver == "postgres":
+            url = stack.enter_context(fresh_database("xmppd_hooks"))
+            config += f'[storage]\ndriver = "postgres"\ndsn = "{url}"\n'
+        _restart_scenario(start_server(tmp_path, config))
+
+
+def _restart_scenario(server: ServerProcess) -> None:
     port = free_port()  # nobody listens yet: every attempt is refused
     try:
         with client(server) as ops:
