@@ -45,6 +45,8 @@ class Outbox:
         self.subs: dict[str, Subscription] = {}  # shared with the service's matcher
         self.in_flight: set[str] = set()
         self.limiters: dict[str, trio.CapacityLimiter] = {}
+        self.waiting: dict[int, int] = {}  # tasks started but not yet through their limiter
+        self.promised: dict[str, trio.CapacityLimiter] = {}  # row key -> its reserved limiter
         self.delivered = 0
         self._wake = trio.Event()
         self._rng = random.Random()
@@ -91,11 +93,11 @@ class Outbox:
                 for key, row in list(self.pending.items()):
                     if key in self.in_flight:
                         continue
-                    if row["next_at"] <= now:
+                    if row["next_at"] > now:
+                        soonest = min(soonest, row["next_at"])
+                    elif self._reserve(key, row):  # else: when a slot of its target frees, we wake
                         self.in_flight.add(key)
                         nursery.start_soon(self._attempt, client, key, row)
-                    else:
-                        soonest = min(soonest, row["next_at"])
                 self._wake = trio.Event()
                 with trio.move_on_after(min(1.0, max(0.01, soonest - now))):
                     await self._wake.wait()
@@ -103,13 +105,19 @@ class Outbox:
     async def _attempt(self, client: httpx.AsyncClient, key: str, row: dict[str, Any]) -> None:
         try:
             sub = self.subs.get(row["subscription"])
+            limiter = self.promised.pop(key, None)
+            if limiter is not None:
+                self.waiting[id(limiter)] -= 1  # the promise of _reserve is taken up now
             if sub is None:  # deleted since: nothing to deliver any more
                 await self.store.set(PENDING, key, None)
                 self.pending.pop(key, None)
                 return
-            limiter = self._limiter(sub)
-            async with limiter:
+            limiter = limiter or self._limiter(sub)
+            await limiter.acquire()
+            try:
                 error = await self._send(client, sub, row, key)
+            finally:
+                limiter.release()
             if error is None:
                 await self.store.set(PENDING, key, None)
                 self.pending.pop(key, None)
@@ -153,6 +161,20 @@ class Outbox:
         row["next_at"] = time.time() + backoff(attempts, s["retry_base"], s["retry_max"], self._rng)
         await self.store.set(PENDING, key, row)
         self.pending[key] = row
+
+    def _reserve(self, key: str, row: dict[str, Any]) -> bool:
+        """A target at its cap takes no more tasks: rows wait in the outbox, not as parked
+        tasks. True (and a slot promised to the task about to start) when there is room."""
+        sub = self.subs.get(row["subscription"])
+        if sub is None:
+            return True  # _attempt drops it
+        limiter = self._limiter(sub)
+        promised = self.waiting.get(id(limiter), 0)
+        if limiter.available_tokens - promised <= 0:
+            return False
+        self.waiting[id(limiter)] = promised + 1
+        self.promised[key] = limiter
+        return True
 
     def _limiter(self, sub: Subscription) -> trio.CapacityLimiter:
         target = str(sub.target.get("url") or sub.target.get("homeserver") or sub.target)
