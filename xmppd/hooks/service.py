@@ -17,6 +17,7 @@ from .model import Event, Matcher, Subscription, SubscriptionError, from_documen
 from .outbox import Outbox
 
 if TYPE_CHECKING:
+    from ..events import AccountDeleted
     from ..muc.messages import RoomMessageEvent
     from ..server import Server
 
@@ -53,6 +54,7 @@ class HookService:
         hosts are made). Commands to the bot run before delivery (priority 0.5)."""
         for host in self.server.hosts.values():
             host.events.hook("message/host", self.commands.to_bot, 0.5)
+            host.events.hook("account-deleted", self.on_account_deleted, -0.5)
             service = host.services.get("muc")
             if service is not None:
                 service.component.events.hook("room-message", self.on_room_message)
@@ -111,6 +113,14 @@ class HookService:
         for sub in matched:
             await self.outbox.put(sub, event)
         return len(matched)
+
+    async def on_account_deleted(self, deleted: AccountDeleted) -> bool:
+        if self.matcher.subs:
+            stamp = secrets.token_hex(8)  # the account may come back: each deletion is new
+            event = Event(id=f"deleted-{deleted.bare}-{stamp}", type="account-deleted",
+                          source="accounts", sender=deleted.bare)  # fmt: skip
+            await self.emit(event)
+        return False
 
     async def on_room_message(self, event: RoomMessageEvent) -> bool:
         if not self.matcher.subs:

@@ -96,3 +96,17 @@ def test_bad_subscriptions_are_refused(ops) -> None:  # noqa: ANN001
         assert answer.status_code == 422, answer.text
         assert answer.json()["field"] == field
     assert ops.get("/subscriptions/nope").status_code == 404
+
+
+def test_account_deleted_reaches_a_webhook(ops) -> None:  # noqa: ANN001
+    with Receiver() as web:
+        body = {"source": "accounts", "events": ["account-deleted"], "provider": "webhook",
+                "target": {"url": web.url}}  # fmt: skip
+        made = ops.post("/subscriptions", json=body).json()
+        assert ops.delete("/users/carol@localhost").status_code == 200
+        [request] = web.wait(1)
+        verify(made["secret"], request)
+        event = request.json()["event"]
+        assert (event["type"], event["source"], event["sender"]) == (
+            "account-deleted", "accounts", "carol@localhost")  # fmt: skip
+        ops.delete(f"/subscriptions/{made['id']}")
