@@ -115,3 +115,43 @@ def _restart_scenario(server: ServerProcess) -> None:
             assert len(requests) >= 5
     finally:
         server.stop()
+
+
+def test_a_hanging_receiver_holds_only_its_own_slots(hook_server: ServerProcess, ops) -> None:  # noqa: ANN001
+    room = "hang@conference.localhost"
+    assert ops.post("/rooms", json={"jid": room}).status_code == 201
+    with Receiver(hang=True) as hang:
+        body = {"source": "room", "room": room, "events": ["message"], "provider": "webhook",
+                "target": {"url": hang.url}}  # fmt: skip
+        sub = ops.post("/subscriptions", json=body).json()
+
+        async def scenario() -> tuple[float, int]:
+            bob = await join(hook_server, "bob", room, "Bob", resource="hang")
+            alice = await join(hook_server, "alice", room, "Alice", resource="hang")
+            try:
+                await asyncio.sleep(0.3)
+                while not bob.messages.empty():
+                    bob.messages.get_nowait()
+                start = time.monotonic()
+                for i in range(10):
+                    alice.send_message(mto=room, mbody=f"h{i}", mtype="groupchat")
+                seen = 0
+                while seen < 10:
+                    if (await bob.next_message(5))["body"].startswith("h"):
+                        seen += 1
+                return time.monotonic() - start, len(hang.requests)
+            finally:
+                await alice.close()
+                await bob.close()
+
+        elapsed, hung = run(scenario())
+        assert elapsed < 3, elapsed  # chat went on while the receiver hung
+        if elapsed < 0.9:  # before the first attempt's timeout: only per_target = 4 went out
+            assert hung <= 4, hung
+        time.sleep(1.5)  # hooks.timeout = 1 in the fixture: the first attempts gave up
+        rows = ops.get("/deliveries").json()["items"]
+        assert len([r for r in rows if r["subscription"] == sub["id"]]) == 10
+        assert any("no answer within" in (r["last_error"] or "") for r in rows)
+        assert len(hang.requests) >= 4
+        ops.delete(f"/subscriptions/{sub['id']}")
+    _wait_empty(ops)  # unsubscribing drops its pending deliveries
