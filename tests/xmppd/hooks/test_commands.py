@@ -10,7 +10,7 @@ import shutil
 
 from hooksupport import join
 from phx import Phx, http_post, login
-from support import PASSWORDS, ServerProcess, run
+from support import PASSWORDS, ServerProcess, connect, run
 
 from xmppd.protocol import namespaces as ns
 
@@ -142,3 +142,26 @@ def test_incoming_webhook_posts_into_a_room(hook_server: ServerProcess, ops) -> 
     assert http_post(hook_server, path, {"body": "x" * 20000})[0] == 413
     statuses = [http_post(hook_server, path, {"body": "spam"})[0] for _ in range(30)]
     assert 429 in statuses  # incoming_per_minute = 60: a burst of 15 then refusals
+
+
+def test_incoming_webhook_to_a_user(hook_server: ServerProcess, ops) -> None:  # noqa: ANN001
+    made = ops.post("/incoming-hooks", json={"user": "alice@localhost", "name": "Pager"})
+    assert made.status_code == 201, made.text
+    assert ops.post("/incoming-hooks", json={"name": "x"}).status_code == 422
+    assert ops.post("/incoming-hooks", json={"room": "no@conference.localhost",
+                                             "name": "x"}).status_code == 404  # fmt: skip
+
+    async def scenario() -> None:
+        alice = await connect(hook_server, "alice", "pager")
+        try:
+            status, _, answer = http_post(hook_server, made.json()["path"], {"body": "disk full"})
+            assert status == 200, answer
+            got = await alice.next_message(5)
+            assert (got["body"], str(got["from"]), got["type"]) == (
+                "disk full", "localhost/Pager", "chat")  # fmt: skip
+        finally:
+            await alice.close()
+
+    run(scenario())
+    assert ops.delete(f"/incoming-hooks/{made.json()['id']}").status_code == 200
+    assert http_post(hook_server, made.json()["path"], {"body": "x"})[0] == 404
