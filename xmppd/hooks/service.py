@@ -59,6 +59,7 @@ class HookService:
             if service is not None:
                 service.component.events.hook("room-message", self.on_room_message)
                 service.component.events.hook("room-command", self.commands.in_room)
+                service.component.events.hook("room-presence", self.on_room_presence)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         import httpx  # the client verifies TLS certificates (the default); anyio runs on trio
@@ -120,6 +121,15 @@ class HookService:
             event = Event(id=f"deleted-{deleted.bare}-{stamp}", type="account-deleted",
                           source="accounts", sender=deleted.bare)  # fmt: skip
             await self.emit(event)
+        return False
+
+    async def on_room_presence(self, event: tuple[Any, str, str, str]) -> bool:
+        """(room, "join" or "leave", bare JID, nick) from muc/room.py."""
+        if self.matcher.subs:
+            room, kind, bare, nick = event
+            stamp = secrets.token_hex(8)
+            await self.emit(Event(id=f"{kind}-{stamp}", type=kind, source="room",
+                                  room=room.jid, sender=bare, nick=nick))  # fmt: skip
         return False
 
     async def on_room_message(self, event: RoomMessageEvent) -> bool:

@@ -110,3 +110,21 @@ def test_account_deleted_reaches_a_webhook(ops) -> None:  # noqa: ANN001
         assert (event["type"], event["source"], event["sender"]) == (
             "account-deleted", "accounts", "carol@localhost")  # fmt: skip
         ops.delete(f"/subscriptions/{made['id']}")
+
+
+def test_join_and_leave_reach_a_webhook(hook_server: ServerProcess, ops) -> None:  # noqa: ANN001
+    room = "lobby@conference.localhost"
+    assert ops.post("/rooms", json={"jid": room}).status_code == 201
+    with Receiver() as web:
+        body = {"source": "room", "room": room, "events": ["join", "leave"],
+                "provider": "slack", "target": {"url": web.url}}  # fmt: skip
+        made = ops.post("/subscriptions", json=body).json()
+
+        async def scenario() -> None:
+            bob = await join(hook_server, "bob", room, "Bob", resource="lobby")
+            await bob.close()
+
+        run(scenario())
+        texts = sorted(r.json()["text"] for r in web.wait(2))
+        assert texts == [f"[{room}] join: Bob", f"[{room}] leave: Bob"]
+        ops.delete(f"/subscriptions/{made['id']}")
