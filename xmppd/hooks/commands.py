@@ -67,7 +67,9 @@ class Commands:
         room_jid = words[1] if len(words) > 1 and "@" in words[1] else None
         room = await self.hooks.find_room(room_jid) if room_jid else None
         bare = str(sender).partition("/")[0]
-        if room is None and words[0][1:] not in ("help", "status"):
+        if room is not None and not _may_read(room, bare):
+            name, reply = "help", "You may not read that room."
+        elif room is None and words[0][1:] not in ("help", "status"):
             name, reply = "help", "Name the room first: /watch room@service [words]. " + HELP
         else:
             rest = " ".join(words[:1] + words[2:]) if room is not None else text
@@ -80,7 +82,7 @@ class Commands:
 
     async def run(self, text: str, room: str | None, bare: str, owner: bool) -> tuple[str, str]:
         """(command name, the answer); unknown commands answer with the help."""
-        name, *args = text[1:].split()
+        name, *args = text[1:].split() or ["help"]
         name = name.lower()
         if name not in NAMES or name == "help":
             return "help", HELP
@@ -148,6 +150,15 @@ class Commands:
     @staticmethod
     def _may_manage(sub: Subscription, bare: str, owner: bool) -> bool:
         return owner or sub.owner == bare
+
+
+def _may_read(room: Any, bare: str) -> bool:
+    """From outside the room: what entering it would allow (members-only, password, bans)."""
+    affiliation = room.affiliation(bare)
+    if affiliation == "outcast":
+        return False
+    closed = room.config.members_only or room.config.password_protected
+    return not (closed and affiliation == "none")
 
 
 def _line(s: Subscription) -> str:

@@ -70,6 +70,12 @@ def test_commands_from_slixmpp(hook_server: ServerProcess, ops) -> None:  # noqa
             assert "lunch -> bob@localhost" in await _answer(bob)
             bob.send_message(mto="localhost", mbody="/nope", mtype="chat")
             assert "Commands:" in await _answer(bob)
+            bob.send_message(mto=ROOM, mbody="/", mtype="groupchat")
+            assert "Commands:" in await _answer(bob)
+            closed = {"config": {"members_only": True}}
+            assert ops.patch(f"/rooms/{ROOM}", json=closed["config"]).status_code == 200
+            bob.send_message(mto="localhost", mbody=f"/watch {ROOM}", mtype="chat")
+            assert "You may not read that room" in await _answer(bob)
             await asyncio.sleep(0.5)
         finally:
             await alice.close()
