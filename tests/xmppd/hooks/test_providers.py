@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from apisupport import audit_lines
 from hooksupport import Receiver, join, verify
 from support import ServerProcess, connect, run
 
@@ -81,6 +82,9 @@ def test_every_provider_format(hook_server: ServerProcess, ops) -> None:  # noqa
         assert len(web.requests) == 1 and len(slack.requests) == 1  # filters held the rest
     for sub in ops.get("/subscriptions").json()["items"]:
         assert ops.delete(f"/subscriptions/{sub['id']}").status_code == 200
+    lines = audit_lines(hook_server)
+    assert any(f"subscribed {hook['id']}: room {ROOM} -> webhook" in line for line in lines)
+    assert any(f"unsubscribed {hook['id']}" in line for line in lines)
 
 
 def test_bad_subscriptions_are_refused(ops) -> None:  # noqa: ANN001
