@@ -19,6 +19,7 @@ from typing import Any
 
 from .api.keys import SCHEMA as API  # the admin HTTP API's [api] section (docs/api.md)
 from .api.keys import check_config as check_api
+from .hooks.settings import SCHEMA as HOOKS  # [hooks]: subscriptions and webhooks (docs/hooks.md)
 from .options import ConfigError, Option, Schema, SourceMap, validate
 from .protocol.jid import JIDError, prep_domain
 
@@ -186,7 +187,11 @@ SECTIONS: dict[str, Schema] = {
     "filter": FILTER,
     "metrics": METRICS,
     "log": LOG,
+    "hooks": HOOKS,
 }
+
+
+_HOOK_DEFAULTS = {name: option.default for name, option in HOOKS.items()}
 
 
 @dataclass(slots=True)
@@ -211,6 +216,7 @@ class Config:
     filter: dict[str, Any] = field(default_factory=lambda: {"rules": {}, "ignore_case": True})
     metrics: dict[str, Any] = field(default_factory=lambda: {"enabled": True})
     log: dict[str, Any] = field(default_factory=lambda: {"format": "text"})
+    hooks: dict[str, Any] = field(default_factory=lambda: dict(_HOOK_DEFAULTS))
     path: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
     source: SourceMap | None = None

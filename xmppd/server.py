@@ -23,6 +23,7 @@ from .cluster import Cluster, make_bus
 from .cluster_admin import ClusterAdmin
 from .config import Config
 from .events import EventBus
+from .hooks.service import HookService
 from .host import Host
 from .login_gate import LoginGate
 from .protocol.sasl import tls_server_end_point
@@ -86,6 +87,7 @@ class Server:
         self.login_throttle = LoginThrottle(config.limits["login"])  # password guessing
         self.login_gate = LoginGate(self.login_throttle)
         self.bans = BanService(self)  # bans with expiry, disabled accounts (xmppd/bans.py)
+        self.hooks = HookService(self)  # event subscriptions, webhooks (xmppd/hooks/)
         self.started_at = time.monotonic()
         metrics.configure(config.metrics["enabled"])
         self.events = EventBus()  # server-wide events (hosts have their own buses)
@@ -102,6 +104,7 @@ class Server:
             await self.tokens.load(self.db.for_host(config.server["domain"]))
             self.tokens.enable_login(self._secret())  # POST /login session tokens
             await self.bans.load(self.db.for_host(config.server["domain"]))
+            await self.hooks.load(self.db.for_host(config.server["domain"]))
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.pubsub.run)
@@ -109,6 +112,8 @@ class Server:
                 self._make_hosts()
                 await self._ensure_demo_account()
                 await nursery.start(self.bans.run)  # lifts expired bans
+                self.hooks.install()  # listens to room events; delivers the outbox
+                await nursery.start(self.hooks.run)
                 if self.config.cluster.get("worker", 1) == 1:  # one socket per data dir
                     await nursery.start(adminsock.serve_admin, self)  # `xmppd deluser` etc.
                 tune_gc()

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..options import Option, Schema, SourceMap, validate
 
-SCOPES = ("read", "users", "rooms", "moderation", "post", "admin")
+SCOPES = ("read", "users", "rooms", "moderation", "post", "hooks", "admin")
 PREFIX = "xak_"
 HASH_PREFIX = "sha256:"
 

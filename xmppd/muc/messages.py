@@ -4,6 +4,8 @@ invitations and declines (§7.8.2-7.8.3). Each raises `MucError` for a refusal."
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from ..events import RoomEvent
 from ..protocol import namespaces as ns
@@ -17,6 +19,32 @@ _STANZA_ID = qname(ns.SID, "stanza-id")
 _X_USER = qname(ns.MUC_USER, "x")
 _INVITE = qname(ns.MUC_USER, "invite")
 _DECLINE = qname(ns.MUC_USER, "decline")
+
+
+@dataclass(slots=True)
+class RoomMessageEvent:
+    """Payload of the MUC event `room-posted`: a message accepted and sent to the occupants
+    (event subscriptions, xmppd/hooks/, listen to it)."""
+
+    room: Room
+    stanza_id: str
+    sender: str  # the author's bare JID
+    nick: str
+    text: str
+    thread: str | None
+    starts_thread: bool
+    retraction: bool
+
+
+@dataclass(slots=True)
+class RoomCommandEvent:
+    """Payload of the MUC event `room-command`: a body starting with "/" from an occupant. A
+    handler that returns True took it: it is neither archived nor sent to the room."""
+
+    room: Room
+    real: str  # the author's full JID
+    bare: str
+    text: str
 
 
 def _sender(room: Room, real: str) -> Occupant:
@@ -39,6 +67,10 @@ async def groupchat(room: Room, real: str, stanza: Element) -> str | None:
         await change_subject(room, occupant, subject.text or "")
         return None
     check_rate(room, occupant)
+    events = room.service.component.events
+    text = body.text or "" if body is not None else ""
+    if text.startswith("/") and await _command(room, real, occupant, text):
+        return None  # a slash command (xmppd/hooks/commands.py): neither archived nor sent
     retract = get_child(stanza, ns.RETRACT, "retract")
     target = None
     if retract is not None:  # XEP-0424: checked before anything is sent
@@ -58,6 +90,8 @@ async def groupchat(room: Room, real: str, stanza: Element) -> str | None:
         await moderation.tombstone(room, *target, moderation.retracted_by_author(out))
     room.service.pubsub.broadcast(room.topic, RoomMessage(out))
     await _tell(room, occupant, stanza, stanza_id)
+    if stanza_id is not None and events.has_handlers("room-posted"):
+        await events.fire("room-posted", _message_event(room, occupant, out, stanza_id))
     return stanza_id
 
 
@@ -72,6 +106,33 @@ async def _tell(room: Room, occupant: Occupant, stanza: Element, stanza_id: str 
     displayed = get_child(stanza, ns.MARKERS, "displayed")
     if displayed is not None and displayed.get("id"):
         await service.notify("room-read", RoomEvent(room.jid, occupant.bare, displayed.get("id")))
+
+
+def _message_event(room: Room, occupant: Occupant, out: Element, stanza_id: str) -> Any:
+    thread = get_child(out, ns.CLIENT, "thread")
+    body = get_child(out, ns.CLIENT, "body")
+    return RoomMessageEvent(
+        room,
+        stanza_id,
+        occupant.bare,
+        occupant.nick,
+        body.text or "" if body is not None else "",
+        thread.text if thread is not None else None,
+        not _replies(out) and (thread is None or not thread.get("parent")),
+        get_child(out, ns.RETRACT, "retract") is not None,
+    )
+
+
+def _replies(out: Element) -> bool:
+    """XEP-0461 replies continue a conversation; everything else may start one."""
+    return get_child(out, "urn:xmpp:reply:0", "reply") is not None
+
+
+async def _command(room: Room, real: str, occupant: Occupant, text: str) -> bool:
+    events = room.service.component.events
+    if not events.has_handlers("room-command"):
+        return False
+    return await events.fire("room-command", RoomCommandEvent(room, real, occupant.bare, text))
 
 
 async def _keep(room: Room, occupant: Occupant, real: str, out: Element) -> str:

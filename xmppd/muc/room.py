@@ -223,7 +223,16 @@ class Room:
         self.service.tracker.track(seat, self.topic, nick, self._meta(occupant, full))
         await self._welcome(seat, created, history)
         await self.service.notify("room-entered", RoomEvent(self.jid, bare))
+        if len(occupant.seats) == 1:
+            await self._occupant_event("join", occupant)
         return occupant
+
+    async def _occupant_event(self, kind: str, occupant: Occupant) -> None:
+        """`room-presence` (for xmppd/hooks/): an occupant came in or went (its first or last
+        session)."""
+        events = self.service.component.events
+        if events.has_handlers("room-presence"):
+            await events.fire("room-presence", (self, kind, occupant.bare, occupant.nick))
 
     def _check_entry(
         self, existing: Occupant | None, bare: str, affiliation: str, password: str | None
@@ -280,6 +289,7 @@ class Room:
         if not occupant.seats:  # other sessions of the occupant stay: only this one left
             self.occupants.pop(occupant.nick, None)
             await self.broadcast_unavailable(occupant, codes, status=status, skip=real)
+            await self._occupant_event("leave", occupant)
         await self.service.room_emptied(self)
 
     def _unseat(self, seat: Seat) -> None:

@@ -358,6 +358,8 @@ class MucService:
 
     def install(self) -> None:
         events = self.component.events
+        # Fired by messages.py and room.py for xmppd/hooks/ (docs/architecture.md).
+        events.declare("room-posted", "room-command", "room-presence")
         events.hook("presence/full", self.on_occupant_presence, DELIVERY)
         events.hook("presence/bare", self.on_room_presence, DELIVERY)
         events.hook("presence/host", _ignore, DELIVERY)

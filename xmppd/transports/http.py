@@ -536,6 +536,8 @@ class HttpConnection:
             return 101, [], b""
         if path.startswith("/api/"):  # the admin HTTP API (xmppd/api/, docs/api.md)
             return await web.api.handle(request)
+        if path.startswith("/hooks/"):  # incoming webhooks (xmppd/hooks/incoming.py)
+            return await self.web.server.hooks.incoming.handle(request)
         if path in CHANNEL_PATHS:  # JSON channels (Phoenix) and /credentials: docs/channels.md
             from .channels import handle
 
