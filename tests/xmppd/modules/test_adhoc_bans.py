@@ -91,6 +91,7 @@ def test_ban_commands(server: ServerProcess) -> None:
 
         # From a room, until an end time: carol becomes an outcast; the API sees the same ban.
         with client(server) as ops:
+            assert ops.get("/users/alice@localhost").json()["role"] == "admin"  # roles in the API
             assert ops.post("/rooms", json={"jid": ROOM, "owners": ["alice@localhost"]}).is_success
             done = await run_command(
                 alice,
