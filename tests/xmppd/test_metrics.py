@@ -154,6 +154,30 @@ def test_counters_move_with_real_logins_messages_and_a_websocket(server: ServerP
     run(scenario())
 
 
+def test_json_channel_frames_are_their_own_kind(server: ServerProcess) -> None:
+    from phx import Phx, login
+
+    async def scenario() -> None:
+        before = await asyncio.to_thread(scrape, server)
+        token = await asyncio.to_thread(login, server, "bob", "bob-secret")
+        phx = await Phx.open(server, token)
+        try:
+            await phx.join("user:bob@localhost")
+            after = await until(
+                server, lambda s: value(s, "xmppd_sessions", transport="channels") == 1
+            )
+        finally:
+            await phx.close()
+        for name in ("xmppd_stanzas_in_total", "xmppd_stanzas_out_total"):
+            assert value(after, name, kind="json") - value(before, name, kind="json") >= 1, name
+        # the frames are not stanzas: the XMPP kinds did not move for them
+        assert value(after, "xmppd_stanzas_in_total", kind="message") == value(
+            before, "xmppd_stanzas_in_total", kind="message"
+        )
+
+    run(scenario())
+
+
 def test_non_loopback_clients_are_refused(server: ServerProcess) -> None:
     url = f"http://127.0.0.1:{server.http_port}/metrics"
     # The plain listener trusts 127.0.0.1 as a proxy: the client is the forwarded address.
