@@ -322,8 +322,8 @@ class Server:
         await self.bans.reload()
 
     async def load_filter_edits(self) -> None:
-        """The word filter's edits made through the admin API (xmppd/api/filter.py)."""
-        from .api.filter import load_edits
+        """The word filter's edits made through the admin API (xmppd/api/filter_rules.py)."""
+        from .api.filter_rules import load_edits
 
         self.word_filter.load_edits(await load_edits(self))
 

@@ -3,7 +3,7 @@
 Rules come from `[filter] rules` (name = pattern) and can be edited while the server runs
 (`set_rule`, `remove_rule`: what the admin HTTP API calls). Edits are kept apart from the
 configured rules (`edits`: name -> pattern, or None for a removed rule) and laid over them, so a
-reloaded configuration (`replace`) keeps them; the server stores them (xmppd/api/filter.py).
+reloaded configuration (`replace`) keeps them; the server stores them (xmppd/api/filter_rules.py).
 A message whose body (or subject) matches a rule is refused before routing: the sender gets an
 error naming the rule, and nothing is delivered, archived or stored offline (modules/abuse.py).
 
