@@ -1,6 +1,7 @@
 """Roles on the JSON channels, with the `phoenix` npm client (tests/web/channels_roles.mjs):
 a service admin moderates every room from the web too (kicks an XMPP occupant of a room it does
-not own), and a `limited` account may not create a room by joining it (xmppd/roles.py)."""
+not own), and a `limited` account may not create a room by joining it nor ask a stranger for a
+subscription (xmppd/roles.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from joserfc import jws
 from joserfc.jwk import OctKey
+from phx import Phx, login
 from support import ServerProcess, connect, run
 
 HERE = Path(__file__).resolve().parent
@@ -58,7 +60,7 @@ def test_admins_moderate_every_room_and_limited_users_create_none(tmp_path: Path
         'demo_account = false\nadmins = ["boss@localhost"]\nlimited = ["tiny@localhost"]',
     )
     server.config_path.write_text(text)
-    for user in ("gajim", "carol"):
+    for user in ("gajim", "carol", "tiny"):
         server.add_user(user, f"{user}-secret")
     server.start()
 
@@ -91,6 +93,17 @@ def test_admins_moderate_every_room_and_limited_users_create_none(tmp_path: Path
         assert other[0]["joined"]["affiliation"] == "owner", other
         joined = await phoenix(server, token("tiny", ROOM), ROOM)
         assert joined[0]["joined"]["affiliation"] == "none"
+        # ... and asks no stranger for a subscription: the push is refused, nothing is sent.
+        web = await Phx.open(server, await asyncio.to_thread(login, server, "tiny", "tiny-secret"))
+        try:
+            await web.join("user:tiny@localhost")
+            answer = await web.request(
+                "user:tiny@localhost", "subscribe", {"jid": "carol@localhost"}
+            )
+            assert answer["error"]["reason"] == "not-allowed", answer
+            assert "may not ask strangers" in answer["error"]["text"]
+        finally:
+            await web.close()
         await asyncio.gather(gajim.close(), carol.close())
 
     try:
