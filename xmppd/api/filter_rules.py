@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..storage.base import StorageError
-from ..wordfilter import MAX_NAME, MAX_PATTERN, RuleError
+from ..wordfilter import MAX_PATTERN, RuleError
 from .routes import LIMIT, ApiError, Call, body_obj, not_found, obj, route
 
 if TYPE_CHECKING:
@@ -87,8 +87,8 @@ async def _set_rule(call: Call) -> Any:
     try:
         word_filter.check_rule(name, pattern)
     except RuleError as exc:
-        field = "name" if len(name) > MAX_NAME or exc.rule != name or "name" in str(exc) else None
-        raise ApiError(422, "invalid", str(exc), field or "pattern") from None
+        about_name = str(exc).startswith(("rule name", "at most"))  # else about the pattern
+        raise ApiError(422, "invalid", str(exc), "name" if about_name else "pattern") from None
     await _save(call, {**word_filter.edits, name: pattern})
     word_filter.set_rule(name, pattern)
     call.audit.append(f"set word filter rule {name!r} to {pattern!r}")
