@@ -1,6 +1,7 @@
-"""`xmppd serve|adduser|passwd|deluser|sessions|kick|revoke-tokens|status|check|migrate|import|
-export` — scripts depend on these exact verbs. Account verbs act on the running server through
-its admin socket, and on the storage directly only when it is stopped (docs/admin.md)."""
+"""`xmppd serve|adduser|passwd|deluser|disable|enable|sessions|kick|revoke-tokens|status|check|
+migrate|import|export` — scripts depend on these exact verbs. Account verbs act on the running
+server through its admin socket, and on the storage directly only when it is stopped
+(docs/admin.md)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
     deluser = verbs.add_parser("deluser", parents=[common], help="delete an account")
     deluser.add_argument("jid")
     deluser.set_defaults(run=cmd_deluser)
+
+    disable = verbs.add_parser(
+        "disable", parents=[common], help="keep an account but refuse its logins; end its sessions"
+    )
+    disable.add_argument("jid")
+    disable.add_argument("--reason", help="shown to the user when a login is refused")
+    disable.set_defaults(run=cmd_disable)
+
+    enable = verbs.add_parser("enable", parents=[common], help="let a disabled account log in")
+    enable.add_argument("jid")
+    enable.set_defaults(run=cmd_enable)
 
     sessions = verbs.add_parser("sessions", parents=[common], help="list the online sessions")
     sessions.add_argument("jid", nargs="?", help="only this account (bare) or resource (full)")
@@ -299,6 +311,20 @@ def cmd_kick(config: Config, args: argparse.Namespace) -> int:
         config, "kick", {"jid": args.jid, "text": args.text or ""}, needs_server=True
     )
     print(f"ended {result['sessions_ended']} session(s) of {args.jid}")
+    return 0
+
+
+def cmd_disable(config: Config, args: argparse.Namespace) -> int:
+    payload = {"jid": args.jid, "reason": args.reason or ""}
+    result, where = _admin(config, "disable", payload)
+    print(f"disabled {result['jid']} ({where}){_ended(result)}")
+    return 0
+
+
+def cmd_enable(config: Config, args: argparse.Namespace) -> int:
+    result, where = _admin(config, "enable", {"jid": args.jid})
+    state = "enabled" if result["was_disabled"] else "was not disabled:"
+    print(f"{state} {result['jid']} ({where})")
     return 0
 
 

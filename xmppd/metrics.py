@@ -89,8 +89,9 @@ class HotPath:
     by prometheus-client."""
 
     def __init__(self) -> None:
-        self.stanzas_in = dict.fromkeys((*KINDS, "other"), 0)
-        self.stanzas_out = dict.fromkeys((*KINDS, "other"), 0)
+        # `json`: JSON-channel frames (docs/channels.md), the stanzas of that protocol
+        self.stanzas_in = dict.fromkeys((*KINDS, "other", "json"), 0)
+        self.stanzas_out = dict.fromkeys((*KINDS, "other", "json"), 0)
         self.routing = HotHistogram(ROUTING_BUCKETS)
         self.storage = HotHistogram(STORAGE_BUCKETS)
         REGISTRY.register(self)
@@ -100,8 +101,8 @@ class HotPath:
 
     def collect(self) -> Iterator[Metric]:
         for name, documentation, counts in (
-            ("xmppd_stanzas_in", "Stanzas received from clients", self.stanzas_in),
-            ("xmppd_stanzas_out", "Stanzas sent to clients", self.stanzas_out),
+            ("xmppd_stanzas_in", "Stanzas (and JSON frames) from clients", self.stanzas_in),
+            ("xmppd_stanzas_out", "Stanzas (and JSON frames) to clients", self.stanzas_out),
         ):
             family = CounterMetricFamily(name, documentation, labels=["kind"])
             for kind, count in counts.items():
@@ -244,6 +245,12 @@ def _sent(tag: str) -> None:
     _STANZAS_OUT[_KIND_OF.get(tag) or _kind(tag)] += 1
 
 
+def _frames(received: int, sent: int) -> None:
+    """JSON-channel frames read from and written to a client (kind `json`)."""
+    _STANZAS_IN["json"] += received
+    _STANZAS_OUT["json"] += sent
+
+
 def _login(mechanism: str, ok: bool) -> None:
     """A secret was checked: a SASL mechanism, a host-app token, a /login password."""
     label = mechanism if mechanism in MECHANISMS else "other"
@@ -283,6 +290,7 @@ def _noop(*_args: Any) -> None:
 clock = _clock
 routed = _routed
 sent = _sent
+frames = _frames
 login = _login
 overflow = _overflow
 refused = _refused
@@ -292,6 +300,7 @@ database_refused = _database_refused
 PROBES = {
     "routed": _routed,
     "sent": _sent,
+    "frames": _frames,
     "login": _login,
     "overflow": _overflow,
     "refused": _refused,

@@ -105,6 +105,7 @@ class Server:
             self.tokens.enable_login(self._secret())  # POST /login session tokens
             await self.bans.load(self.db.for_host(config.server["domain"]))
             await self.hooks.load(self.db.for_host(config.server["domain"]))
+            await self.load_filter_edits()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.pubsub.run)
@@ -335,7 +336,14 @@ class Server:
         """SIGHUP: the word filter's rules, and bans changed in the database meanwhile."""
         if any(key.startswith("filter") for key in event.changed):
             self.word_filter.replace(self.config.filter["rules"])
+        await self.load_filter_edits()
         await self.bans.reload()
+
+    async def load_filter_edits(self) -> None:
+        """The word filter's edits made through the admin API (xmppd/api/filter_rules.py)."""
+        from .api.filter_rules import load_edits
+
+        self.word_filter.load_edits(await load_edits(self))
 
     async def shutdown(self, grace: float = 3.0) -> None:
         """Tell every client (RFC 6120 <system-shutdown/>), let the writers flush, stop."""

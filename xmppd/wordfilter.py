@@ -1,9 +1,11 @@
 """The word filter: named regular expressions refused in message text. Sans-IO.
 
 Rules come from `[filter] rules` (name = pattern) and can be edited while the server runs
-(`set_rule`, `remove_rule`, `replace`: what the admin HTTP API calls). A message whose body (or
-subject) matches a rule is refused before routing: the sender gets an error naming the rule, and
-nothing is delivered, archived or stored offline (modules/abuse.py).
+(`set_rule`, `remove_rule`: what the admin HTTP API calls). Edits are kept apart from the
+configured rules (`edits`: name -> pattern, or None for a removed rule) and laid over them, so a
+reloaded configuration (`replace`) keeps them; the server stores them (xmppd/api/filter_rules.py).
+A message whose body (or subject) matches a rule is refused before routing: the sender gets an
+error naming the rule, and nothing is delivered, archived or stored offline (modules/abuse.py).
 
 Patterns are Python regular expressions (`re`), searched anywhere in the text. A pattern is
 limited in size, and matching stops at MAX_TEXT characters of a message (messages are limited
@@ -66,6 +68,8 @@ class WordFilter:
         self, rules: Mapping[str, object] | None = None, *, ignore_case: bool = True
     ) -> None:
         self.ignore_case = ignore_case
+        self.configured: dict[str, object] = {}
+        self.edits: dict[str, str | None] = {}
         self.rules: dict[str, Rule] = {}
         self.any_rule: re.Pattern[str] | None = None  # every rule in one alternation
         self.replace(rules or {})
@@ -107,23 +111,41 @@ class WordFilter:
     def listing(self) -> dict[str, str]:
         return {name: rule.pattern for name, rule in self.rules.items()}
 
-    def set_rule(self, name: str, pattern: str) -> Rule:
-        """Add or replace one rule; RuleError (naming it) when it cannot be used."""
+    def check_rule(self, name: str, pattern: str) -> Rule:
+        """The rule `set_rule` would add; RuleError (naming it) when it cannot be used."""
         rule = compile_rule(name, pattern, ignore_case=self.ignore_case)
         if name not in self.rules and len(self.rules) >= MAX_RULES:
             raise RuleError(name, f"at most {MAX_RULES} rules")
+        return rule
+
+    def set_rule(self, name: str, pattern: str) -> Rule:
+        """Add or replace one rule; RuleError (naming it) when it cannot be used."""
+        rule = self.check_rule(name, pattern)
+        self.edits[name] = pattern
         self._set({**self.rules, name: rule})
         return rule
 
     def remove_rule(self, name: str) -> bool:
         if name not in self.rules:
             return False
+        self.edits[name] = None
         self._set({n: r for n, r in self.rules.items() if n != name})
         return True
 
     def replace(self, rules: Mapping[str, object]) -> None:
-        """All rules at once (a reloaded configuration): none change unless all compile."""
-        self._set(compile_rules(dict(rules), ignore_case=self.ignore_case))
+        """The configured rules (a reloaded configuration), with the edits laid over them:
+        none change unless all compile."""
+        self._apply(dict(rules), self.edits)
+
+    def load_edits(self, edits: Mapping[str, str | None]) -> None:
+        """The stored edits (at start, at a reload)."""
+        self._apply(self.configured, dict(edits))
+
+    def _apply(self, configured: dict[str, object], edits: dict[str, str | None]) -> None:
+        merged = {**configured, **edits}
+        live = {n: p for n, p in merged.items() if p is not None}
+        self._set(compile_rules(live, ignore_case=self.ignore_case))
+        self.configured, self.edits = configured, edits
 
 
 def refusal_text(rule: Rule) -> str:

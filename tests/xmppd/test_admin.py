@@ -471,3 +471,35 @@ def test_a_data_dir_others_may_write_is_refused(server: ServerProcess) -> None:
     server.data_dir.chmod(0o700)
     server.start()
     assert server.cli("status").returncode == 0
+
+
+# ---- disable / enable ---------------------------------------------------------------------------
+
+
+def test_disable_and_enable_verbs(server: ServerProcess) -> None:
+    from apisupport import sasl_answer
+
+    stopped = server.cli("disable", "carol@localhost", "--reason", "audit")
+    assert stopped.returncode == 0 and "wrote the database directly" in stopped.stdout
+    server.start()
+    assert "the account is disabled: audit" in sasl_answer(server, "carol", "carol-secret")
+
+    async def scenario() -> None:
+        bob = await login(server, "bob")
+        done = await asyncio.to_thread(server.cli, "disable", "bob@localhost", "--reason", "spam")
+        assert done.returncode == 0, done.stderr
+        assert "disabled bob@localhost (via the running server), 1 session(s) ended" in done.stdout
+        await asyncio.wait_for(bob.disconnected_event.wait(), 5)
+        assert "<account-disabled/>" in sasl_answer(server, "bob", "bob-secret")
+        again = await asyncio.to_thread(server.cli, "enable", "bob@localhost")
+        assert again.returncode == 0 and "enabled bob@localhost" in again.stdout
+        assert "<success" in sasl_answer(server, "bob", "bob-secret")
+        twice = await asyncio.to_thread(server.cli, "enable", "bob@localhost")
+        assert "was not disabled" in twice.stdout
+        missing = await asyncio.to_thread(server.cli, "disable", "nobody@localhost")
+        assert missing.returncode != 0 and "no account" in missing.stderr
+
+    run(scenario())
+    server.stop()
+    enabled = server.cli("enable", "carol@localhost")
+    assert enabled.returncode == 0 and "wrote the database directly" in enabled.stdout

@@ -5,8 +5,6 @@ xmppd/transports/scrape.py)."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import ssl
 import time
 import urllib.error
 import urllib.request
@@ -14,14 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import websockets
-from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 from support import HEADER, RawClient, ServerProcess, connect, free_port, run
+from wssupport import websocket_login
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
-OPEN = f"<open xmlns='{FRAMING}' to='localhost' version='1.0'/>"
 
 
 @pytest.fixture(scope="module")
@@ -73,36 +68,6 @@ async def until(server: ServerProcess, check: Callable[[Samples], bool]) -> Samp
         await asyncio.sleep(0.1)
 
 
-async def websocket_login(server: ServerProcess, user: str, password: str) -> object:
-    """SASL PLAIN over wss and bind, as a browser client does (RFC 7395)."""
-    context = ssl.create_default_context(cafile=server.ca_file)
-    ws = await websockets.connect(
-        f"wss://127.0.0.1:{server.https_port}/xmpp-websocket",
-        subprotocols=["xmpp"],
-        ssl=context,
-        server_hostname="localhost",
-    )
-
-    async def recv() -> etree._Element:
-        return etree.fromstring((await asyncio.wait_for(ws.recv(), 5)).encode())
-
-    await ws.send(OPEN)
-    await recv(), await recv()  # <open/>, features
-    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-    await ws.send(
-        f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
-    )
-    assert (await recv()).tag.endswith("success")
-    await ws.send(OPEN)
-    await recv(), await recv()
-    await ws.send(
-        "<iq xmlns='jabber:client' type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:"
-        "xmpp-bind'><resource>ws</resource></bind></iq>"
-    )
-    assert (await recv()).get("type") == "result"
-    return ws
-
-
 def test_counters_move_with_real_logins_messages_and_a_websocket(server: ServerProcess) -> None:
     async def scenario() -> None:
         before = await asyncio.to_thread(scrape, server)
@@ -150,6 +115,30 @@ def test_counters_move_with_real_logins_messages_and_a_websocket(server: ServerP
 
         gone = await until(server, lambda s: value(s, "xmppd_sessions", transport="tls") == 0)
         assert value(gone, "xmppd_sessions", transport="websocket") == 0
+
+    run(scenario())
+
+
+def test_json_channel_frames_are_their_own_kind(server: ServerProcess) -> None:
+    from phx import Phx, login
+
+    async def scenario() -> None:
+        before = await asyncio.to_thread(scrape, server)
+        token = await asyncio.to_thread(login, server, "bob", "bob-secret")
+        phx = await Phx.open(server, token)
+        try:
+            await phx.join("user:bob@localhost")
+            after = await until(
+                server, lambda s: value(s, "xmppd_sessions", transport="channels") == 1
+            )
+        finally:
+            await phx.close()
+        for name in ("xmppd_stanzas_in_total", "xmppd_stanzas_out_total"):
+            assert value(after, name, kind="json") - value(before, name, kind="json") >= 1, name
+        # the frames are not stanzas: the XMPP kinds did not move for them
+        assert value(after, "xmppd_stanzas_in_total", kind="message") == value(
+            before, "xmppd_stanzas_in_total", kind="message"
+        )
 
     run(scenario())
 

@@ -38,8 +38,21 @@ def test_rules_are_edited_at_runtime() -> None:
     with pytest.raises(RuleError):
         rules.replace({"ok": "fine", "broken": "["})
     assert rules.listing() == {"a-rule": "worse"}  # nothing changed by a failed replace
-    rules.replace({"new": "x+"})
-    assert rules.listing() == {"new": "x+"}
+    rules.replace({"new": "x+"})  # a reloaded configuration keeps the runtime edits
+    assert rules.listing() == {"a-rule": "worse", "new": "x+"}
+
+
+def test_edits_lie_over_the_configured_rules() -> None:
+    rules = WordFilter({"spam": "buy now", "link": "http://"})
+    rules.remove_rule("link")
+    rules.set_rule("spam", "cheap pills")
+    assert rules.edits == {"link": None, "spam": "cheap pills"}
+    rules.replace({"spam": "buy now", "link": "http://", "more": "x"})
+    assert rules.listing() == {"more": "x", "spam": "cheap pills"}
+    fresh = WordFilter({"spam": "buy now", "link": "http://"})  # a restart: the stored edits
+    fresh.load_edits(rules.edits)
+    assert fresh.listing() == {"spam": "cheap pills"}
+    assert fresh.match("a link http://x") is None and fresh.match("cheap pills").name == "spam"
 
 
 def test_a_bad_rule_in_the_config_names_its_key_and_line() -> None:

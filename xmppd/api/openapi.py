@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from . import bans, hooks, rooms, system, users  # noqa: F401  (they register their routes)
+from . import bans, filter_rules, hooks, rooms, system, users  # noqa: F401  (register their routes)
 from .routes import ROUTES, Route
 from .schema import COMPONENTS, ref
 

@@ -172,9 +172,14 @@ COMPONENTS: dict[str, Schema] = {
     },
     "User": {
         "type": "object",
-        "required": ["jid", "disabled", "sessions", "ban"],
+        "required": ["jid", "role", "disabled", "sessions", "ban"],
         "properties": {
             "jid": {"type": "string"},
+            "role": {
+                "type": "string",
+                "enum": ["admin", "user", "limited"],
+                "description": "from [server] admins, [roles] and LDAP groups (docs/admin.md)",
+            },
             "disabled": {"type": "boolean"},
             "sessions": {"type": "integer", "minimum": 0},
             "ban": {"type": ["object", "null"], "description": "the account's ban (a Ban)"},

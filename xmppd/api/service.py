@@ -23,7 +23,7 @@ import trio
 from .. import reload
 from ..ratelimit import TokenBucket
 from ..storage.base import StorageError
-from . import bans, hooks, rooms, system, users  # noqa: F401  (they register their routes)
+from . import bans, filter_rules, hooks, rooms, system, users  # noqa: F401  (register their routes)
 from .keys import ApiKey, find_key
 from .openapi import body_required
 from .routes import ROUTES, ApiError, Call, Route

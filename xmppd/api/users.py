@@ -55,6 +55,7 @@ def describe(call: Call, host: Host, bare: str) -> dict[str, Any]:
     ban = bans.bans.get(("account", bare))
     return {
         "jid": bare,
+        "role": call.server.roles.role_of(bare),
         "disabled": bare in bans.disabled,
         "sessions": len(host.resources_of(bare)),
         "ban": ban.public() if ban is not None and ban.active(time.time()) else None,

@@ -137,6 +137,7 @@ class ChannelSession:
 
     async def receive(self, text: str | bytes) -> None:
         """One frame from the client (FrameError: the transport closes the socket)."""
+        metrics.frames(1, 0)
         for event in self.protocol.receive(text):
             try:
                 if isinstance(event, Join):
@@ -300,6 +301,7 @@ class ChannelSession:
 
     def flush(self) -> None:
         for text in self.protocol.frames_to_send():
+            metrics.frames(0, 1)
             if not self.outbox.put(text, len(text)):
                 return
 

@@ -492,6 +492,10 @@ class UserTopic:
 
     async def _do_subscribe(self, p: dict[str, Any]) -> None:
         contact = render.bare(_jid(p.get("jid")))
+        abuse = self.host.services.get("abuse")  # limited accounts ask no stranger
+        refusal = await abuse.subscription_refusal(self.session.bare, contact) if abuse else None
+        if refusal is not None:
+            raise ChannelError("not-allowed", refusal)
         if "name" in p or "groups" in p:
             await self._roster_set(contact, p)
         presence = make("presence", {"type": "subscribe", "to": contact})

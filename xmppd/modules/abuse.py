@@ -191,13 +191,17 @@ class Abuse:
         session, to = event.origin, event.to
         if session is None or to is None or event.stanza.get("type") != "subscribe":
             return False
-        if to.local is None or not self.roles.is_limited(session.bare):
+        if to.local is None:
             return False
-        contact = f"{to.local}@{to.domain}"
-        if await self.knows(session.bare, contact, outgoing=True):
-            return False
-        text = "this account may not ask strangers for a subscription; they may ask it"
-        return await event.reply_error("not-allowed", text)
+        text = await self.subscription_refusal(session.bare, f"{to.local}@{to.domain}")
+        return text is not None and await event.reply_error("not-allowed", text)
+
+    async def subscription_refusal(self, bare: str, contact: str) -> str | None:
+        """Why `bare` may not ask `contact` for a subscription (a limited account asking a
+        stranger), or None; JSON channels ask before routing, as their pushes get the answer."""
+        if not self.roles.is_limited(bare) or await self.knows(bare, contact, outgoing=True):
+            return None
+        return "this account may not ask strangers for a subscription; they may ask it"
 
     async def account_deleted(self, event: AccountDeleted) -> bool:
         await self.policies.set(event.local, None)

@@ -15,7 +15,8 @@ action is logged on `xmppd.admin` with the admin's JID.
 The message of the day is kept in the keyval store `motd` and sent as a headline from the
 server to each session when it first becomes available.
 
-Ban commands (the admin HTTP API's `xmppd/bans.py`) are to be registered in `BAN_COMMANDS`.
+The ban commands (on `xmppd/bans.py`, like the admin HTTP API's) are in adhoc_bans.py and
+registered here with the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..module import Implements, Module, ModuleSpec
 from ..protocol.forms import Field
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import make, sub
+from . import adhoc_bans
 from .adhoc import Command, CommandError, Context, Done, Step, admins_only
 
 ADMIN = "http://jabber.org/protocol/admin"
@@ -35,8 +37,6 @@ MOTD_STORE, MOTD_KEY = "motd", "server"
 MAX_ANNOUNCE = 16 * 1024
 audit = logging.getLogger("xmppd.admin")
 Run = Callable[[Context], Awaitable[Done]]
-# Ban commands come here once xmppd/bans.py exists: (name, label, steps, run) like the others.
-BAN_COMMANDS: list[tuple[str, str, tuple[Step, ...], Run]] = []
 
 
 def node(name: str) -> str:
@@ -308,7 +308,6 @@ def commands(module: Module) -> list[Command]:
         ("set-motd", "Set Message of the Day", (Step(_motd_fields),), set_motd),
         ("edit-motd", "Edit Message of the Day", (Step(_edit_motd_fields),), set_motd),
         ("delete-motd", "Delete Message of the Day", (), delete_motd),
-        *BAN_COMMANDS,
     ]
     return [Command(node(n), label, run, steps, allowed, ADMIN) for n, label, steps, run in table]
 
@@ -322,7 +321,7 @@ def _announce_fields(_ctx: Context) -> list[Field]:
 
 def load(module: Module) -> None:
     service = module.host.services["adhoc"]
-    for command in commands(module):
+    for command in [*commands(module), *adhoc_bans.commands(module)]:
         service.register(command)
     host = module.host
 
@@ -347,7 +346,8 @@ spec = ModuleSpec(
             "1.3.1",
             "partial",
             "add, delete, disable, re-enable users; change passwords; end sessions; online "
-            "users (count, list); announce; message of the day",
+            "users (count, list); announce; message of the day; and bans with expiry "
+            "(urn:xmppd:admin:bans: accounts, room entry, addresses; list, lift)",
         ),
     ),
 )

@@ -17,6 +17,7 @@ def test_create_list_search_and_page(api_server: ServerProcess) -> None:
             assert answer.status_code == 201, answer.text
             assert answer.json() == {
                 "jid": f"pager{i}@localhost",
+                "role": "user",
                 "disabled": False,
                 "sessions": 0,
                 "ban": None,

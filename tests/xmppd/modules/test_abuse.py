@@ -18,6 +18,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 from support import Client, ServerProcess, connect, run
+from wssupport import receive, websocket_login
 
 MUC = "http://jabber.org/protocol/muc"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -33,7 +34,7 @@ lock_new_rooms = false
 [filter]
 rules = {{ spamlink = "buy-now\\\\.example", insult = "\\\\bnitwit\\\\b" }}
 """
-USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan"]
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,31 @@ def test_rate_is_per_account_across_connections_and_json_channels(server: Server
         assert (await next_where(bob, lambda s: s["body"] == "from carol"))["type"] == "chat"
         await web.close()
         await asyncio.gather(phone.close(), laptop.close(), bob.close(), carol.close())
+
+    run(main())
+
+
+def test_rate_is_shared_by_tcp_and_websocket_sessions(server: ServerProcess) -> None:
+    async def main() -> None:
+        tcp = await login_xmpp(server, "judy", "tcp")
+        ws = await websocket_login(server, "judy", "judy-pw")
+        try:
+            for i in range(BURST):
+                tcp.send_message(mto="bob@localhost", mbody=f"t{i}", mtype="chat")
+            await settle(tcp)
+            await ws.send(
+                "<message xmlns='jabber:client' to='bob@localhost' type='chat' id='w1'>"
+                "<body>from the browser</body></message>"
+            )
+            while (answer := await receive(ws)).tag != "{jabber:client}message":
+                pass
+            assert answer.get("type") == "error" and answer.get("id") == "w1"
+            text = answer.findtext(f".//{{{STANZAS}}}text") or ""
+            assert answer.find(f".//{{{STANZAS}}}policy-violation") is not None
+            assert "messages_per_second" in text
+        finally:
+            await ws.close()
+            await tcp.close()
 
     run(main())
 
