@@ -63,17 +63,23 @@ def test_postgresql_outage_errors_no_false_ack_and_recovery(
                     assert time.monotonic() < deadline, "no login after PostgreSQL came back"
                     await asyncio.sleep(0.5)
             await cc.close()
+            await asyncio.sleep(1)  # n1 has heard that carol left
             ca.send_message(mto=f"{carol}@localhost", mbody="stored now", mtype="chat")
             await barrier(ca)
             await asyncio.sleep(0.5)
             cc = await login(n2, carol, "c")
+            assert errors.empty(), errors.get_nowait()
             seen = await _collect_until(cc, body("stored now"))
             # The message refused during the outage was never stored (no false success).
             assert not [s for s in seen if s.name == "message" and s["body"] == "for later"]
             for client in (ca, cb, cc):
                 await client.close()
 
-        run(scenario())
+        try:
+            run(scenario())
+        except BaseException:
+            print("N1", n1.log_text()[-2500:], "N2", n2.log_text()[-1500:])
+            raise
         assert n1.alive() and n2.alive()
     finally:
         n1.stop()
