@@ -1,5 +1,5 @@
 """Fixtures for the cluster tests; they live in tests/support_cluster.py."""
 
-from support_cluster import nodes, pg_url, prefix
+from support_cluster import nodes, pg_url, prefix, redis
 
-__all__ = ["nodes", "pg_url", "prefix"]
+__all__ = ["nodes", "pg_url", "prefix", "redis"]
