@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=400)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        url = stack.enter_context(sc.fresh_database())
+        url = stack.enter_context(sc.fresh_database("xmppd_bench"))
         prefix = f"xmppd-bench-{uuid.uuid4().hex}"
         nodes = [sc.make_node(Path(tmp), url, name, prefix) for name in ("n1", "n2")]
         for node in nodes:
