@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Any
 
 import pytest
 from pgtest import fresh_database
-from support import ServerProcess, connect
+from support import ServerProcess, connect, free_port
 
 REDIS = "redis://127.0.0.1:6379/0"
 HEARTBEAT, DOWN = 0.2, 2.0
@@ -85,6 +88,51 @@ def _started(
     finally:
         for proc in procs:
             proc.stop()
+
+
+# ---- a private Redis (tests that stop it) --------------------------------------------------
+
+
+class PrivateRedis:
+    def __init__(self, base: Path) -> None:
+        self.port = free_port()
+        self.base = base
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        redis = shutil.which("redis-server")
+        assert redis, "redis-server is needed"
+        self.proc = subprocess.Popen(
+            [redis, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no", "--dir", str(self.base)],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 # ---- clients -----------------------------------------------------------------------------

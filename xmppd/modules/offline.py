@@ -10,6 +10,7 @@ reads the stored messages again. A per-account lock orders storing against deliv
 from __future__ import annotations
 
 import datetime
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -96,8 +97,9 @@ class Offline:
 
     async def load(self, user: str, q: _Queue) -> dict[str, Document] | None:
         """Count the account's stored messages once (call with q.lock held); the documents
-        when they were read now."""
-        if q.loaded:
+        when they were read now. In cluster mode other nodes store and deliver too: count
+        every time (a cached zero would hide what another node stored)."""
+        if q.loaded and self.host.remote_delivery is None:
             return None
         docs = await self.store.get_all(user)
         q.count = len(docs)
@@ -129,6 +131,8 @@ class Offline:
                 return await event.reply_error(
                     "resource-constraint", "the recipient's offline message storage is full"
                 )
+            if self.host.remote_delivery is not None:  # keys from two nodes must not collide
+                q.next_seq = max(q.next_seq, time.time_ns() // 1000)
             key = f"{q.next_seq:016d}"
             q.next_seq += 1
             await self.store.set(user, key, {"xml": data.decode()})

@@ -3,58 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from support import free_port, run
-from support_cluster import DOWN, barrier, befriend, body, login, make_node, presence, users
-
-
-class PrivateRedis:
-    def __init__(self, base: Path) -> None:
-        self.port = free_port()
-        self.base = base
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        redis = shutil.which("redis-server")
-        assert redis, "redis-server is needed"
-        self.proc = subprocess.Popen(
-            [redis, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", str(self.base)],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+from support import run
+from support_cluster import (
+    DOWN,
+    PrivateRedis,
+    barrier,
+    befriend,
+    body,
+    login,
+    make_node,
+    presence,
+    users,
+)
 
 
 def test_redis_outage_local_service_goes_on_and_the_cluster_heals(
