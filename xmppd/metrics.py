@@ -34,6 +34,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
+from .storage import probes as storage_probes
+
 log = logging.getLogger("xmppd.metrics")
 disable_created_metrics()  # no `_created` series: one line per counter, as Prometheus reads it
 
@@ -309,6 +311,7 @@ PROBES = {
     "database_refused": _database_refused,
 }
 enabled = True
+storage_probes.call, storage_probes.refused = _storage_call, _database_refused
 
 
 def configure(on: bool) -> None:
@@ -317,6 +320,8 @@ def configure(on: bool) -> None:
     enabled = on
     for name, probe in PROBES.items():
         globals()[name] = probe if on else _noop
+    storage_probes.call = globals()["storage_call"]  # the storage layer's own hooks
+    storage_probes.refused = globals()["database_refused"]
 
 
 def exposition() -> bytes:

@@ -56,6 +56,20 @@ from .sasl import (
     encode_payload,
 )
 from .stanza import Element, copy, error_reply, first_child, local_name, make, qname, sub
+from .stream_events import (  # noqa: F401  (the stream's API: `import stream as st`)
+    NEED_DATA,
+    PAUSED,
+    Authenticated,
+    AuthFailed,
+    BindRequest,
+    Closed,
+    Event,
+    LocalReply,
+    NonzaIn,
+    StanzaIn,
+    StartTLS,
+    _Sentinel,
+)
 
 
 class Phase(Enum):
@@ -85,83 +99,6 @@ TRANSITIONS: Final[frozenset[tuple[Phase, Phase]]] = frozenset(
         (Phase.BIND, Phase.ESTABLISHED),  # a resource was bound, or a session resumed
     }
     | {(phase, Phase.CLOSED) for phase in Phase}
-)
-
-
-# ---- events for the transport ---------------------------------------------------------------
-
-
-class _Sentinel:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-NEED_DATA: Final = _Sentinel("NEED_DATA")
-PAUSED: Final = _Sentinel("PAUSED")
-
-
-@dataclass(slots=True)
-class StartTLS:
-    pass
-
-
-@dataclass(slots=True)
-class Authenticated:
-    username: str
-    mechanism: str
-
-
-@dataclass(slots=True)
-class AuthFailed:
-    username: str  # the account the attempt named ("" when it never got that far)
-    condition: str  # the SASL condition sent: only "not-authorized" means a wrong secret
-
-
-@dataclass(slots=True)
-class BindRequest:
-    username: str
-    resource: str | None  # prepared; None means "server, pick one"
-
-
-@dataclass(slots=True)
-class StanzaIn:
-    stanza: Element
-
-
-@dataclass(slots=True)
-class NonzaIn:
-    element: Element
-
-
-@dataclass(slots=True)
-class LocalReply:
-    request: Element
-    reply: Element
-
-
-@dataclass(slots=True)
-class Closed:
-    reason: str  # "peer-closed", or the stream error condition we sent
-    error: bool = False
-    text: str | None = None
-
-
-Event = (
-    StartTLS
-    | NeedScramCredentials
-    | NeedPasswordCheck
-    | Authenticated
-    | AuthFailed
-    | BindRequest
-    | StanzaIn
-    | NonzaIn
-    | LocalReply
-    | Closed
 )
 
 

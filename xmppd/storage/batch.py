@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from xmppd import metrics
+from xmppd.storage import probes
 
 T = TypeVar("T")
 
@@ -76,7 +76,7 @@ class GroupCommit:
         self.jobs = 0
 
     async def submit(self, job: Job[T]) -> T:
-        started = metrics.clock()
+        started = probes.clock()
         self._queue.append(job)
         with trio.CancelScope(shield=True):
             if self._running >= self._parallel:
@@ -84,7 +84,7 @@ class GroupCommit:
                     await self._finished.wait()
             else:
                 await self._drain()
-        metrics.storage_call(metrics.clock() - started, job.error)  # latency, database errors
+        probes.call(probes.clock() - started, job.error)  # latency, database errors
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]

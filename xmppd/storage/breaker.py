@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from xmppd import metrics
+from xmppd.storage import probes
 from xmppd.storage.base import StorageUnavailable
 
 log = logging.getLogger("xmppd.storage")
@@ -44,7 +44,7 @@ class Breaker:
         """Raise StorageUnavailable at once while the database is known to be down."""
         if self.down:
             self.refused += 1
-            metrics.database_refused()
+            probes.refused()
             raise StorageUnavailable(f"database {self.where} is unavailable: {self.cause}")
 
     def failed(self, exc: BaseException) -> None:
