@@ -227,7 +227,18 @@ class MucService:
                 del self.rooms[room.local]
             gone.set()
             await self.notify("room-destroyed", RoomEvent(room.jid))
+            await self.lifecycle(room, "room-destroyed")
         return True
+
+    async def lifecycle(self, room: Room, kind: str) -> None:
+        """`room-lifecycle` (for xmppd/hooks/): (room JID, "room-created" or "room-destroyed",
+        the creator's bare JID), once per room on the service's own bus."""
+        events = self.component.events
+        if events.has_handlers("room-lifecycle"):
+            try:
+                await events.fire("room-lifecycle", (room.jid, kind, room.creator))
+            except Exception:  # logged by the bus; the room is made (or gone) all the same
+                self.log.warning("a room-lifecycle handler failed for %s", room.jid)
 
     async def drop_account(self, bare: str) -> None:
         """A deleted account loses its affiliations (owner, admin, member, outcast) and its
@@ -359,7 +370,7 @@ class MucService:
     def install(self) -> None:
         events = self.component.events
         # Fired by messages.py and room.py for xmppd/hooks/ (docs/architecture.md).
-        events.declare("room-posted", "room-command", "room-presence")
+        events.declare("room-posted", "room-command", "room-presence", "room-lifecycle")
         events.hook("presence/full", self.on_occupant_presence, DELIVERY)
         events.hook("presence/bare", self.on_room_presence, DELIVERY)
         events.hook("presence/host", _ignore, DELIVERY)
