@@ -143,6 +143,7 @@ class Room:
         # same name never serves them ("": a room stored before creations were recorded).
         self.creation = creation
         self.gone: trio.Event | None = None  # set while being destroyed; fired when done
+        self.announced = True  # False while its creation is not reported yet (xmppd/hooks/)
 
     @property
     def archive_owner(self) -> str:

@@ -227,12 +227,14 @@ class MucService:
                 del self.rooms[room.local]
             gone.set()
             await self.notify("room-destroyed", RoomEvent(room.jid))
-            await self.lifecycle(room, "room-destroyed")
+            if room.announced:
+                await self.lifecycle(room, "room-destroyed")
         return True
 
     async def lifecycle(self, room: Room, kind: str) -> None:
         """`room-lifecycle` (for xmppd/hooks/): (room JID, "room-created" or "room-destroyed",
         the creator's bare JID), once per room on the service's own bus."""
+        room.announced = kind == "room-created"  # a failed first join destroys it unreported
         events = self.component.events
         if events.has_handlers("room-lifecycle"):
             try:
@@ -279,6 +281,7 @@ class MucService:
         room = Room(self, jid, config, str(creator.bare), creation)
         room.affiliations[str(creator.bare)] = "owner"
         room.locked = self.lock_new_rooms
+        room.announced = False  # until made (the callers report it)
         self.rooms[local] = room
         return room
 
