@@ -1,7 +1,7 @@
 """`server.hooks`: subscriptions (stored, indexed), the outbox worker, and the server events
-they listen to. Room messages reach it through the MUC event `room-posted`, fired after a
-message was accepted and sent to the occupants, so matching never delays chat delivery.
-"""
+they listen to. Room messages are matched at the MUC event `room-archiving`, so their outbox
+rows join the message's archive write, and handed to the worker at `room-posted`, once the
+occupants have the message."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ class HookService:
             host.events.hook("message/host", self.on_bot_message, 0.4)
             service = host.services.get("muc")
             if service is not None:
-                service.component.events.hook("room-posted", self.on_room_message)
+                service.component.events.hook("room-archiving", self.on_room_message)
+                service.component.events.hook("room-posted", self.on_room_posted)
                 service.component.events.hook("room-command", self.commands.in_room)
                 service.component.events.hook("room-presence", self.on_room_presence)
                 service.component.events.hook("room-lifecycle", self.on_room_lifecycle)
@@ -185,19 +186,29 @@ class HookService:
         return matched > 0  # a subscription took it: no service-unavailable bounce
 
     async def on_room_message(self, event: RoomMessageEvent) -> bool:
+        """Before the message is archived: its outbox rows join the archive write (one
+        transaction), and the worker takes them once the room has posted it."""
         if not self.matcher.subs:
             return False
-        await self.emit(
-            Event(
-                id=event.stanza_id,
-                type="retraction" if event.retraction else "message",
-                source="room",
-                room=event.room.jid,
-                sender=event.sender,
-                nick=event.nick,
-                text=event.text,
-                thread=event.thread,
-                starts_thread=event.starts_thread,
-            )
+        assert self.outbox is not None
+        hook_event = Event(
+            id=event.stanza_id,
+            type="retraction" if event.retraction else "message",
+            source="room",
+            room=event.room.jid,
+            sender=event.sender,
+            nick=event.nick,
+            text=event.text,
+            thread=event.thread,
+            starts_thread=event.starts_thread,
         )
+        for sub in self.matcher.match(hook_event):
+            row = self.outbox.row(sub, hook_event)
+            event.writes.append(self.outbox.write(row))
+            event.rows.append(row)
+        return False
+
+    async def on_room_posted(self, event: RoomMessageEvent) -> bool:
+        if event.rows and self.outbox is not None:
+            self.outbox.adopt(event.rows)
         return False

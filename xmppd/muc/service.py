@@ -38,7 +38,7 @@ from ..protocol.stanza import (
 from ..ratelimit import TokenBucket
 from ..roles import roles_of
 from ..router import DELIVERY, StanzaEvent
-from ..storage.base import StorageError
+from ..storage.base import StorageError, Write
 from . import admin, archive, disco, voice
 from .api import RoomApi
 from .component import Component
@@ -50,6 +50,8 @@ from .placement import RoomPlacement
 from .room import MucError, Occupant, Room, View, destroy_notice
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..cluster import Cluster
     from ..module import Module
 
@@ -303,7 +305,10 @@ class MucService:
         """Authors whose messages are not served any more (deleted accounts, by option)."""
         return await archive.hidden_authors(self, authors)
 
-    async def archive_message(self, room: Room, stanza: Element, stanza_id: str) -> None:
+    async def archive_message(
+        self, room: Room, stanza: Element, stanza_id: str, also: Sequence[Write] = ()
+    ) -> None:
+        """`also`: writes of other stores (hook outbox rows) durable with this one."""
         if room.destroyed:  # its archive is being deleted
             raise MucError("item-not-found", "the room is being destroyed")
         xml = etree.tostring(stanza, encoding="unicode")
@@ -312,6 +317,7 @@ class MucService:
             with_jid=stanza.get("from") or room.jid,
             stanza_xml=xml,
             stanza_id=stanza_id,
+            also=also,
         )
 
     async def notify(self, name: str, event: RoomEvent) -> None:
@@ -373,7 +379,9 @@ class MucService:
     def install(self) -> None:
         events = self.component.events
         # Fired by messages.py and room.py for xmppd/hooks/ (docs/architecture.md).
-        events.declare("room-posted", "room-command", "room-presence", "room-lifecycle")
+        events.declare(
+            "room-archiving", "room-posted", "room-command", "room-presence", "room-lifecycle"
+        )
         events.hook("presence/full", self.on_occupant_presence, DELIVERY)
         events.hook("presence/bare", self.on_room_presence, DELIVERY)
         events.hook("presence/host", _ignore, DELIVERY)
