@@ -88,7 +88,8 @@ async def groupchat(room: Room, real: str, stanza: Element) -> str | None:
             out.remove(old)
     for forged in out.findall(_X_USER):  # only the room speaks for real JIDs
         out.remove(forged)
-    stanza_id = posted = None
+    stanza_id: str | None = None
+    posted: RoomMessageEvent | None = None
     if body is not None or retract is not None:  # retractions are archived too (XEP-0424 §6)
         stanza_id = str(uuid.uuid4())
         posted = _message_event(room, occupant, out, stanza_id)
