@@ -24,7 +24,7 @@ import trio
 
 from auth.base import AuthError, NoSuchUser, UserExists
 
-from .events import AccountDeleted
+from .events import AccountCreated, AccountDeleted
 from .protocol.jid import JID, JIDError
 
 if TYPE_CHECKING:
@@ -117,6 +117,7 @@ async def add_user(server: Server, jid: str, password: str) -> str:
     host, local = account(server, jid)
     bare = f"{local}@{host.domain}"
     await _auth_call(host.auth.create_user(local, password), bare)
+    await host.events.fire("account-created", AccountCreated(bare, local))
     return bare
 
 
@@ -387,7 +388,9 @@ async def maintenance(config: Config) -> AsyncIterator[Server]:
             server._nursery = nursery
             await server.tokens.load(server.db.for_host(config.server["domain"]))
             await server.bans.load(server.db.for_host(config.server["domain"]))
+            await server.hooks.load(server.db.for_host(config.server["domain"]))
             server._make_hosts()
+            server.hooks.install_accounts()  # rows written now are sent at the next start
             yield server
             nursery.cancel_scope.cancel()
     finally:

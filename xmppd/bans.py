@@ -256,6 +256,7 @@ class BanService:
         log.info("%s ban of %s until %s by %s", kind, ban.key, iso(until) or "lifted", by)
         if kind == "account":
             await self._end_sessions(target, self.login_refusal(target) or "banned")
+            await self.server.hooks.account_banned(target, until, reason)
         elif outcast is not None:
             await outcast()
         return ban

@@ -47,6 +47,15 @@ class AccountDeleted:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountCreated:
+    """Payload of `account-created`: the account record was stored (admin.add_user: the admin
+    API, ad-hoc commands, `xmppd adduser`)."""
+
+    bare: str
+    local: str
+
+
+@dataclass(frozen=True, slots=True)
 class RoomEvent:
     """Payload of the room service's events (xmppd/muc), fired on every host's bus:
     `room-entered` (a session of `bare` entered), `room-message` (a message from `bare` was

@@ -50,6 +50,7 @@ class Host:
             "session-closed",  # Session: the session ended (cleanly or not)
             "presence-initial",  # Session: its first available presence was broadcast
             "account-deleted",  # AccountDeleted: remove everything stored for the account
+            "account-created",  # AccountCreated: a new account was stored (xmppd/admin.py)
             "config-reloaded",  # ConfigReloaded: SIGHUP applied live options (xmppd/reload.py)
         )
         # Stream features offered after authentication (stream management, CSI...).

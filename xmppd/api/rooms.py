@@ -154,6 +154,7 @@ async def _create_room(call: Call) -> Any:
     for bare in owners:
         room.affiliations[bare] = "owner"
     await room.save()
+    await service.lifecycle(room, "room-created")
     call.audit.append(f"created room {room.jid}")
     return describe(room)
 

@@ -43,6 +43,8 @@ class Event:
     text: str = ""
     thread: str | None = None  # XEP-0201 thread of a message
     starts_thread: bool = True
+    removal: str | None = None  # a `leave` that was a kick, ban, affiliation or members-only
+    until: float | None = None  # the end of an `account-banned` (None: until lifted)
     time: float = field(default_factory=time.time)
 
     def public(self) -> dict[str, Any]:

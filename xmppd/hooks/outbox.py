@@ -23,7 +23,7 @@ from .providers import DeliveryFailed, deliver
 if TYPE_CHECKING:
     import httpx
 
-    from ..storage.base import MapStore
+    from ..storage.base import MapStore, Write
 
 log = logging.getLogger("xmppd.hooks.outbox")
 PENDING, DEAD = "pending", "dead"  # the map-store `user` of each state
@@ -57,15 +57,27 @@ class Outbox:
 
     async def put(self, sub: Subscription, event: Event) -> str:
         """Write the row durably, then let the worker know."""
+        row = self.row(sub, event)
+        await self.store.set(PENDING, row["key"], row)
+        self.adopt([row])
+        return row["key"]
+
+    def row(self, sub: Subscription, event: Event) -> dict[str, Any]:
         key = f"{event.id}:{sub.id}"
-        row = {
+        return {
             "key": key, "subscription": sub.id, "event": event.public(), "attempts": 0,
             "next_at": time.time(), "last_error": None, "created": time.time(),
         }  # fmt: skip
-        await self.store.set(PENDING, key, row)
-        self.pending[key] = row
+
+    def write(self, row: dict[str, Any]) -> Write:
+        """The row's write, for another store's transaction (the room archive's)."""
+        return self.store.set_later(PENDING, row["key"], row)
+
+    def adopt(self, rows: list[dict[str, Any]]) -> None:
+        """Rows now durable: the worker sends them."""
+        for row in rows:
+            self.pending[row["key"]] = row
         self._wake.set()
-        return key
 
     async def retry_dead(self, key: str) -> dict[str, Any] | None:
         row = self.dead.get(key)

@@ -84,7 +84,8 @@ def summary(event: Event) -> str:
     who = event.nick or event.sender or "xmppd"
     if event.type == "message":
         return f"{where}{who}: {event.text}"
-    return f"{where}{event.type}: {who}"
+    kind = f"{event.type} ({event.removal})" if event.removal else event.type
+    return f"{where}{kind}: {who}"
 
 
 def webhook_body(sub: Subscription, event: Event, key: str) -> bytes:

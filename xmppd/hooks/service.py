@@ -1,7 +1,7 @@
 """`server.hooks`: subscriptions (stored, indexed), the outbox worker, and the server events
-they listen to. Room messages reach it through the MUC event `room-posted`, fired after a
-message was accepted and sent to the occupants, so matching never delays chat delivery.
-"""
+they listen to. Room messages are matched at the MUC event `room-archiving`, so their outbox
+rows join the message's archive write, and handed to the worker at `room-posted`, once the
+occupants have the message."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..protocol import namespaces as ns
 from .commands import Commands
 from .incoming import IncomingHooks, find_room
 from .model import Event, Matcher, Subscription, SubscriptionError, from_document
 from .outbox import Outbox
 
 if TYPE_CHECKING:
-    from ..events import AccountDeleted
+    from ..events import AccountCreated, AccountDeleted
     from ..muc.messages import RoomMessageEvent
+    from ..router import StanzaEvent
     from ..server import Server
 
 log = logging.getLogger("xmppd.hooks")
@@ -54,12 +56,22 @@ class HookService:
         hosts are made). Commands to the bot run before delivery (priority 0.5)."""
         for host in self.server.hosts.values():
             host.events.hook("message/host", self.commands.to_bot, 0.5)
-            host.events.hook("account-deleted", self.on_account_deleted, -0.5)
+            host.events.hook("message/host", self.on_bot_message, 0.4)
             service = host.services.get("muc")
             if service is not None:
-                service.component.events.hook("room-posted", self.on_room_message)
+                service.component.events.hook("room-archiving", self.on_room_message)
+                service.component.events.hook("room-posted", self.on_room_posted)
                 service.component.events.hook("room-command", self.commands.in_room)
                 service.component.events.hook("room-presence", self.on_room_presence)
+                service.component.events.hook("room-lifecycle", self.on_room_lifecycle)
+        self.install_accounts()
+
+    def install_accounts(self) -> None:
+        """Account events only: also in maintenance mode (`xmppd deluser` on a stopped server),
+        whose outbox rows are delivered at the next start."""
+        for host in self.server.hosts.values():
+            host.events.hook("account-deleted", self.on_account_deleted, -0.5)
+            host.events.hook("account-created", self.on_account_created, -0.5)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         import httpx  # the client verifies TLS certificates (the default); anyio runs on trio
@@ -123,29 +135,80 @@ class HookService:
             await self.emit(event)
         return False
 
-    async def on_room_presence(self, event: tuple[Any, str, str, str]) -> bool:
-        """(room, "join" or "leave", bare JID, nick) from muc/room.py."""
+    async def on_account_created(self, created: AccountCreated) -> bool:
         if self.matcher.subs:
-            room, kind, bare, nick = event
             stamp = secrets.token_hex(8)
-            await self.emit(Event(id=f"{kind}-{stamp}", type=kind, source="room",
-                                  room=room.jid, sender=bare, nick=nick))  # fmt: skip
+            event = Event(id=f"created-{created.bare}-{stamp}", type="account-created",
+                          source="accounts", sender=created.bare)  # fmt: skip
+            await self.emit(event)
         return False
 
+    async def account_banned(self, bare: str, until: float | None, reason: str) -> None:
+        """Called by xmppd/bans.py once the ban is stored and the sessions ended."""
+        if self.matcher.subs and self.outbox is not None:  # loaded (also in maintenance)
+            event = Event(id=f"banned-{bare}-{secrets.token_hex(8)}", type="account-banned",
+                          source="accounts", sender=bare, text=reason, until=until)  # fmt: skip
+            await self.emit(event)
+
+    async def on_room_presence(self, event: tuple[Any, str, str, str, str | None]) -> bool:
+        """(room, "join" or "leave", bare JID, nick, removal) from muc/room.py."""
+        if self.matcher.subs:
+            room, kind, bare, nick, removal = event
+            stamp = secrets.token_hex(8)
+            await self.emit(Event(id=f"{kind}-{stamp}", type=kind, source="room", room=room.jid,
+                                  sender=bare, nick=nick, removal=removal))  # fmt: skip
+        return False
+
+    async def on_room_lifecycle(self, event: tuple[str, str, str]) -> bool:
+        """(room JID, "room-created" or "room-destroyed", creator) from muc/service.py."""
+        if self.matcher.subs:
+            room, kind, creator = event
+            stamp = secrets.token_hex(8)
+            await self.emit(Event(id=f"{kind}-{stamp}", type=kind, source="room", room=room,
+                                  sender=creator or None))  # fmt: skip
+        return False
+
+    async def on_bot_message(self, event: StanzaEvent) -> bool:
+        """Source `user`: what an account says to the server's bot (its domain, or a named bot
+        `<domain>/<name>`) that is not a command. Taken when a subscription matched;
+        otherwise it goes on to the router's answer as before."""
+        stanza, sender = event.stanza, event.sender
+        kind = stanza.get("type")
+        if not self.matcher.subs or sender is None or kind in ("error", "headline", "groupchat"):
+            return False
+        body = stanza.find(f"{{{ns.CLIENT}}}body")
+        if body is None or not body.text:
+            return False
+        bare = str(sender).partition("/")[0]
+        stamp = secrets.token_hex(8)
+        matched = await self.emit(Event(id=f"bot-{bare}-{stamp}", type="message",
+                                        source="user", sender=bare, text=body.text))  # fmt: skip
+        return matched > 0  # a subscription took it: no service-unavailable bounce
+
     async def on_room_message(self, event: RoomMessageEvent) -> bool:
+        """Before the message is archived: its outbox rows join the archive write (one
+        transaction), and the worker takes them once the room has posted it."""
         if not self.matcher.subs:
             return False
-        await self.emit(
-            Event(
-                id=event.stanza_id,
-                type="retraction" if event.retraction else "message",
-                source="room",
-                room=event.room.jid,
-                sender=event.sender,
-                nick=event.nick,
-                text=event.text,
-                thread=event.thread,
-                starts_thread=event.starts_thread,
-            )
+        assert self.outbox is not None
+        hook_event = Event(
+            id=event.stanza_id,
+            type="retraction" if event.retraction else "message",
+            source="room",
+            room=event.room.jid,
+            sender=event.sender,
+            nick=event.nick,
+            text=event.text,
+            thread=event.thread,
+            starts_thread=event.starts_thread,
         )
+        for sub in self.matcher.match(hook_event):
+            row = self.outbox.row(sub, hook_event)
+            event.writes.append(self.outbox.write(row))
+            event.rows.append(row)
+        return False
+
+    async def on_room_posted(self, event: RoomMessageEvent) -> bool:
+        if event.rows and self.outbox is not None:
+            self.outbox.adopt(event.rows)
         return False

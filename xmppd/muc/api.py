@@ -119,10 +119,12 @@ class RoomApi:
         if room is None:
             room = self.service.create(local, real)
             try:
-                return await room.join(real, nick, presence, created=True)
+                occupant = await room.join(real, nick, presence, created=True)
             except MucError:
                 await self.service.destroy_room(room)
                 raise
+            await self.service.lifecycle(room, "room-created")
+            return occupant
         return await room.join(real, nick, presence, password=password, history=history)
 
     async def presence(
@@ -469,6 +471,7 @@ class RoomApi:
         for member in members:
             room.affiliations.setdefault(str(JID.parse(member).bare), "member")
         await room.save()
+        await self.service.lifecycle(room, "room-created")
         return room
 
     async def configure(self, room_jid: str, real: str, config: dict[str, Any]) -> None:

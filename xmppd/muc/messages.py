@@ -4,7 +4,7 @@ invitations and declines (§7.8.2-7.8.3). Each raises `MucError` for a refusal."
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import RoomEvent
@@ -23,8 +23,9 @@ _DECLINE = qname(ns.MUC_USER, "decline")
 
 @dataclass(slots=True)
 class RoomMessageEvent:
-    """Payload of the MUC event `room-posted`: a message accepted and sent to the occupants
-    (event subscriptions, xmppd/hooks/, listen to it)."""
+    """Payload of the MUC events `room-archiving` (a message about to be archived) and
+    `room-posted` (then accepted and sent to the occupants); event subscriptions
+    (xmppd/hooks/) listen to both."""
 
     room: Room
     stanza_id: str
@@ -34,6 +35,10 @@ class RoomMessageEvent:
     thread: str | None
     starts_thread: bool
     retraction: bool
+    # Filled by `room-archiving` handlers: writes that join the message's archive write
+    # (storage/base.py `Write`), and what they stand for, taken back at `room-posted`.
+    writes: list[Any] = field(default_factory=list)
+    rows: list[Any] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -83,15 +88,20 @@ async def groupchat(room: Room, real: str, stanza: Element) -> str | None:
             out.remove(old)
     for forged in out.findall(_X_USER):  # only the room speaks for real JIDs
         out.remove(forged)
-    stanza_id = None
+    stanza_id: str | None = None
+    posted: RoomMessageEvent | None = None
     if body is not None or retract is not None:  # retractions are archived too (XEP-0424 §6)
-        stanza_id = await _keep(room, occupant, real, out)
+        stanza_id = str(uuid.uuid4())
+        posted = _message_event(room, occupant, out, stanza_id)
+        if events.has_handlers("room-archiving"):  # hook outbox rows join the archive write
+            await events.fire("room-archiving", posted)
+        await _keep(room, occupant, real, out, stanza_id, posted.writes)
     if target is not None:
         await moderation.tombstone(room, *target, moderation.retracted_by_author(out))
     room.service.pubsub.broadcast(room.topic, RoomMessage(out))
     await _tell(room, occupant, stanza, stanza_id)
-    if stanza_id is not None and events.has_handlers("room-posted"):
-        await events.fire("room-posted", _message_event(room, occupant, out, stanza_id))
+    if posted is not None and events.has_handlers("room-posted"):
+        await events.fire("room-posted", posted)
     return stanza_id
 
 
@@ -135,16 +145,17 @@ async def _command(room: Room, real: str, occupant: Occupant, text: str) -> bool
     return await events.fire("room-command", RoomCommandEvent(room, real, occupant.bare, text))
 
 
-async def _keep(room: Room, occupant: Occupant, real: str, out: Element) -> str:
-    """Stamp the room's stanza-id, archive with the author's real JID, add to history."""
-    stanza_id = str(uuid.uuid4())
+async def _keep(
+    room: Room, occupant: Occupant, real: str, out: Element, stanza_id: str, also: list[Any]
+) -> None:
+    """Stamp the room's stanza-id, archive with the author's real JID (and `also`, other
+    writes, in the same transaction), add to history."""
     if not out.get("id"):
         out.set("id", stanza_id)  # a tombstone names its retraction by this id
     sub(out, ns.SID, "stanza-id", id=stanza_id, by=room.jid)
     archived = with_author(out, real, room.affiliation(occupant.bare), occupant.role)
-    await room.service.archive_message(room, archived, stanza_id)
+    await room.service.archive_message(room, archived, stanza_id, also)
     room.history.add(out, author=occupant.bare)
-    return stanza_id
 
 
 async def from_room(room: Room, out: Element) -> str | None:

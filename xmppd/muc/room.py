@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 ROLE_RANK = {"none": 0, "visitor": 1, "participant": 2, "moderator": 3}
 AFF_RANK = {"outcast": -1, "none": 0, "member": 1, "admin": 2, "owner": 3}
+# Status codes of an occupant's removal (XEP-0045 §8.2, §9.1, §9.4): what xmppd/hooks/ report.
+REMOVALS = {"307": "kick", "301": "ban", "321": "affiliation", "322": "members-only"}
 
 
 class MucError(Exception):
@@ -141,6 +143,7 @@ class Room:
         # same name never serves them ("": a room stored before creations were recorded).
         self.creation = creation
         self.gone: trio.Event | None = None  # set while being destroyed; fired when done
+        self.announced = True  # False while its creation is not reported yet (xmppd/hooks/)
 
     @property
     def archive_owner(self) -> str:
@@ -227,12 +230,15 @@ class Room:
             await self._occupant_event("join", occupant)
         return occupant
 
-    async def _occupant_event(self, kind: str, occupant: Occupant) -> None:
+    async def _occupant_event(
+        self, kind: str, occupant: Occupant, removal: str | None = None
+    ) -> None:
         """`room-presence` (for xmppd/hooks/): an occupant came in or went (its first or last
-        session)."""
+        session), or was removed (`removal`: kick, ban, affiliation, members-only)."""
         events = self.service.component.events
         if events.has_handlers("room-presence"):
-            await events.fire("room-presence", (self, kind, occupant.bare, occupant.nick))
+            event = (self, kind, occupant.bare, occupant.nick, removal)
+            await events.fire("room-presence", event)
 
     def _check_entry(
         self, existing: Occupant | None, bare: str, affiliation: str, password: str | None
@@ -308,6 +314,9 @@ class Room:
             await self.service.send(out)
         self.occupants.pop(occupant.nick, None)
         await self.broadcast_unavailable(occupant, codes, item_extra)
+        removal = next((REMOVALS[c] for c in codes if c in REMOVALS), None)
+        if removal is not None:  # not when the room is destroyed: that is its own event
+            await self._occupant_event("leave", occupant, removal)
         await self.service.room_emptied(self)
 
     async def change_nick(self, real: str, nick: str, presence: Element) -> None:

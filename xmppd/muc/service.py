@@ -38,7 +38,7 @@ from ..protocol.stanza import (
 from ..ratelimit import TokenBucket
 from ..roles import roles_of
 from ..router import DELIVERY, StanzaEvent
-from ..storage.base import StorageError
+from ..storage.base import StorageError, Write
 from . import admin, archive, disco, voice
 from .api import RoomApi
 from .component import Component
@@ -50,6 +50,8 @@ from .placement import RoomPlacement
 from .room import MucError, Occupant, Room, View, destroy_notice
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..cluster import Cluster
     from ..module import Module
 
@@ -227,7 +229,20 @@ class MucService:
                 del self.rooms[room.local]
             gone.set()
             await self.notify("room-destroyed", RoomEvent(room.jid))
+            if room.announced:
+                await self.lifecycle(room, "room-destroyed")
         return True
+
+    async def lifecycle(self, room: Room, kind: str) -> None:
+        """`room-lifecycle` (for xmppd/hooks/): (room JID, "room-created" or "room-destroyed",
+        the creator's bare JID), once per room on the service's own bus."""
+        room.announced = kind == "room-created"  # a failed first join destroys it unreported
+        events = self.component.events
+        if events.has_handlers("room-lifecycle"):
+            try:
+                await events.fire("room-lifecycle", (room.jid, kind, room.creator))
+            except Exception:  # logged by the bus; the room is made (or gone) all the same
+                self.log.warning("a room-lifecycle handler failed for %s", room.jid)
 
     async def drop_account(self, bare: str) -> None:
         """A deleted account loses its affiliations (owner, admin, member, outcast) and its
@@ -268,6 +283,7 @@ class MucService:
         room = Room(self, jid, config, str(creator.bare), creation)
         room.affiliations[str(creator.bare)] = "owner"
         room.locked = self.lock_new_rooms
+        room.announced = False  # until made (the callers report it)
         self.rooms[local] = room
         return room
 
@@ -289,7 +305,10 @@ class MucService:
         """Authors whose messages are not served any more (deleted accounts, by option)."""
         return await archive.hidden_authors(self, authors)
 
-    async def archive_message(self, room: Room, stanza: Element, stanza_id: str) -> None:
+    async def archive_message(
+        self, room: Room, stanza: Element, stanza_id: str, also: Sequence[Write] = ()
+    ) -> None:
+        """`also`: writes of other stores (hook outbox rows) durable with this one."""
         if room.destroyed:  # its archive is being deleted
             raise MucError("item-not-found", "the room is being destroyed")
         xml = etree.tostring(stanza, encoding="unicode")
@@ -298,6 +317,7 @@ class MucService:
             with_jid=stanza.get("from") or room.jid,
             stanza_xml=xml,
             stanza_id=stanza_id,
+            also=also,
         )
 
     async def notify(self, name: str, event: RoomEvent) -> None:
@@ -359,7 +379,9 @@ class MucService:
     def install(self) -> None:
         events = self.component.events
         # Fired by messages.py and room.py for xmppd/hooks/ (docs/architecture.md).
-        events.declare("room-posted", "room-command", "room-presence")
+        events.declare(
+            "room-archiving", "room-posted", "room-command", "room-presence", "room-lifecycle"
+        )
         events.hook("presence/full", self.on_occupant_presence, DELIVERY)
         events.hook("presence/bare", self.on_room_presence, DELIVERY)
         events.hook("presence/host", _ignore, DELIVERY)

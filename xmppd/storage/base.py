@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -38,10 +38,18 @@ class KeyValueStore(Protocol):
     async def users(self) -> list[str]: ...
 
 
+# A write prepared by a store, run inside another store's transaction of the same database
+# (`ArchiveStore.append(also=...)`): both are durable together or neither is.
+Write = Callable[[Any], None]
+
+
 class MapStore(Protocol):
     async def get(self, user: str, key: str) -> Document | None: ...
 
     async def set(self, user: str, key: str, value: Document | None) -> None: ...
+
+    def set_later(self, user: str, key: str, value: Document | None) -> Write:
+        """The write `set` would do, to hand to `ArchiveStore.append(also=...)`."""
 
     async def update(
         self, user: str, key: str, change: Callable[[Document | None], Document | None]
@@ -101,8 +109,10 @@ class ArchiveStore(Protocol):
         stanza_xml: str,
         stanza_id: str | None = None,
         timestamp: datetime | None = None,
+        also: Sequence[Write] = (),
     ) -> str:
-        """Store one record durably; return its id (generated when `stanza_id` is None)."""
+        """Store one record durably; return its id (generated when `stanza_id` is None).
+        `also`: writes of other stores of the same database, in the same transaction."""
 
     async def append_many(self, records: list[ArchiveRecord]) -> None:
         """Store several records (e.g. both sides of a 1:1 message) in one transaction, with

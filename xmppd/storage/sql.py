@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -21,6 +21,7 @@ from xmppd.storage.base import (
     ArchiveRecord,
     Document,
     UnknownArchiveId,
+    Write,
 )
 from xmppd.storage.migrations import Executor
 from xmppd.storage.spool import Spool
@@ -141,13 +142,16 @@ class SQLMapStore:
         return _decode(rows[0][0]) if rows else None
 
     async def set(self, user: str, key: str, value: Document | None) -> None:
+        await self._db.run("map set", self.set_later(user, key, value))
+
+    def set_later(self, user: str, key: str, value: Document | None) -> Write:
         if value is None:
             sql = 'DELETE FROM map WHERE host = ? AND store = ? AND "user" = ? AND key = ?'
             args: tuple[str, ...] = (*self._scope, user, key)
         else:
             sql = _MAP_UPSERT
             args = (*self._scope, user, key, _encode(value))
-        await self._db.run("map set", lambda tx: tx.write(sql, args))
+        return lambda tx: tx.write(sql, args)
 
     async def update(
         self, user: str, key: str, change: Callable[[Document | None], Document | None]
@@ -237,13 +241,19 @@ class SQLArchiveStore:
         stanza_xml: str,
         stanza_id: str | None = None,
         timestamp: datetime | None = None,
+        also: Sequence[Write] = (),
     ) -> str:
         record_id = stanza_id if stanza_id is not None else str(uuid.uuid4())
         ts = to_micros(timestamp if timestamp is not None else datetime.now(UTC))
         bare = with_jid.partition("/")[0]
-        sql = _ARCHIVE_INSERT
         args = (*self._scope, owner, record_id, ts, bare, with_jid, stanza_xml)
-        await self._db.run("archive append", lambda tx: tx.write(sql, args))
+
+        def insert(tx: Executor) -> None:
+            tx.write(_ARCHIVE_INSERT, args)
+            for write in also:  # one job: one savepoint, one commit
+                write(tx)
+
+        await self._db.run("archive append", insert)
         return record_id
 
     async def append_many(self, records: list[ArchiveRecord]) -> None:

@@ -102,6 +102,22 @@ async def test_append_many_writes_all_or_none(archive):
     assert len((await archive.query("romeo")).items) == 1
 
 
+async def test_append_with_other_writes_is_all_or_none(db, archive):
+    """`also`: a map row of another host's store (a hook outbox row) in the archive write's
+    transaction: both land; when the archive insert fails, the row does not either."""
+    outbox = db.for_host("other.example").map("hook_outbox")
+    row = {"key": "id-1:sub", "attempts": 0}
+    also = [outbox.set_later("pending", "id-1:sub", row)]
+    await archive.append("room", with_jid="a@x", stanza_xml="<a/>", stanza_id="id-1", also=also)
+    assert await outbox.get("pending", "id-1:sub") == row
+    again = [outbox.set_later("pending", "id-1:again", row)]
+    with pytest.raises(StorageError):  # the same stanza-id: the insert fails
+        await archive.append("room", with_jid="a@x", stanza_xml="<b/>", stanza_id="id-1",
+                             also=again)  # fmt: skip
+    assert await outbox.get("pending", "id-1:again") is None
+    assert list(await outbox.get_all("pending")) == ["id-1:sub"]
+
+
 async def test_default_timestamp_is_now(archive):
     before = datetime.now(UTC)
     await archive.append("juliet", with_jid="romeo@example.net", stanza_xml="<a/>")
