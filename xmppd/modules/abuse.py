@@ -39,6 +39,7 @@ from ..protocol.stanza import qname
 from ..ratelimit import TokenBucket
 from ..roles import roles_of
 from ..router import StanzaEvent
+from ..storage import StorageError
 from ..wordfilter import WordFilter, refusal_text
 from .adhoc import Command, Context, Done, Step
 
@@ -131,13 +132,17 @@ class Abuse:
     async def blocks_strangers(self, bare: str) -> bool:
         """The account's own choice, else the default of its role."""
         if bare not in self.cached:
+            try:
+                doc = await self.policies.get(bare.partition("@")[0])
+            except StorageError:  # a database outage must not stop chat: the role's default
+                return self._default(bare)
             if len(self.cached) >= MAX_CACHED:
                 self.cached.clear()
-            doc = await self.policies.get(bare.partition("@")[0])
             self.cached[bare] = None if doc is None else bool(doc.get("block"))
         choice = self.cached[bare]
-        if choice is not None:
-            return choice
+        return self._default(bare) if choice is None else choice
+
+    def _default(self, bare: str) -> bool:
         return self.roles.limited_block_strangers and self.roles.is_limited(bare)
 
     async def set_stranger_policy(self, bare: str, block: bool | None) -> None:
