@@ -19,7 +19,7 @@ from slixmpp.plugins.xep_0198 import stanza as sm_stanza
 from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
-from support import HEADER, Client, RawClient, ServerProcess, connect, run
+from support import HEADER, NO_ACCOUNT_RATE, Client, RawClient, ServerProcess, connect, run
 
 from xmppd.modules.sm import MASK, Counters, failed_element, parse_count
 
@@ -32,7 +32,7 @@ resume_timeout = {RESUME_TIMEOUT}
 max_resume_timeout = 60
 max_unacked = 30
 max_hibernating = 2
-"""
+{NO_ACCOUNT_RATE}"""  # one sender floods 71 messages (the per-account rate is tested elsewhere)
 USERS = [
     "acka", "ackb", "resa", "resb", "expa", "expb", "expw", "clsa", "clsb", "lima", "limb",
     "raw", "rawb", "half", "repl", "replb", "many", "gone", "downa", "downb", "dupa", "dupb",
