@@ -26,7 +26,7 @@ from lxml import etree
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, element, get_child, make, sub
-from ..storage.base import UnknownArchiveId
+from ..storage.base import StorageError, UnknownArchiveId
 from . import admin, archive, messages, moderation, voice
 from .history import Request, split_author
 from .room import MucError, Occupant, Room
@@ -96,8 +96,26 @@ class RoomApi:
         history: int | None = None,
     ) -> Occupant:
         """Enter (or create) a room with a plain presence; `history`: how many messages."""
+        await self._served_here(room_jid)
         wanted = Request(maxstanzas=history) if history is not None else None
         return await self.enter(room_jid, real, nick, password=password, history=wanted)
+
+    async def _served_here(self, room_jid: str) -> None:
+        """Cluster mode: the JSON channels act on the rooms this node serves. A room nobody
+        serves is taken here (its lease); one another node serves is refused, since its state
+        lives there (docs/cluster.md)."""
+        placement = self.service.placement
+        if placement is None:
+            return
+        try:
+            owner = await placement.owner(f"{_local(room_jid)}@{self.domain}")
+        except StorageError:
+            raise MucError("resource-constraint", "the room is not reachable right now") from None
+        if owner != placement.node:
+            raise MucError(
+                "service-unavailable",
+                f"the room is served by cluster node {owner}: join it there or over XMPP",
+            )
 
     async def enter(
         self,
@@ -460,7 +478,13 @@ class RoomApi:
         await self.service.ready()
         if local is None:
             local = self._free_local(name)
-        elif await self.service.settled_room(local) is not None:
+        try:  # cluster mode: the new room is served here (a stored one is loaded: conflict)
+            await self._served_here(f"{local}@{self.domain}")
+        except MucError as exc:
+            if exc.condition != "service-unavailable":
+                raise
+            raise MucError("conflict", "a room of that name exists") from None
+        if await self.service.settled_room(local) is not None:
             raise MucError("conflict", "a room of that name exists")
         room = self.service.create(local, creator)
         room.locked = False
