@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
+from pubsub.topics import room_topic
+
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, element, get_child, make, sub
 from ..storage.base import StorageError, UnknownArchiveId
-from . import admin, archive, messages, moderation, voice
+from . import admin, archive, disco, messages, moderation, voice
 from .history import Request, split_author
 from .room import MucError, Occupant, Room
 
@@ -454,8 +456,21 @@ class RoomApi:
 
     # ---- rooms ------------------------------------------------------------------------------
 
-    def public_rooms(self) -> list[dict[str, Any]]:
+    async def public_rooms(self) -> list[dict[str, Any]]:
+        """The public rooms; in cluster mode with the stored ones other nodes serve (their
+        occupants counted in the Tracker's cluster-wide view of the room topic)."""
         out = []
+        for local, config in await disco.stored_elsewhere(self.service):
+            jid = f"{local}@{self.domain}"
+            out.append(
+                {
+                    "jid": jid,
+                    "name": config.name or local,
+                    "occupants": len(self.service.tracker.keys(room_topic(jid))),
+                    "members_only": config.members_only,
+                    "password": config.password_protected,
+                }
+            )
         for local in sorted(self.service.rooms):
             room = self.service.rooms[local]
             if room.config.public and not room.locked and not room.destroyed:
@@ -468,7 +483,7 @@ class RoomApi:
                         "password": room.config.password_protected,
                     }
                 )
-        return out
+        return sorted(out, key=lambda r: r["jid"])
 
     async def create(
         self, creator: JID, name: str, local: str | None, config: dict[str, Any]

@@ -51,21 +51,28 @@ async def service_items(service: MucService, stanza: Element) -> Element:
 
 async def public_rooms(service: MucService) -> dict[str, str]:
     """Room localpart -> name: the public rooms this node serves and, in cluster mode, every
-    stored (persistent) public room, wherever it is served (its stored configuration). A
-    temporary room served by another node is in no storage, so it is not listed."""
-    found = {}
-    if service.placement is not None:
-        try:
-            for local in await service.store.users():
-                doc = await service.store.get(local) if local not in service.rooms else None
-                config = RoomConfig.from_doc(doc.get("config", {})) if doc else None
-                if config is not None and config.public:
-                    found[local] = config.name or local
-        except StorageError as exc:  # this node's rooms still answer
-            service.log.error("cannot list the stored rooms: %s", exc)
+    stored public room served elsewhere."""
+    found = {local: config.name or local for local, config in (await stored_elsewhere(service))}
     for local, room in service.rooms.items():
         if room.config.public and not room.locked and not room.destroyed:
             found[local] = room.config.name or local
+    return found
+
+
+async def stored_elsewhere(service: MucService) -> list[tuple[str, RoomConfig]]:
+    """Cluster mode: the stored (persistent) public rooms this node does not serve, with their
+    stored configuration. A temporary room served by another node is in no storage."""
+    found: list[tuple[str, RoomConfig]] = []
+    if service.placement is None:
+        return found
+    try:
+        for local in await service.store.users():
+            doc = await service.store.get(local) if local not in service.rooms else None
+            config = RoomConfig.from_doc(doc.get("config", {})) if doc else None
+            if config is not None and config.public:
+                found.append((local, config))
+    except StorageError as exc:  # this node's rooms still answer
+        service.log.error("cannot list the stored rooms: %s", exc)
     return found
 
 

@@ -69,12 +69,19 @@ def test_json_rooms_are_served_where_they_are_made_and_refused_elsewhere(nodes) 
             # A room node 1 serves: refused on node 2, saying where it is served.
             lobby = await occupant(n1, ann, LOBBY, "boss")
             iq = lobby.make_iq_set(ito=LOBBY)
-            ET.SubElement(ET.SubElement(iq.xml, f"{{{OWNER}}}query"), f"{{{DATA}}}x", type="submit")
-            await iq.send(timeout=10)  # unlocked (an instant room)
+            form = ET.SubElement(ET.SubElement(iq.xml, f"{{{OWNER}}}query"), f"{{{DATA}}}x")
+            form.set("type", "submit")
+            field = ET.SubElement(form, f"{{{DATA}}}field", var="muc#roomconfig_persistentroom")
+            ET.SubElement(field, f"{{{DATA}}}value").text = "1"
+            await iq.send(timeout=10)  # unlocked, stored
             tab.send(op="join", topic=f"room:{LOBBY}", payload={"nick": "carol"})
             refused = await tab.wait(lambda x: x.get("join_error") == f"room:{LOBBY}")
             assert refused["reply"]["reason"] == "service-unavailable", refused
             assert "cluster node n1" in refused["reply"]["text"], refused
+            # ...but listed on node 2 (stored, public), its occupant counted cluster-wide.
+            listed = {r["jid"]: r for r in (await tab.push(me, "rooms"))["rooms"]}
+            assert set(listed) == {FRESH, LOBBY}, listed
+            assert listed[LOBBY]["occupants"] == 1 and listed[FRESH]["occupants"] == 2, listed
             again = await tab.request(me, "room_create", {"jid": LOBBY, "name": "Mine"})
             assert again["error"]["reason"] == "conflict", again
             await lobby.close()
