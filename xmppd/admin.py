@@ -132,9 +132,11 @@ async def set_password(
     await _auth_call(host.auth.set_password(local, password), bare)
     server.credentials.revoke(user=bare)
     ended = 0
-    if server.config.server["password_change_ends_sessions"]:
+    end = server.config.server["password_change_ends_sessions"]
+    if end:
         others = [s for s in sessions_of(host, bare) if s is not keep]
         ended = await end_sessions(others, "reset", "the password was changed")
+    ended += await end_elsewhere(server, bare, "reset", "the password was changed", end=end)
     return {"jid": bare, "sessions_ended": ended}
 
 
@@ -243,13 +245,32 @@ async def end_here(server: Server, jid: str, condition: str, text: str) -> int:
 
 async def end_everywhere(server: Server, jid: str, condition: str, text: str) -> int:
     """`end_here` on this node and, in cluster mode, on every other node that is up."""
-    ended = await end_here(server, jid, condition, text)
-    if server.cluster_admin is not None:
-        args = {"jid": jid, "condition": condition, "text": text}
-        for answer in (await server.cluster_admin.ask("end", args)).values():
-            if answer["ok"]:
-                ended += answer["result"]
-    return ended
+    return await end_here(server, jid, condition, text) + await end_elsewhere(
+        server, jid, condition, text
+    )
+
+
+async def end_elsewhere(
+    server: Server, jid: str, condition: str, text: str, *, end: bool = True
+) -> int:
+    """In cluster mode, every other node that is up voids the account's one-time passwords
+    (its own memory) and, with `end`, ends its sessions there; the number ended."""
+    if server.cluster_admin is None:
+        return 0
+    args = {"jid": jid, "condition": condition, "text": text, "end": end}
+    answers = (await server.cluster_admin.ask("end", args)).values()
+    return sum(a["result"] for a in answers if a["ok"])
+
+
+async def revoke_tokens_elsewhere(server: Server, entry: dict[str, Any]) -> int:
+    """A token revocation (stored by this node) into every other node's memory."""
+    if server.cluster_admin is None:
+        return 0
+    answers = (await server.cluster_admin.ask("revoke-tokens", entry)).values()
+    for answer in answers:
+        if not answer["ok"]:
+            log.warning("a node did not take a token revocation: %s", answer["result"])
+    return sum(a["result"] for a in answers if a["ok"])
 
 
 def status(server: Server) -> dict[str, Any]:
@@ -290,7 +311,12 @@ async def answer_peer(server: Server, verb: str, args: dict[str, Any]) -> Any:
     if verb == "status":
         return status(server)
     if verb == "end":
+        server.credentials.revoke(user=str(parse_jid(args["jid"]).bare))
+        if not args.get("end", True):
+            return 0
         return await end_here(server, args["jid"], args["condition"], args["text"])
+    if verb == "revoke-tokens":
+        return server.tokens.apply_peer(args)
     raise AdminError("unknown-command", f"no cluster verb {verb!r}")
 
 

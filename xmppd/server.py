@@ -177,6 +177,12 @@ class Server:
             )
             for host in self.hosts.values():
                 self.cluster_admin.install(host)
+            self.tokens.peers = self._revoke_on_peers
+
+    async def _revoke_on_peers(self, entry: dict[str, Any]) -> int:
+        from .admin import revoke_tokens_elsewhere
+
+        return await revoke_tokens_elsewhere(self, entry)
 
     async def _answer_peer(self, verb: str, args: dict[str, Any]) -> Any:
         from .admin import answer_peer

@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -50,6 +51,8 @@ class TokenService:
             settings.get("login_lifetime", 86400.0), settings.get("max_lifetime", 86400.0)
         )
         self._login_key: Any = None
+        # Cluster mode: tells every other node of a revocation; the sessions they ended.
+        self.peers: Callable[[dict[str, Any]], Awaitable[int]] | None = None
 
     # ---- session tokens for password logins (POST /login, docs/channels.md) ------------------
 
@@ -131,20 +134,41 @@ class TokenService:
         v = self.verifier
         horizon = now + v.max_lifetime + v.leeway + v.iat_leeway
         ended = [s for s in self.sessions if _covered(s.claims, jti, user, before)]
+        entry: dict[str, Any] = {"jti": jti, "user": user}
         if jti is not None:
             known = [s.claims.exp + v.leeway for s in ended if s.claims.jti == jti]
             stamp = v.revocations.add_jti(jti, until or max([horizon, *known]))
             await self._save("jti", jti, {"until": stamp})
             self.credentials.revoke(jti=jti)
+            entry["jti_until"] = stamp
         if user is not None:
             since = now if before is None else before
             first, last = v.revocations.add_user(user, since, until or horizon)
             await self._save("user", user, {"before": first, "until": last})
             self.credentials.revoke(user=user)
+            entry.update(before=first, user_until=last)
         for session in ended:
             session.end(REVOKED)
         log.info("revoked tokens (jti=%s, user=%s): %d live sessions ended", jti, user, len(ended))
         await self._prune(now)
+        elsewhere = await self.peers(entry) if self.peers is not None else 0
+        return len(ended) + elsewhere
+
+    def apply_peer(self, entry: dict[str, Any]) -> int:
+        """Another node's revocation (stored by it): into this node's memory, its one-time
+        passwords void, its live sessions here ended. The number ended."""
+        jti, user, v = entry.get("jti"), entry.get("user"), self.verifier
+        before = entry.get("before")
+        ended = [s for s in self.sessions if _covered(s.claims, jti, user, before)]
+        if jti is not None:
+            v.revocations.add_jti(jti, float(entry["jti_until"]))
+            self.credentials.revoke(jti=jti)
+        if user is not None:
+            v.revocations.add_user(user, float(entry["before"]), float(entry["user_until"]))
+            self.credentials.revoke(user=user)
+        for session in ended:
+            session.end(REVOKED)
+        log.info("revoked on another node (jti=%s, user=%s): %d ended here", jti, user, len(ended))
         return len(ended)
 
     async def _save(self, kind: str, key: str, doc: dict[str, float] | None) -> None:

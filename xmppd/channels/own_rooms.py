@@ -26,7 +26,7 @@ def _jid(value: Any) -> str:
 
 async def rooms(user: UserTopic, p: dict[str, Any]) -> dict[str, Any]:
     api = user.session.rooms.api_at(p.get("service"))
-    return {"rooms": api.public_rooms() if api is not None else []}
+    return {"rooms": await api.public_rooms() if api is not None else []}
 
 
 async def bookmarks(user: UserTopic, p: dict[str, Any]) -> dict[str, Any]:

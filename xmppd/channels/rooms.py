@@ -105,7 +105,9 @@ class Rooms:
         except (MucError, JIDError) as exc:
             del self.joined[topic]
             self._held.pop(topic, None)
-            raise ChannelError(getattr(exc, "condition", "jid-malformed")) from None
+            raise ChannelError(
+                getattr(exc, "condition", "jid-malformed"), getattr(exc, "text", None)
+            ) from None
         s.protocol.accept(join, described)
         s.server.pubsub.subscribe(room_topic(room_jid), s)
         state = s.server.tracker.list(room_topic(room_jid))

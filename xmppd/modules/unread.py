@@ -7,7 +7,8 @@ marker from any of the account's clients sets the count to the number of the pee
 after the marked one: an XMPP client's XEP-0333 `<displayed/>` (seen in `pre-message`, since
 it goes to the peer), or a JSON channel's `displayed` push (`mark_read`). Counts are stored
 before they are announced. Announcements go to local watchers (the account's JSON channel
-sessions on this node).
+sessions on this node) and, over pubsub (topic `unread:<bare JID>`, subscribed while the node
+has watchers of that account), to the watchers on the other nodes of a cluster.
 
 Rooms are counted too (unread_rooms.py): the same store and API, keyed by the room's bare JID.
 
@@ -42,6 +43,10 @@ SCAN = 1000  # most archived messages looked at to count or to find a marked mes
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
 
+def unread_topic(bare: str) -> str:
+    return f"unread:{bare}"
+
+
 class Unread:
     def __init__(self, module: Module) -> None:
         self.host = module.host
@@ -58,6 +63,8 @@ class Unread:
     # ---- API ---------------------------------------------------------------------------------
 
     def watch(self, bare: str, watcher: Watcher) -> None:
+        if bare not in self.watchers:
+            self.host.pubsub.subscribe(unread_topic(bare), self)
         self.watchers[bare].add(watcher)
         self.rooms.watched(bare)
 
@@ -67,9 +74,20 @@ class Unread:
             watchers.discard(watcher)
             if not watchers:
                 del self.watchers[bare]
+                self.host.pubsub.unsubscribe(unread_topic(bare), self)
                 self.rooms.forget(bare)
 
     def announce(self, bare: str, peer: str, count: int, read: str | None) -> None:
+        """To this node's watchers of `bare`, and to the other nodes' (cluster mode)."""
+        self._tell(bare, peer, count, read)
+        self.host.pubsub.broadcast_from(self, unread_topic(bare), (bare, peer, count, read))
+
+    def deliver(self, topic: str, message: object) -> None:
+        """Another node's announcement for an account watched here."""
+        bare, peer, count, read = message  # type: ignore[misc]
+        self._tell(bare, peer, count, read)
+
+    def _tell(self, bare: str, peer: str, count: int, read: str | None) -> None:
         for watcher in list(self.watchers.get(bare, ())):
             watcher(peer, count, read)
 

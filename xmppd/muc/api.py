@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
+from pubsub.topics import room_topic
+
 from ..protocol import namespaces as ns
 from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, element, get_child, make, sub
-from ..storage.base import UnknownArchiveId
-from . import admin, archive, messages, moderation, voice
+from ..storage.base import StorageError, UnknownArchiveId
+from . import admin, archive, disco, messages, moderation, voice
 from .history import Request, split_author
 from .room import MucError, Occupant, Room
 
@@ -96,8 +98,26 @@ class RoomApi:
         history: int | None = None,
     ) -> Occupant:
         """Enter (or create) a room with a plain presence; `history`: how many messages."""
+        await self._served_here(room_jid)
         wanted = Request(maxstanzas=history) if history is not None else None
         return await self.enter(room_jid, real, nick, password=password, history=wanted)
+
+    async def _served_here(self, room_jid: str) -> None:
+        """Cluster mode: the JSON channels act on the rooms this node serves. A room nobody
+        serves is taken here (its lease); one another node serves is refused, since its state
+        lives there (docs/cluster.md)."""
+        placement = self.service.placement
+        if placement is None:
+            return
+        try:
+            owner = await placement.owner(f"{_local(room_jid)}@{self.domain}")
+        except StorageError:
+            raise MucError("resource-constraint", "the room is not reachable right now") from None
+        if owner != placement.node:
+            raise MucError(
+                "service-unavailable",
+                f"the room is served by cluster node {owner}: join it there or over XMPP",
+            )
 
     async def enter(
         self,
@@ -438,8 +458,21 @@ class RoomApi:
 
     # ---- rooms ------------------------------------------------------------------------------
 
-    def public_rooms(self) -> list[dict[str, Any]]:
+    async def public_rooms(self) -> list[dict[str, Any]]:
+        """The public rooms; in cluster mode with the stored ones other nodes serve (their
+        occupants counted in the Tracker's cluster-wide view of the room topic)."""
         out = []
+        for local, config in await disco.stored_elsewhere(self.service):
+            jid = f"{local}@{self.domain}"
+            out.append(
+                {
+                    "jid": jid,
+                    "name": config.name or local,
+                    "occupants": len(self.service.tracker.keys(room_topic(jid))),
+                    "members_only": config.members_only,
+                    "password": config.password_protected,
+                }
+            )
         for local in sorted(self.service.rooms):
             room = self.service.rooms[local]
             if room.config.public and not room.locked and not room.destroyed:
@@ -452,7 +485,7 @@ class RoomApi:
                         "password": room.config.password_protected,
                     }
                 )
-        return out
+        return sorted(out, key=lambda r: r["jid"])
 
     async def create(
         self, creator: JID, name: str, local: str | None, config: dict[str, Any]
@@ -462,7 +495,13 @@ class RoomApi:
         await self.service.ready()
         if local is None:
             local = self._free_local(name)
-        elif await self.service.settled_room(local) is not None:
+        try:  # cluster mode: the new room is served here (a stored one is loaded: conflict)
+            await self._served_here(f"{local}@{self.domain}")
+        except MucError as exc:
+            if exc.condition != "service-unavailable":
+                raise
+            raise MucError("conflict", "a room of that name exists") from None
+        if await self.service.settled_room(local) is not None:
             raise MucError("conflict", "a room of that name exists")
         room = self.service.create(local, creator)
         room.locked = False

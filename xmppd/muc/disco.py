@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from ..protocol import namespaces as ns
 from ..protocol.forms import Field, build
 from ..protocol.stanza import Element, reply, sub
+from ..storage.base import StorageError
+from .config import RoomConfig
 
 # Room archive (XEP-0313), retraction with tombstones (XEP-0424), moderation (XEP-0425).
 FEATURES = (ns.MAM, ns.MAM_EXTENDED, ns.RETRACT, ns.RETRACT_TOMBSTONE, ns.MODERATE)
@@ -37,15 +39,41 @@ def service_info(service: MucService, stanza: Element) -> Element:
     return answer
 
 
-def service_items(service: MucService, stanza: Element) -> Element:
+async def service_items(service: MucService, stanza: Element) -> Element:
     """§6.3: the public rooms (hidden, unconfigured and vanishing rooms are left out)."""
     answer, query = _query(stanza, ns.DISCO_ITEMS)
-    for local in sorted(service.rooms):
-        room = service.rooms[local]
-        if room.config.public and not room.locked and not room.destroyed:
-            item = sub(query, ns.DISCO_ITEMS, "item", jid=room.jid)
-            item.set("name", room.config.name or local)
+    rooms = await public_rooms(service)
+    for local in sorted(rooms):
+        item = sub(query, ns.DISCO_ITEMS, "item", jid=f"{local}@{service.domain}")
+        item.set("name", rooms[local])
     return answer
+
+
+async def public_rooms(service: MucService) -> dict[str, str]:
+    """Room localpart -> name: the public rooms this node serves and, in cluster mode, every
+    stored public room served elsewhere."""
+    found = {local: config.name or local for local, config in (await stored_elsewhere(service))}
+    for local, room in service.rooms.items():
+        if room.config.public and not room.locked and not room.destroyed:
+            found[local] = room.config.name or local
+    return found
+
+
+async def stored_elsewhere(service: MucService) -> list[tuple[str, RoomConfig]]:
+    """Cluster mode: the stored (persistent) public rooms this node does not serve, with their
+    stored configuration. A temporary room served by another node is in no storage."""
+    found: list[tuple[str, RoomConfig]] = []
+    if service.placement is None:
+        return found
+    try:
+        for local in await service.store.users():
+            doc = await service.store.get(local) if local not in service.rooms else None
+            config = RoomConfig.from_doc(doc.get("config", {})) if doc else None
+            if config is not None and config.public:
+                found.append((local, config))
+    except StorageError as exc:  # this node's rooms still answer
+        service.log.error("cannot list the stored rooms: %s", exc)
+    return found
 
 
 def room_features(room: Room) -> list[str]:

@@ -470,7 +470,7 @@ class MucService:
         if key == ("get", (ns.DISCO_INFO, "query")):
             return await event.reply(disco.service_info(self, event.stanza))
         if key == ("get", (ns.DISCO_ITEMS, "query")):
-            return await event.reply(disco.service_items(self, event.stanza))
+            return await event.reply(await disco.service_items(self, event.stanza))
         if key == ("get", (ns.PING, "ping")):
             return await event.reply(disco.result(event.stanza))
         return await event.reply_error("service-unavailable")

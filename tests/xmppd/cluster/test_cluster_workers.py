@@ -56,7 +56,9 @@ def test_two_workers_share_the_ports_and_chat(tmp_path: Path, pg_url: str, prefi
                 except OSError:
                     assert time.monotonic() < deadline, node.log_text()[-3000:]
                     time.sleep(0.1)
-        time.sleep(1)  # the second worker binds after the first
+        while node.log_text().count("xmppd serving") < 2:  # both workers took their ports
+            assert time.monotonic() < deadline, node.log_text()[-3000:]
+            time.sleep(0.1)
         check = subprocess.run(
             [sys.executable, "-m", "xmppd", "check", "-c", str(node.config_path)],
             capture_output=True,
