@@ -20,6 +20,7 @@ from ..protocol.jid import JID, JIDError
 from ..protocol.stanza import Element, child_text, get_child, make, sub
 from ..storage.base import UnknownArchiveId
 from . import files, render
+from .remote_rooms import RemoteRooms
 from .session import MAX_BODY, ChannelError
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class Rooms:
         self._held: dict[str, list[tuple[str, dict]]] = {}  # events before the join reply
         self._pushing: str | None = None  # the topic of the request being handled
         self._closing: dict[str, dict[str, Any]] = {}  # closed by that request: after its reply
+        self.remote = RemoteRooms(session)  # cluster mode: rooms another node serves
 
     # ---- lookups ----------------------------------------------------------------------------
 
@@ -98,10 +100,19 @@ class Rooms:
         self.joined[topic] = api  # before joining: the welcome stanzas are ours
         self._held[topic] = []
         try:
-            await api.join(
-                room_jid, s.jid, nick, password=password, history=0 if since else history
-            )
-            described = api.describe(room_jid, s.full)
+            if await api.served_by(room_jid) is not None:
+                described = await self.remote.join(
+                    topic, room_jid, nick, password, 0 if since else history
+                )
+            else:
+                await api.join(
+                    room_jid, s.jid, nick, password=password, history=0 if since else history
+                )
+                described = api.describe(room_jid, s.full)
+        except ChannelError:
+            del self.joined[topic]
+            self._held.pop(topic, None)
+            raise
         except (MucError, JIDError) as exc:
             del self.joined[topic]
             self._held.pop(topic, None)
@@ -153,6 +164,9 @@ class Rooms:
         api = self.joined.pop(topic, None)
         if api is not None:
             self.session.server.pubsub.unsubscribe(topic, self.session)
+            if self.remote.serves(topic):
+                await self.remote.leave(topic)
+                return
             await api.leave(topic.partition(":")[2], self.session.full)
 
     async def close(self) -> None:
@@ -170,6 +184,10 @@ class Rooms:
             raise ChannelError("bad-request", f"unknown event {push.event!r}")
         self._pushing = push.topic
         try:
+            if self.remote.serves(push.topic):
+                self.remote.check(push.event)
+                if push.event == "occupants":
+                    return {"occupants": self.remote.occupants(push.topic)}
             return await handler(api, push.topic.partition(":")[2], push.payload) or {}
         except MucError as exc:
             raise ChannelError(exc.condition, exc.text) from None
@@ -187,6 +205,9 @@ class Rooms:
         body = url or text_arg(p, "body", limit=MAX_BODY)
         self.session.screen(body)  # rate and word filter
         mid = text_arg(p, "msg_id", optional=True, limit=64) or secrets.token_hex(8)
+        topic = room_topic(room)
+        if self.remote.serves(topic):
+            return await self.remote.send(topic, body, mid, url)
         stanza_id = await api.send(room, self.session.full, body, msg_id=mid, oob=url)
         return {"id": stanza_id, "msg_id": mid}
 
@@ -307,9 +328,12 @@ class Rooms:
         room_jid = (stanza.get("from") or "").partition("/")[0]
         topic = room_topic(room_jid)
         if kind == "presence":
+            self.remote.presence(stanza, topic)
             self._presence(stanza, topic)
         elif kind == "message":
-            if stanza.get("type") == "groupchat":
+            if self.remote.message(stanza):
+                pass  # the refusal of a message sent to a room served elsewhere: its answer
+            elif stanza.get("type") == "groupchat":
                 self._groupchat(stanza, topic, room_jid)
             else:
                 self.session.user.message(stanza)  # private messages, invitations
@@ -370,6 +394,7 @@ class Rooms:
                 info["by"] = actor.get("nick")
             if (text := child_text(item, ns.MUC_USER, "reason")) is not None:
                 info["text"] = text
+        self.remote.forget(topic)
         if self.joined.pop(topic, None) is not None:
             self.session.server.pubsub.unsubscribe(topic, self.session)
             if topic == self._pushing:  # our own request: phoenix.js drops replies after a close

@@ -102,18 +102,24 @@ class RoomApi:
         wanted = Request(maxstanzas=history) if history is not None else None
         return await self.enter(room_jid, real, nick, password=password, history=wanted)
 
-    async def _served_here(self, room_jid: str) -> None:
-        """Cluster mode: the JSON channels act on the rooms this node serves. A room nobody
-        serves is taken here (its lease); one another node serves is refused, since its state
-        lives there (docs/cluster.md)."""
+    async def served_by(self, room_jid: str) -> str | None:
+        """Cluster mode: the node serving the room when it is not this one (a room nobody
+        serves is taken here)."""
         placement = self.service.placement
         if placement is None:
-            return
+            return None
         try:
             owner = await placement.owner(f"{_local(room_jid)}@{self.domain}")
         except StorageError:
             raise MucError("resource-constraint", "the room is not reachable right now") from None
-        if owner != placement.node:
+        return None if owner == placement.node else owner
+
+    async def _served_here(self, room_jid: str) -> None:
+        """Cluster mode: the JSON channels act on the rooms this node serves. A room nobody
+        serves is taken here (its lease); one another node serves is refused, since its state
+        lives there (docs/cluster.md)."""
+        owner = await self.served_by(room_jid)
+        if owner is not None:
             raise MucError(
                 "service-unavailable",
                 f"the room is served by cluster node {owner}: join it there or over XMPP",

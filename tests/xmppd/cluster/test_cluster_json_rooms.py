@@ -1,6 +1,7 @@
 """JSON-channel rooms in a cluster (xmppd/muc/api.py): a room made or joined over the JSON
 channels is served by that node (it takes the room's lease), so XMPP occupants on other nodes
-reach it through the forwarding; a room another node serves is refused with a clear answer.
+reach it through the forwarding; a JSON session joins a room another node serves with the
+stanzas an XMPP client would send (channels/remote_rooms.py); creating one is refused.
 Two real nodes, the stock `phoenix` client (tests/phx.py), a slixmpp occupant."""
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ from support_cluster import users
 MUC, OWNER = "http://jabber.org/protocol/muc", "http://jabber.org/protocol/muc#owner"
 DATA = "jabber:x:data"
 FRESH, LOBBY = "fresh@conference.localhost", "lobby@conference.localhost"
+FAR = "far@conference.localhost"
 
 
 async def occupant(node: ServerProcess, user: str, room: str, nick: str) -> Any:
-    """An XMPP occupant of `room`; its groupchat bodies arrive on `.bodies`."""
+    """An XMPP occupant of `room`; its groupchat bodies arrive on `.bodies`, the presences
+    of the room's occupants on `.presences` as (nick, type)."""
     client = await connect(node, user, nick, password="pw")
-    client.bodies = asyncio.Queue()
+    client.bodies, client.presences = asyncio.Queue(), asyncio.Queue()
     entered = asyncio.get_running_loop().create_future()
 
     def on_presence(presence: Any) -> None:
+        if presence["from"].bare == room:
+            client.presences.put_nowait((presence["from"].resource, presence["type"]))
         if presence["from"].full == f"{room}/{nick}" and not entered.done():
             entered.set_result(True)
 
@@ -44,7 +49,22 @@ async def body(client: Any, text: str) -> None:
         pass
 
 
-def test_json_rooms_are_served_where_they_are_made_and_refused_elsewhere(nodes) -> None:
+async def seen(client: Any, nick: str, type_: str) -> None:
+    while await asyncio.wait_for(client.presences.get(), 10) != (nick, type_):
+        pass
+
+
+async def persist(client: Any, room: str) -> None:
+    """The owner's configuration form: the room is unlocked and stored."""
+    iq = client.make_iq_set(ito=room)
+    form = ET.SubElement(ET.SubElement(iq.xml, f"{{{OWNER}}}query"), f"{{{DATA}}}x")
+    form.set("type", "submit")
+    field = ET.SubElement(form, f"{{{DATA}}}field", var="muc#roomconfig_persistentroom")
+    ET.SubElement(field, f"{{{DATA}}}value").text = "1"
+    await iq.send(timeout=10)
+
+
+def test_json_rooms_are_served_where_they_are_made(nodes) -> None:
     assert shutil.which("node"), "node is needed for the JSON channel client"
     assert (HERE / "node_modules" / "phoenix").is_dir(), "run `npm ci` in tests/web"
     n1, n2 = nodes
@@ -66,19 +86,10 @@ def test_json_rooms_are_served_where_they_are_made_and_refused_elsewhere(nodes) 
             got = await tab.event(f"room:{FRESH}", "new_msg", lambda m: m["body"] == "from xmpp")
             assert "ann" in str(got.get("from")), got
 
-            # A room node 1 serves: refused on node 2, saying where it is served.
+            # A room node 1 serves: listed on node 2 (stored, public), its occupant counted
+            # cluster-wide; node 2 cannot create it.
             lobby = await occupant(n1, ann, LOBBY, "boss")
-            iq = lobby.make_iq_set(ito=LOBBY)
-            form = ET.SubElement(ET.SubElement(iq.xml, f"{{{OWNER}}}query"), f"{{{DATA}}}x")
-            form.set("type", "submit")
-            field = ET.SubElement(form, f"{{{DATA}}}field", var="muc#roomconfig_persistentroom")
-            ET.SubElement(field, f"{{{DATA}}}value").text = "1"
-            await iq.send(timeout=10)  # unlocked, stored
-            tab.send(op="join", topic=f"room:{LOBBY}", payload={"nick": "carol"})
-            refused = await tab.wait(lambda x: x.get("join_error") == f"room:{LOBBY}")
-            assert refused["reply"]["reason"] == "service-unavailable", refused
-            assert "cluster node n1" in refused["reply"]["text"], refused
-            # ...but listed on node 2 (stored, public), its occupant counted cluster-wide.
+            await persist(lobby, LOBBY)
             listed = {r["jid"]: r for r in (await tab.push(me, "rooms"))["rooms"]}
             assert set(listed) == {FRESH, LOBBY}, listed
             assert listed[LOBBY]["occupants"] == 1 and listed[FRESH]["occupants"] == 2, listed
@@ -87,6 +98,64 @@ def test_json_rooms_are_served_where_they_are_made_and_refused_elsewhere(nodes) 
             await lobby.close()
             await a.close()
         finally:
+            await tab.close()
+
+    run(scenario())
+
+
+def test_json_session_joins_a_room_another_node_serves(nodes) -> None:
+    """A JSON session on node 2 in a room node 1 serves: it joins with an XMPP join presence
+    forwarded to node 1, sees the XMPP occupant and its messages, and the occupant sees its
+    presence and messages; what needs the room's state on node 2 is refused."""
+    assert shutil.which("node"), "node is needed for the JSON channel client"
+    n1, n2 = nodes
+    ann, carol, dave = users(n1, "ann", "carol", "dave")
+    topic = f"room:{FAR}"
+
+    async def scenario() -> None:
+        a = await occupant(n1, ann, FAR, "ann")
+        await persist(a, FAR)  # node 1 serves it
+        a.send_message(mto=FAR, mbody="before carol", mtype="groupchat")
+        await body(a, "before carol")
+        tab = await Phx.open(n2, login(n2, carol, "pw"))
+        other = await Phx.open(n2, login(n2, dave, "pw"))
+        try:
+            joined = await tab.join(topic, {"nick": "carol"})
+            assert joined["nick"] == "carol" and joined["role"] == "participant", joined
+            assert joined["affiliation"] == "none", joined
+            old = await tab.event(topic, "new_msg", lambda m: m["body"] == "before carol")
+            assert old.get("delayed"), old  # the room's history, sent by node 1
+            await seen(a, "carol", "available")
+            await tab.presence(topic, lambda s: {"ann", "carol"} <= set(s))
+
+            sent = await tab.push(topic, "new_msg", {"body": "from json", "msg_id": "m1"})
+            assert sent["msg_id"] == "m1" and sent["id"], sent  # node 1's stanza-id
+            await body(a, "from json")
+            mine = await tab.event(topic, "new_msg", lambda m: m["body"] == "from json")
+            assert "carol" in str(mine.get("from")), mine
+            a.send_message(mto=FAR, mbody="from xmpp", mtype="groupchat")
+            got = await tab.event(topic, "new_msg", lambda m: m["body"] == "from xmpp")
+            assert "ann" in str(got.get("from")), got
+
+            listed = (await tab.push(topic, "occupants"))["occupants"]
+            assert {o["nick"]: o["role"] for o in listed} == {
+                "ann": "moderator",
+                "carol": "participant",
+            }, listed
+            refused = await tab.request(topic, "history")
+            assert refused["error"]["reason"] == "service-unavailable", refused
+
+            # The room's own refusals come back as join errors (a nick in use).
+            other.send(op="join", topic=topic, payload={"nick": "ann"})
+            taken = await other.wait(lambda x: x.get("join_error") == topic)
+            assert taken["reply"]["reason"] == "conflict", taken
+
+            tab.send(op="leave", topic=topic)
+            await tab.wait(lambda x: x.get("left") == topic)
+            await seen(a, "carol", "unavailable")
+            await a.close()
+        finally:
+            await other.close()
             await tab.close()
 
     run(scenario())
