@@ -23,7 +23,11 @@ if TYPE_CHECKING:
     from .session import ChannelSession
 
 ANSWER_TIMEOUT = 10.0  # the owner's answer to a join or a message
-REMOTE_EVENTS = ("new_msg", "occupants")  # what a session does in a room served elsewhere
+REMOTE_EVENTS = (
+    "new_msg",
+    "occupants",
+    "chat_state",
+)  # what a session does in a room served elsewhere
 
 
 class _Wait:
@@ -141,6 +145,12 @@ class RemoteRooms:
         sub(stanza, ns.SID, "origin-id", id=msg_id)
         echo = await self._ask(self._sends, msg_id, stanza)
         return {"id": stanza_id_of(echo, room_jid), "msg_id": msg_id}
+
+    async def chat_state(self, topic: str, state: str) -> None:
+        """XEP-0085 in the room: nothing comes back to wait for."""
+        stanza = make("message", {"type": "groupchat", "to": topic.partition(":")[2]})
+        sub(stanza, ns.CHATSTATES, state)
+        await self.session.route(stanza)
 
     def occupants(self, topic: str) -> list[dict[str, Any]]:
         """From the Tracker's cluster-wide view; real JIDs stay hidden (the room's whois

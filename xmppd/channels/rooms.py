@@ -123,7 +123,11 @@ class Rooms:
         s.server.pubsub.subscribe(room_topic(room_jid), s)
         state = s.server.tracker.list(room_topic(room_jid))
         s.push(topic, "presence_state", self._presences(topic, state))
-        if since:
+        if since and self.remote.serves(topic):  # the archive is read on the room's node
+            s.push(
+                topic, "synced", {"last": since, "complete": False, "reason": "service-unavailable"}
+            )
+        elif since:
             await self._replay(topic, api, room_jid, since)
         for event, held in self._held.pop(topic, []):  # history after the reply, as expected
             if not (since and event == "new_msg" and held.get("delayed")):
@@ -297,6 +301,10 @@ class Rooms:
     async def _do_chat_state(self, api: RoomApi, room: str, p: dict[str, Any]) -> None:
         if p.get("state") not in render.CHAT_STATES:
             raise ChannelError("bad-request", "state is a XEP-0085 chat state")
+        topic = room_topic(room)
+        if self.remote.serves(topic):
+            await self.remote.chat_state(topic, p["state"])
+            return
         await api.chat_state(room, self.session.full, p["state"])
 
     async def _do_displayed(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ async def occupant(node: ServerProcess, user: str, room: str, nick: str) -> Any:
         "message",
         lambda m: m["type"] == "groupchat" and m["body"] and client.bodies.put_nowait(m["body"]),
     )
+
     client.send_raw(f"<presence to='{room}/{nick}'><x xmlns='{MUC}'/></presence>")
     await asyncio.wait_for(entered, 10)
     return client
@@ -109,7 +110,7 @@ def test_json_session_joins_a_room_another_node_serves(nodes) -> None:
     presence and messages; what needs the room's state on node 2 is refused."""
     assert shutil.which("node"), "node is needed for the JSON channel client"
     n1, n2 = nodes
-    ann, carol, dave = users(n1, "ann", "carol", "dave")
+    ann, carol, dave, eve = users(n1, "ann", "carol", "dave", "eve")
     topic = f"room:{FAR}"
 
     async def scenario() -> None:
@@ -119,6 +120,7 @@ def test_json_session_joins_a_room_another_node_serves(nodes) -> None:
         await body(a, "before carol")
         tab = await Phx.open(n2, login(n2, carol, "pw"))
         other = await Phx.open(n2, login(n2, dave, "pw"))
+        third = await Phx.open(n2, login(n2, eve, "pw"))
         try:
             joined = await tab.join(topic, {"nick": "carol"})
             assert joined["nick"] == "carol" and joined["role"] == "participant", joined
@@ -144,6 +146,19 @@ def test_json_session_joins_a_room_another_node_serves(nodes) -> None:
             }, listed
             refused = await tab.request(topic, "history")
             assert refused["error"]["reason"] == "service-unavailable", refused
+            await tab.push(topic, "chat_state", {"state": "composing"})
+            # Reflected by node 1 to the occupants, the sender's session included.
+            await tab.event(
+                topic, "chat_state", lambda p: p == {"from": "carol", "state": "composing"}
+            )
+            # Catching up from an archive id reads the archive where the room is: not here.
+            await third.join(topic, {"nick": "eve", "since": sent["id"]})
+            synced = await third.event(topic, "synced")
+            assert synced == {
+                "last": sent["id"],
+                "complete": False,
+                "reason": "service-unavailable",
+            }, synced
 
             # The room's own refusals come back as join errors (a nick in use).
             other.send(op="join", topic=topic, payload={"nick": "ann"})
@@ -155,6 +170,7 @@ def test_json_session_joins_a_room_another_node_serves(nodes) -> None:
             await seen(a, "carol", "unavailable")
             await a.close()
         finally:
+            await third.close()
             await other.close()
             await tab.close()
 
