@@ -79,7 +79,13 @@ class RemoteRooms:
             sub(x, ns.MUC, "history", maxstanzas=str(history))
         if password is not None:
             sub(x, ns.MUC, "password", password)
-        answer = await self._ask(self._joins, topic, presence)
+        try:
+            answer = await self._ask(self._joins, topic, presence)
+        except ChannelError as exc:
+            if exc.reason == "remote-server-timeout":  # in case the join arrives after all
+                gone = make("presence", {"to": f"{room_jid}/{nick}", "type": "unavailable"})
+                await self.session.route(gone)
+            raise
         item = get_child(get_child(answer, ns.MUC_USER, "x"), ns.MUC_USER, "item")
         mine = (answer.get("from") or "").partition("/")[2] or nick  # the room may change it
         self.nicks[topic] = mine

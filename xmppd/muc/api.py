@@ -115,9 +115,9 @@ class RoomApi:
         return None if owner == placement.node else owner
 
     async def _served_here(self, room_jid: str) -> None:
-        """Cluster mode: the JSON channels act on the rooms this node serves. A room nobody
-        serves is taken here (its lease); one another node serves is refused, since its state
-        lives there (docs/cluster.md)."""
+        """Cluster mode: the room API acts on the rooms this node serves. A room nobody serves
+        is taken here (its lease); one another node serves is refused, since its state lives
+        there (JSON sessions join those with stanzas: channels/remote_rooms.py)."""
         owner = await self.served_by(room_jid)
         if owner is not None:
             raise MucError(
