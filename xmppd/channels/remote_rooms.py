@@ -4,12 +4,13 @@ The room's state lives on its owner node, so the session takes part the way an X
 does: its join, messages and leave are the stanzas a client would send from its full JID,
 which the room placement forwards to the owner; the owner's answers come back addressed to
 that JID and are rendered by channels/rooms.py as for a local room. Occupants come from the
-Tracker's cluster-wide view of the room topic. What reads the room's state directly
-(history, corrections, moderation, configuration) is refused for such rooms.
+Tracker's cluster-wide view of the room topic, the archive from a XEP-0313 query. What
+needs the room's state otherwise (corrections, moderation, configuration) is refused.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -17,17 +18,15 @@ import trio
 from ..muc.api import stanza_id_of
 from ..protocol import namespaces as ns
 from ..protocol.stanza import Element, child_text, get_child, local_name, make, sub
+from . import files, render
 from .session import ChannelError
 
 if TYPE_CHECKING:
     from .session import ChannelSession
 
 ANSWER_TIMEOUT = 10.0  # the owner's answer to a join or a message
-REMOTE_EVENTS = (
-    "new_msg",
-    "occupants",
-    "chat_state",
-)  # what a session does in a room served elsewhere
+# What a session does in a room served elsewhere.
+REMOTE_EVENTS = ("new_msg", "occupants", "chat_state", "history")
 
 
 class _Wait:
@@ -49,6 +48,7 @@ class RemoteRooms:
         self.nicks: dict[str, str] = {}  # topic -> our nick, rooms served elsewhere
         self._joins: dict[str, _Wait] = {}  # topic -> the join in flight
         self._sends: dict[str, _Wait] = {}  # message id -> the message in flight
+        self._pages: dict[str, list[Element]] = {}  # MAM query id -> its results so far
 
     def serves(self, topic: str) -> bool:
         return topic in self.nicks or topic in self._joins
@@ -126,7 +126,12 @@ class RemoteRooms:
             wait.settle(stanza)
 
     def message(self, stanza: Element) -> bool:
-        """The room's echo of a message we sent, or its refusal: True when it was one."""
+        """A result of our archive query (taken: True), the room's echo of a message we sent
+        (rendered as any message: False) or its refusal (taken)."""
+        result = get_child(stanza, ns.MAM, "result")
+        if result is not None and result.get("queryid") in self._pages:
+            self._pages[result.get("queryid") or ""].append(result)
+            return True
         wait = self._sends.get(stanza.get("id") or "")
         if wait is None:
             return False
@@ -157,6 +162,51 @@ class RemoteRooms:
         stanza = make("message", {"type": "groupchat", "to": topic.partition(":")[2]})
         sub(stanza, ns.CHATSTATES, state)
         await self.session.route(stanza)
+
+    async def history(
+        self, topic: str, before: str | None, after: str | None, limit: int
+    ) -> dict[str, Any]:
+        messages, complete, _last = await self.page(topic, before, after, limit)
+        return {"messages": messages, "complete": complete}
+
+    async def page(
+        self, topic: str, before: str | None, after: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool, str | None]:
+        """A page of the room's archive, asked of its node with XEP-0313 (a RSM page after
+        `after`, else the one before `before`, else the newest): the messages as the local
+        `history` renders them, whether it is the last page that way, its newest id."""
+        room_jid, qid = topic.partition(":")[2], secrets.token_hex(6)
+        iq = make("iq", {"type": "set", "to": room_jid})
+        query = sub(iq, ns.MAM, "query", queryid=qid)
+        page = sub(query, ns.RSM, "set")
+        sub(page, ns.RSM, "max", str(limit))
+        if after is not None:
+            sub(page, ns.RSM, "after", after)
+        else:
+            sub(page, ns.RSM, "before", before or "")
+        self._pages[qid] = []
+        try:
+            answer = await self.session.request(iq)
+        finally:
+            results = self._pages.pop(qid)
+        if answer.get("type") == "error":
+            raise ChannelError(*_error_of(answer))
+        messages = []
+        for result in results:
+            forwarded = get_child(result, ns.FORWARD, "forwarded")
+            inner = get_child(forwarded, ns.CLIENT, "message") if forwarded is not None else None
+            if inner is None or render.room_retraction(inner) is not None:
+                continue  # the original is a tombstone in the archive already
+            rendered = render.room_message(inner, room_jid, None, True)
+            if rendered is not None:
+                files.annotate(rendered, inner, self.session)
+                rendered["stamp"] = render.delay_stamp(forwarded) or rendered["stamp"]
+                rendered["id"] = result.get("id")
+                messages.append(rendered)
+        await files.complete(messages, self.session)
+        fin = get_child(answer, ns.MAM, "fin")
+        last = results[-1].get("id") if results else None
+        return messages, fin is not None and fin.get("complete") == "true", last
 
     def occupants(self, topic: str) -> list[dict[str, Any]]:
         """From the Tracker's cluster-wide view; real JIDs stay hidden (the room's whois

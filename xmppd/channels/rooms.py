@@ -124,9 +124,7 @@ class Rooms:
         state = s.server.tracker.list(room_topic(room_jid))
         s.push(topic, "presence_state", self._presences(topic, state))
         if since and self.remote.serves(topic):  # the archive is read on the room's node
-            s.push(
-                topic, "synced", {"last": since, "complete": False, "reason": "service-unavailable"}
-            )
+            await self._replay_remote(topic, since)
         elif since:
             await self._replay(topic, api, room_jid, since)
         for event, held in self._held.pop(topic, []):  # history after the reply, as expected
@@ -163,6 +161,20 @@ class Rooms:
             s.push(topic, "synced", {"last": after, "complete": complete})
         except MucError as exc:
             s.push(topic, "synced", {"last": since, "complete": False, "reason": exc.condition})
+
+    async def _replay_remote(self, topic: str, since: str) -> None:
+        s, sent, after, complete = self.session, 0, since, False
+        try:
+            while sent < REPLAY_MAX and not complete:
+                page, complete, last = await self.remote.page(topic, None, after, MAX_PAGE)
+                for message in page:
+                    s.push(topic, "new_msg", message)
+                    sent += 1
+                complete = complete or last is None
+                after = last or after
+            s.push(topic, "synced", {"last": after, "complete": complete})
+        except ChannelError as exc:
+            s.push(topic, "synced", {"last": since, "complete": False, "reason": exc.reason})
 
     async def leave(self, topic: str) -> None:
         api = self.joined.pop(topic, None)
@@ -280,6 +292,8 @@ class Rooms:
     async def _do_history(self, api: RoomApi, room: str, p: dict[str, Any]) -> dict[str, Any]:
         before = text_arg(p, "before", optional=True, limit=128)
         after = text_arg(p, "after", optional=True, limit=128)
+        if self.remote.serves(room_topic(room)):
+            return await self.remote.history(room_topic(room), before, after, limit_arg(p))
         page, complete, show = await api.history(
             room, self.session.jid, before=before, after=after, limit=limit_arg(p)
         )

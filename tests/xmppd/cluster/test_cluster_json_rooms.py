@@ -144,21 +144,28 @@ def test_json_session_joins_a_room_another_node_serves(nodes) -> None:
                 "ann": "moderator",
                 "carol": "participant",
             }, listed
-            refused = await tab.request(topic, "history")
+            # The archive, read on node 1 with a XEP-0313 query.
+            page = await tab.push(topic, "history")
+            bodies = [m["body"] for m in page["messages"]]
+            assert bodies == ["before carol", "from json", "from xmpp"], page
+            assert page["complete"] and page["messages"][1]["id"] == sent["id"], page
+            older = await tab.push(topic, "history", {"before": sent["id"], "limit": 5})
+            assert [m["body"] for m in older["messages"]] == ["before carol"], older
+            unknown = await tab.request(topic, "history", {"after": "nope"})
+            assert unknown["error"]["reason"] == "item-not-found", unknown
+            refused = await tab.request(topic, "correct", {"id": sent["id"], "body": "fixed"})
             assert refused["error"]["reason"] == "service-unavailable", refused
             await tab.push(topic, "chat_state", {"state": "composing"})
             # Reflected by node 1 to the occupants, the sender's session included.
             await tab.event(
                 topic, "chat_state", lambda p: p == {"from": "carol", "state": "composing"}
             )
-            # Catching up from an archive id reads the archive where the room is: not here.
+            # Catching up from an archive id: the archive after it, read on node 1.
             await third.join(topic, {"nick": "eve", "since": sent["id"]})
             synced = await third.event(topic, "synced")
-            assert synced == {
-                "last": sent["id"],
-                "complete": False,
-                "reason": "service-unavailable",
-            }, synced
+            assert synced == {"last": got["id"], "complete": True}, synced
+            caught = [m["body"] for m in third.events(topic, "new_msg")]
+            assert caught == ["from xmpp"], third.lines[-10:]
 
             # The room's own refusals come back as join errors (a nick in use).
             other.send(op="join", topic=topic, payload={"nick": "ann"})
