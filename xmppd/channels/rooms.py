@@ -354,7 +354,7 @@ class Rooms:
             self._presence(stanza, topic)
         elif kind == "message":
             if self.remote.message(stanza):
-                pass  # the refusal of a message sent to a room served elsewhere: its answer
+                pass  # an answer to a request in a room served elsewhere (remote_rooms.py)
             elif stanza.get("type") == "groupchat":
                 self._groupchat(stanza, topic, room_jid)
             else:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from phx import HERE, Phx, login
 from support import ServerProcess, connect, run
-from support_cluster import users
+from support_cluster import DOWN, ROOM_LEASE, users
 
 MUC, OWNER = "http://jabber.org/protocol/muc", "http://jabber.org/protocol/muc#owner"
 DATA = "jabber:x:data"
@@ -179,6 +180,39 @@ def test_json_session_joins_a_room_another_node_serves(nodes) -> None:
         finally:
             await third.close()
             await other.close()
+            await tab.close()
+
+    run(scenario())
+
+
+def test_json_session_stays_in_a_room_taken_over(three_nodes) -> None:
+    """The room's node is killed: the JSON session on node 2 is seated again on the node that
+    takes the room over, like the XMPP occupants, and goes on chatting."""
+    n1, n2, n3 = three_nodes
+    ann, bob, carol = users(n1, "ann", "bob", "carol")
+    topic = f"room:{FAR}"
+
+    async def scenario() -> None:
+        a = await occupant(n1, ann, FAR, "ann")
+        await persist(a, FAR)  # node 1 serves it
+        b = await occupant(n3, bob, FAR, "bob")
+        tab = await Phx.open(n2, login(n2, carol, "pw"))
+        try:
+            await tab.join(topic, {"nick": "carol"})
+            await seen(b, "carol", "available")
+            assert n1.proc is not None
+            n1.proc.send_signal(signal.SIGKILL)
+            n1.proc.wait()
+            # Bob is seated again on the new owner: the room's presences again, carol's too.
+            await asyncio.wait_for(seen(b, "carol", "available"), ROOM_LEASE + DOWN + 10)
+            sent = await tab.push(topic, "new_msg", {"body": "after the takeover"})
+            assert sent["id"], sent
+            await body(b, "after the takeover")
+            b.send_message(mto=FAR, mbody="still here", mtype="groupchat")
+            await tab.event(topic, "new_msg", lambda m: m["body"] == "still here")
+            await b.disconnect()
+            a.abort()
+        finally:
             await tab.close()
 
     run(scenario())
