@@ -6,13 +6,14 @@ Phases (all bounded; traffic only to 127.0.0.1):
   3. rate    `--messages` 1:1 messages at `--rate` msg/s, session i -> session i+1
              -> p50/p99 latency, server CPU per 10,000 delivered messages
   4. flood   `--flood-messages` with at most `--window` in flight -> max msg/s, CPU/10k
+  5. close   `</stream:stream>` on every session, wait for the server to close
+Prints one JSON object on stdout. Server figures come from /proc/<--server-pid>.
+
 Every session sends in turn, so one account sends `rate / sessions` msg/s. A server with a
 per-account message rate (xmppd's `[modules.abuse]`, on by default) would refuse the excess
 and the figures would measure refusals: `--account-rate`/`--account-burst` give that limit,
 the fixed rate must stay under it (else: more sessions) and the flood is paced below
 `sessions x account-rate`. Refused messages (`type='error'`) are counted, never timed.
-  5. close   `</stream:stream>` on every session, wait for the server to close
-Prints one JSON object on stdout. Server figures come from /proc/<--server-pid>.
 
 Run it pinned to a core other than the server's, e.g.
   taskset -c 0 python bench/loadgen.py --port 5222 --server-pid 1234 --sessions 5000
