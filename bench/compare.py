@@ -68,6 +68,9 @@ def loadgen_command(args: argparse.Namespace, server: Any) -> list[str]:
         "--messages", str(args.messages), "--rate", str(args.rate),
         "--flood-messages", str(args.flood_messages), "--window", str(args.window),
     ]  # fmt: skip
+    if server.account_rate is not None:
+        rate, burst = server.account_rate
+        cmd += ["--account-rate", str(rate), "--account-burst", str(burst)]
     if args.tls:
         cmd.append("--tls")
     if args.bare_jid:
@@ -128,6 +131,15 @@ def warnings_for(run: dict[str, Any], args: argparse.Namespace) -> list[str]:
         sent, delivered = dig(run, (phase, "sent")), dig(run, (phase, "delivered"))
         if sent and delivered is not None and delivered < sent:
             out.append(f"{phase}: {sent - delivered} of {sent} messages not delivered")
+        if dig(run, (phase, "refused")):
+            out.append(f"{phase}: {run[phase]['refused']} messages refused by the server")
+    cap = dig(run, ("flood", "account_rate_cap"))
+    flood_rate = dig(run, ("flood", "delivered_per_s"))
+    if cap and flood_rate and flood_rate > 0.8 * cap:
+        out.append(
+            f"flood near the per-account rate cap ({flood_rate:g} of {cap:g} msg/s): "
+            "more sessions measure more"
+        )
     achieved = dig(run, ("rate", "achieved_send_rate"))
     if achieved is not None and achieved < 0.95 * args.rate:
         out.append(f"fixed rate not reached: {achieved} < {args.rate}")

@@ -9,6 +9,12 @@ Phases (all bounded; traffic only to 127.0.0.1):
   5. close   `</stream:stream>` on every session, wait for the server to close
 Prints one JSON object on stdout. Server figures come from /proc/<--server-pid>.
 
+Every session sends in turn, so one account sends `rate / sessions` msg/s. A server with a
+per-account message rate (xmppd's `[modules.abuse]`, on by default) would refuse the excess
+and the figures would measure refusals: `--account-rate`/`--account-burst` give that limit,
+the fixed rate must stay under it (else: more sessions) and the flood is paced below
+`sessions x account-rate`. Refused messages (`type='error'`) are counted, never timed.
+
 Run it pinned to a core other than the server's, e.g.
   taskset -c 0 python bench/loadgen.py --port 5222 --server-pid 1234 --sessions 5000
 """
@@ -19,6 +25,7 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import os
 import resource
 import sys
@@ -195,6 +202,15 @@ async def send_at_rate(
     return count / max(time.monotonic() - start, 1e-9)
 
 
+def account_budget(sessions: int, rate: float, burst: int) -> Callable[[float], float]:
+    """Messages all accounts together may have sent `elapsed` s into the flood without any one
+    going over its bucket: round-robin sending spreads them evenly, the margin keeps half the
+    burst and 5 % of the rate for the rounding and for what the fixed-rate phase drained."""
+    if rate <= 0:
+        return lambda elapsed: float("inf")
+    return lambda elapsed: sessions * (burst / 2 + 0.95 * rate * elapsed)
+
+
 async def send_flood(
     sessions: list[Session],
     templates: list[tuple[bytes, bytes]],
@@ -202,14 +218,18 @@ async def send_flood(
     count: int,
     window: int,
     deadline: float,
+    budget: Callable[[float], float],
 ) -> None:
-    """Send as fast as the server delivers, keeping at most `window` messages in flight."""
+    """Send as fast as the server delivers, keeping at most `window` messages in flight and
+    each account within `budget`."""
     n = len(sessions)
     sent = 0
     base = len(stats.latencies_ns)
     clock = time.monotonic_ns
+    start = time.monotonic()
     while sent < count and time.monotonic() < deadline:
-        allowed = min(count, len(stats.latencies_ns) - base + window)
+        in_budget = int(budget(time.monotonic() - start))
+        allowed = min(count, len(stats.latencies_ns) - base + window, in_budget)
         while sent < allowed:
             s = sent % n
             prefix, suffix = templates[s]
@@ -233,11 +253,13 @@ async def chat_phase(
 ) -> dict[str, object]:
     templates = message_templates(sessions, args.bare_jid)
     stats.latencies_ns = []
+    stats.refused = 0
     count = args.flood_messages if flood else args.messages
+    budget = account_budget(len(sessions), args.account_rate, args.account_burst)
     with Meter(args.server_pid, args.server_core) as meter:
         if flood:
             deadline = time.monotonic() + args.phase_timeout
-            await send_flood(sessions, templates, stats, count, args.window, deadline)
+            await send_flood(sessions, templates, stats, count, args.window, deadline, budget)
             send_rate = None
         else:
             send_rate = await send_at_rate(sessions, templates, count, args.rate)
@@ -247,6 +269,7 @@ async def chat_phase(
     out: dict[str, object] = {
         "sent": count,
         "delivered": delivered,
+        "refused": stats.refused,
         **meter.report(),
         "delivered_per_s": round(delivered / meter.wall, 1) if meter.wall else 0.0,
         "server_cpu_s_per_10k": round(meter.server_cpu * 10_000 / delivered, 4)
@@ -254,6 +277,8 @@ async def chat_phase(
         else None,
         **latency_report(stats.latencies_ns),
     }
+    if flood and args.account_rate > 0:
+        out["account_rate_cap"] = round(len(sessions) * args.account_rate, 1)
     if send_rate is not None:
         out["target_rate"] = args.rate
         out["achieved_send_rate"] = round(send_rate, 1)
@@ -327,12 +352,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=1_000.0, help="fixed-rate msg/s")
     p.add_argument("--flood-messages", type=int, default=0, help="flood phase size (0: skip)")
     p.add_argument("--window", type=int, default=500, help="flood: messages in flight")
+    p.add_argument(
+        "--account-rate", type=float, default=0.0,
+        help="the server's per-account msg/s limit (xmppd default 10; 0: none)",
+    )  # fmt: skip
+    p.add_argument("--account-burst", type=int, default=60, help="... and its burst")
     p.add_argument("--phase-timeout", type=float, default=60.0, help="max wait for delivery")
     p.add_argument("--close-timeout", type=float, default=10.0)
     p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
     args = p.parse_args(argv)
     if not 1 <= args.sessions <= MAX_SESSIONS:
         p.error(f"--sessions must be 1..{MAX_SESSIONS} (file limit per process)")
+    if args.account_rate > 0 and args.messages and args.rate > args.sessions * args.account_rate:
+        p.error(
+            f"--rate {args.rate:g} over {args.sessions} sessions is {args.rate / args.sessions:g}"
+            f" msg/s per account, above --account-rate {args.account_rate:g}: use at least "
+            f"{math.ceil(args.rate / args.account_rate)} sessions"
+        )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         p.error("traffic only to the local machine")
     return args

@@ -31,6 +31,7 @@ import asyncio
 import datetime as dt
 import gc
 import json
+import math
 import os
 import platform
 import re
@@ -46,7 +47,7 @@ sys.path.insert(0, str(HERE))
 
 from compare import run_loadgen  # noqa: E402
 from loadgen import Meter, event_loop_factory, latency_report  # noqa: E402
-from servers import SERVERS, Accounts  # noqa: E402
+from servers import SERVERS, Accounts, Xmppd  # noqa: E402
 from xmppclient import ChatStats, LoginError, Session  # noqa: E402
 
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -290,9 +291,18 @@ def loadgen_main(argv: list[str]) -> int:
 
 
 # -- driver ------------------------------------------------------------------------------------
+def senders_for(rate: float, wanted: int) -> int:
+    """At least `wanted` senders, and enough that none goes over 90 % of xmppd's default
+    per-account message rate (`[modules.abuse]`, servers.py `Xmppd.account_rate`): the same
+    count for every server, so that the default configuration is measured, not its refusals."""
+    per_account = 0.9 * Xmppd.account_rate[0]
+    return max(wanted, math.ceil(rate / per_account))
+
+
 def run_one(args: argparse.Namespace, name: str, size: int, round_no: int) -> dict[str, Any]:
     rate = args.deliveries_per_s / size
-    messages = max(args.senders, round(rate * args.window_s))
+    senders = senders_for(rate, args.senders)
+    messages = max(senders, round(rate * args.window_s))
     server = SERVERS[name](
         Accounts(size), tls=False, core=args.server_core, nice=args.nice, keep=args.keep, muc=True
     )
@@ -306,7 +316,7 @@ def run_one(args: argparse.Namespace, name: str, size: int, round_no: int) -> di
             "--port", str(server.port), "--server-pid", str(server.pid),
             "--server-core", str(args.server_core), "--label", name,
             "--occupants", str(size), "--messages", str(messages), "--rate", f"{rate:.4f}",
-            "--senders", str(args.senders), "--join-concurrency", str(args.join_concurrency),
+            "--senders", str(senders), "--join-concurrency", str(args.join_concurrency),
         ]  # fmt: skip
         proc = run_loadgen(cmd, args.nice, args.run_timeout)
         if proc.returncode != 0 or not proc.stdout.strip():
@@ -409,7 +419,8 @@ def report_text(args: argparse.Namespace, runs: list[dict[str, Any]], env: dict)
     out = [
         f"MUC fan-out, {env['date']} (xmppd commit {env['commit']}); medians of "
         f"{args.rounds} interleaved rounds; {args.deliveries_per_s} deliveries/s for "
-        f"{args.window_s} s per run, {args.senders} senders; server on core {args.server_core}, "
+        f"{args.window_s} s per run, {args.senders}+ senders (each under xmppd's per-account "
+        f"rate); server on core {args.server_core}, "
         f"load generator on core {args.loadgen_core}, nice {args.nice}",
         "",
         table(args, rows),

@@ -107,6 +107,9 @@ class Server:
     """Base: subclasses write config and accounts, and give the command line."""
 
     name = "server"
+    # The per-account message limit of this configuration, (msg/s, burst), or None: the load
+    # generator keeps every account under it, as real users are (bench/loadgen.py).
+    account_rate: tuple[float, int] | None = None
 
     def __init__(
         self,
@@ -320,6 +323,7 @@ class Xmppd(Server):
     web_config = XMPPD_NO_WEB
 
     modules_config = ""  # empty: the default module set, as shipped
+    account_rate = (10.0, 60)  # [modules.abuse] messages_per_second, message_burst defaults
 
     def prepare(self) -> None:
         cfg = XMPPD_CFG.format(
@@ -410,6 +414,7 @@ class XmppdLean(Xmppd):
     """xmppd without per-message storage: the floor the default set is measured against."""
 
     name = "xmppd-lean"
+    account_rate = None  # no `abuse` module
     modules_config = "\n[modules]\nenabled = [" + ", ".join(f'"{m}"' for m in LEAN_MODULES) + "]\n"
 
 

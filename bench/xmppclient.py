@@ -246,8 +246,22 @@ class Session(asyncio.Protocol):
         self.buf = buf[end:]
         now = time.monotonic_ns()
         latencies = self.stats.latencies_ns
+        if buf.find(b"<error", 0, end) >= 0:
+            self._chat_with_bounces(buf[:end], now)
+            return
         for match in BODY.finditer(buf, 0, end):
             latencies.append(now - int(match.group(1)))
+
+    def _chat_with_bounces(self, data: bytes, now: int) -> None:
+        """A bounce (type='error', e.g. a rate limit) may carry the body back: count it as
+        refused, never as a delivery."""
+        latencies = self.stats.latencies_ns
+        for message in data.split(b"</message>"):
+            if b"<error" in message:
+                self.stats.refused += 1
+                continue
+            for match in BODY.finditer(message):
+                latencies.append(now - int(match.group(1)))
 
     async def close(self, timeout: float) -> bool:
         """Close the stream and wait for the server to close the TCP connection."""
@@ -269,11 +283,12 @@ class Session(asyncio.Protocol):
 class ChatStats:
     """Shared by all sessions of one load generator process."""
 
-    __slots__ = ("latencies_ns", "lost")
+    __slots__ = ("latencies_ns", "lost", "refused")
 
     def __init__(self) -> None:
         self.latencies_ns: list[int] = []
         self.lost = 0
+        self.refused = 0  # messages bounced with type='error' (e.g. a rate limit)
 
 
 def unverified_tls_context() -> ssl.SSLContext:

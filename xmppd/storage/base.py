@@ -55,8 +55,8 @@ class MapStore(Protocol):
         self, user: str, key: str, change: Callable[[Document | None], Document | None]
     ) -> tuple[Document | None, Document | None]:
         """Read, `change`, write back in one transaction (one round trip); (old, new).
-        Updates of an existing document never lose each other; two first writes of one key
-        at once (several nodes) may: the later one wins."""
+        Concurrent updates never lose each other, first writes of one key from several nodes
+        included (`change` may then run again on the row that came first)."""
 
     async def replace(
         self,
@@ -65,7 +65,7 @@ class MapStore(Protocol):
         expected: Callable[[Document | None], bool],
         value: Document | None,
     ) -> bool:
-        """Compare and set under a row lock: store `value` (None deletes) only if `expected`
+        """Compare and set (an `update`): store `value` (None deletes) only if `expected`
         accepts the stored document (None: absent); False, nothing written, otherwise."""
 
     async def get_all(self, user: str) -> dict[str, Document]: ...

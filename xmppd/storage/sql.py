@@ -20,6 +20,7 @@ from xmppd.storage.base import (
     ArchivePage,
     ArchiveRecord,
     Document,
+    StorageError,
     UnknownArchiveId,
     Write,
 )
@@ -37,6 +38,12 @@ _MAP_UPSERT = (
     'ON CONFLICT (host, store, "user", key) DO UPDATE SET value = excluded.value'
 )
 _MAP_DELETE = 'DELETE FROM map WHERE host = ? AND store = ? AND "user" = ? AND key = ?'
+_MAP_GET = 'SELECT value FROM map WHERE host = ? AND store = ? AND "user" = ? AND key = ?'
+_MAP_INSERT_NEW = (
+    'INSERT INTO map (host, store, "user", key, value) VALUES (?, ?, ?, ?, ?) '
+    'ON CONFLICT (host, store, "user", key) DO NOTHING'
+)
+FIRST_WRITE_ATTEMPTS = 3  # a lost first insert, then the row deleted before we read it, ...
 _ARCHIVE_INSERT = (
     "INSERT INTO archive (host, store, owner, id, ts, with_bare, with_full, stanza) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -136,9 +143,8 @@ class SQLMapStore:
         self._scope = (host, store)
 
     async def get(self, user: str, key: str) -> Document | None:
-        sql = 'SELECT value FROM map WHERE host = ? AND store = ? AND "user" = ? AND key = ?'
         args = (*self._scope, user, key)
-        rows = await self._db.run("map get", lambda tx: tx.rows(sql, args))
+        rows = await self._db.run("map get", lambda tx: tx.rows(_MAP_GET, args))
         return _decode(rows[0][0]) if rows else None
 
     async def set(self, user: str, key: str, value: Document | None) -> None:
@@ -156,19 +162,26 @@ class SQLMapStore:
     async def update(
         self, user: str, key: str, change: Callable[[Document | None], Document | None]
     ) -> tuple[Document | None, Document | None]:
-        get = 'SELECT value FROM map WHERE host = ? AND store = ? AND "user" = ? AND key = ?'
+        """Read under a row lock, `change`, write back: one transaction. A first write of an
+        absent key inserts only if no row appeared meanwhile (another node's first write, not
+        lockable before it exists); if one did, it is read (locked now) and changed instead."""
         args = (*self._scope, user, key)
 
         def read_change_write(tx: Executor) -> tuple[Document | None, Document | None]:
-            rows = tx.rows(get + getattr(tx, "row_lock", ""), args)
-            old = _decode(rows[0][0]) if rows else None
-            new = change(None if old is None else json.loads(rows[0][0]))
-            if new != old:
+            for _attempt in range(FIRST_WRITE_ATTEMPTS):
+                rows = tx.rows(_MAP_GET + getattr(tx, "row_lock", ""), args)
+                old = _decode(rows[0][0]) if rows else None
+                new = change(None if old is None else json.loads(rows[0][0]))
+                if new == old:
+                    return old, new
                 if new is None:
                     tx.write(_MAP_DELETE, args)
-                else:
+                elif old is not None:
                     tx.write(_MAP_UPSERT, (*args, _encode(new)))
-            return old, new
+                elif tx.write(_MAP_INSERT_NEW, (*args, _encode(new))) != 1:
+                    continue  # another writer's row came first: change that one
+                return old, new
+            raise StorageError(f"map key {key!r} of {user!r} keeps appearing and vanishing")
 
         return await self._db.run("map update", read_change_write)
 
@@ -179,32 +192,18 @@ class SQLMapStore:
         expected: Callable[[Document | None], bool],
         value: Document | None,
     ) -> bool:
-        """Compare and set, in one transaction: the row is locked (a no-op UPDATE takes
-        PostgreSQL's row lock and SQLite's write lock), read, checked by `expected`, then
-        written. False, with nothing written, when `expected` refuses what is stored or a
-        row appeared meanwhile: read again and retry (several nodes share the database)."""
-        where = 'host = ? AND store = ? AND "user" = ? AND key = ?'
-        args = (*self._scope, user, key)
-        insert = (
-            'INSERT INTO map (host, store, "user", key, value) VALUES (?, ?, ?, ?, ?) '
-            'ON CONFLICT (host, store, "user", key) DO NOTHING'
-        )
+        """Compare and set: an `update` that writes `value` only if `expected` accepts the
+        stored document, read under the row lock. False, nothing written, when it refuses:
+        the caller reads again and retries (several nodes share the database)."""
+        accepted = False
 
-        def run(tx: Executor) -> bool:
-            tx.write(f"UPDATE map SET value = value WHERE {where}", args)
-            rows = tx.rows(f"SELECT value FROM map WHERE {where}", args)
-            current = _decode(rows[0][0]) if rows else None
-            if not expected(current):
-                return False
-            if value is None:
-                tx.write(f"DELETE FROM map WHERE {where}", args)
-            elif current is None:
-                return tx.write(insert, (*args, _encode(value))) == 1
-            else:
-                tx.write(f"UPDATE map SET value = ? WHERE {where}", (_encode(value), *args))
-            return True
+        def change(current: Document | None) -> Document | None:
+            nonlocal accepted
+            accepted = expected(current)
+            return value if accepted else current
 
-        return await self._db.run("map replace", run)
+        await self.update(user, key, change)
+        return accepted
 
     async def get_all(self, user: str) -> dict[str, Document]:
         sql = 'SELECT key, value FROM map WHERE host = ? AND store = ? AND "user" = ? ORDER BY key'

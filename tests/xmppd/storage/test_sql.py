@@ -259,3 +259,22 @@ async def test_map_replace_loses_no_concurrent_change(db):
             nursery.start_soon(increment)
     assert await store.get("u", "k") == {"n": 20}
     assert retries > 0  # the race happened, and was caught
+
+
+async def test_map_update_loses_no_concurrent_first_write(backend, db):
+    """First writes of one absent key from two nodes at once: the row lock cannot hold a row
+    that is not there yet, so the losing insert must read the winner's row and change that."""
+    other = await backend.open()  # a second node on the same database
+
+    def plus_one(old):
+        return {"count": (old or {"count": 0})["count"] + 1}
+
+    try:
+        for round_no in range(10):
+            key = f"fresh{round_no}"
+            async with trio.open_nursery() as nursery:
+                for node in (db, other) * 3:
+                    nursery.start_soon(node.for_host("h").map("unread").update, "u", key, plus_one)
+            assert await db.for_host("h").map("unread").get("u", key) == {"count": 6}
+    finally:
+        await other.close()
