@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -63,6 +64,8 @@ class Namespace:
 @pytest.fixture
 def namespaces() -> Iterator[list[Namespace]]:
     """Two namespaces n1, n2 with unique names and subnets, deleted whatever happens."""
+    if shutil.which("ip") is None:
+        pytest.skip("the ip command (iproute2) is not installed")
     tag = uuid.uuid4().hex[:6]
     net = f"10.{random.randint(200, 254)}.{random.randint(0, 255)}"
     made: list[Namespace] = []
