@@ -46,8 +46,14 @@ class ServerProcess:
         extra_config: str = "",
         http_config: str = "",
         login_config: str = LOGIN_EXEMPT_LOOPBACK,
+        host: str = "127.0.0.1",
+        launcher: tuple[str, ...] = (),
     ) -> None:
+        # host: the address every listener binds and clients dial; launcher: a command the
+        # server runs under (`ip netns exec NAME` puts it in a network namespace).
         self.base = base
+        self.host = host
+        self.launcher = launcher
         self.data_dir = base / "data"
         self.port = free_port()
         self.tls_port = free_port()
@@ -67,14 +73,14 @@ demo_account = false
 {login_config}
 
 [http]
-interfaces = ["127.0.0.1"]
-plain_interfaces = ["127.0.0.1"]
+interfaces = ["{host}"]
+plain_interfaces = ["{host}"]
 port = {self.http_port}
 tls_port = {self.https_port}
 {http_config}
 
 [c2s]
-interfaces = ["127.0.0.1"]
+interfaces = ["{host}"]
 port = {self.port}
 direct_tls_port = {self.tls_port}
 {extra_config}
@@ -103,7 +109,7 @@ direct_tls_port = {self.tls_port}
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xmppd", "serve", "-c", str(self.config_path)],
+            [*self.launcher, sys.executable, "-m", "xmppd", "serve", "-c", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.base,
@@ -113,9 +119,9 @@ direct_tls_port = {self.tls_port}
             if self.proc.poll() is not None:
                 raise RuntimeError(f"xmppd exited early:\n{self.log_path.read_text()[-3000:]}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                socket.create_connection(("127.0.0.1", self.tls_port), timeout=0.2).close()
-                socket.create_connection(("127.0.0.1", self.https_port), timeout=0.2).close()
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                socket.create_connection((self.host, self.tls_port), timeout=0.2).close()
+                socket.create_connection((self.host, self.https_port), timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)
@@ -196,7 +202,7 @@ async def connect(
     # slixmpp tries direct TLS first by default; say which one this test wants.
     client.enable_direct_tls = direct_tls
     client.enable_starttls = not direct_tls
-    client.connect("127.0.0.1", server.tls_port if direct_tls else server.port)
+    client.connect(server.host, server.tls_port if direct_tls else server.port)
     try:
         await asyncio.wait_for(client.started, timeout)
     except BaseException:

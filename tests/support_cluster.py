@@ -94,27 +94,30 @@ def _started(
 
 
 class PrivateRedis:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, bind: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.port = free_port()
         self.base = base
+        self.bind = bind
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.bind[0]}:{self.port}/0"
 
     def start(self) -> None:
         redis = shutil.which("redis-server")
         assert redis, "redis-server is needed"
         self.proc = subprocess.Popen(
-            [redis, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", str(self.base)],
+            [redis, "--port", str(self.port), "--save", "", "--bind", *self.bind]
+            + ["--appendonly", "no", "--dir", str(self.base)]
+            # Clients from other addresses (network namespaces) need it off; no password here.
+            + ([] if self.bind == ("127.0.0.1",) else ["--protected-mode", "no"]),
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection((self.bind[0], self.port), timeout=0.2).close()
                 return
             except OSError:
                 assert time.monotonic() < deadline

@@ -11,10 +11,11 @@ from support import free_port
 
 
 class Proxy:
-    """TCP forwarder 127.0.0.1:port -> target, in a trio loop of its own thread."""
+    """TCP forwarder host:port -> target, in a trio loop of its own thread."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
+        self.host = host
         self.port = free_port()
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
@@ -36,7 +37,7 @@ class Proxy:
     async def _listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED):
         with trio.CancelScope() as scope:
             self._listening = scope
-            listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
             task_status.started()
             await trio.serve_listeners(self._forward, listeners)
 

@@ -147,6 +147,8 @@ class Cluster:
         self.ack_timeout = ack_timeout
         self._pending: dict[int, tuple[float, Host, Any]] = {}
         self._ids = itertools.count(1)
+        # node -> its entries as they came back after it was down (see _on_peer)
+        self._back: dict[str, list[Entry]] = {}
         self.redelivered = 0  # unacknowledged deliveries routed again
         self.room_lease = room_lease  # seconds a MUC room's owner node holds it (muc/lease.py)
         # Other messages on ROUTE_TOPIC: (kind, domain) -> handler(*rest) (muc/placement.py).
@@ -244,6 +246,11 @@ class Cluster:
     def deliver(self, topic: str, message: object) -> None:
         """pubsub Subscriber of ROUTE_TOPIC: what other nodes send this one."""
         kind, domain, *rest = message  # type: ignore[misc]
+        if kind == "again":  # a node that had us down hears us again: probe it once more
+            entries = self._back.get(rest[0])
+            if entries:
+                self._spawn(self._available_again, entries)
+            return
         handler = self.handlers.get((kind, domain))
         if handler is not None:
             handler(*rest)
@@ -404,13 +411,20 @@ class Cluster:
     # ---- failed nodes -----------------------------------------------------------------------
 
     def _on_peer(self, node: str, state: str, entries: list[Entry]) -> None:
+        if state != "up":
+            self._back.pop(node, None)
         if state in ("down", "gone") and entries:
             log.warning("node %s is %s: %d presence(s) left with it", node, state, len(entries))
             self._spawn(self._unavailable_for, entries)
         elif state == "up":
             log.info("node %s is up (%d presence(s) back)", node, len(entries))
             if entries:  # back after a partition or a Redis outage
+                self._back[node] = entries
                 self._spawn(self._available_again, entries)
+                # Our probes can reach that node before it listens again (it may publish
+                # before its subscription is back): now that we hear it, it can hear us,
+                # so it probes our users once more, and our answers reach it.
+                self.pubsub.direct_broadcast(node, ROUTE_TOPIC, ("again", "", self.node))
 
     async def _watchers_here(self, host: Host, entry: Entry) -> list[Session]:
         """Our available sessions that see ``entry``'s presence: the account's own, and its

@@ -86,6 +86,7 @@ def cluster(tmp_path: Path, pg_url: str) -> Iterator[tuple[list[ServerProcess], 
                 ).read_text()
                 time.sleep(0.05)
         front = SimpleNamespace(
+            host="127.0.0.1",
             port=ports["5222"],
             tls_port=ports["5223"],
             https_port=ports["5443"],

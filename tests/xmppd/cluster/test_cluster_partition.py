@@ -1,10 +1,9 @@
 """A network partition between two nodes, then healed: presence converges on both sides.
 
 n2 reaches the (real, shared) Redis through a `Proxy` the test cuts: n1 keeps Redis, n2 loses
-it, so each node stops hearing the other while both keep serving their own users. `ip netns`
-with veth links works on this machine too, but the nodes' clients and the shared Redis live in
-the root namespace; cutting n2's only path to the others is the same partition seen from
-xmppd (its TCP connections to Redis drop and new ones are refused).
+it, so each node stops hearing the other while both keep serving their own users: n2's TCP
+connections to Redis drop and new ones are refused. test_cluster_netns.py makes the silent
+kind of partition (packets dropped on a veth link set down between network namespaces).
 """
 
 from __future__ import annotations
