@@ -37,6 +37,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: every socket stays bound until all are picked (one after the other,
+    the kernel may hand the same port out twice)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 class ServerProcess:
     """One xmppd process with its own config and data directory."""
 
@@ -55,10 +68,8 @@ class ServerProcess:
         self.host = host
         self.launcher = launcher
         self.data_dir = base / "data"
-        self.port = free_port()
-        self.tls_port = free_port()
-        self.http_port = free_port()  # the web listener (plain and HTTPS), lines in [http]
-        self.https_port = free_port()
+        # c2s, direct TLS, the web listener (plain and HTTPS; lines in [http])
+        self.port, self.tls_port, self.http_port, self.https_port = free_ports(4)
         self.config_path = base / "xmppd.toml"
         self.log_path = base / "xmppd.log"
         self.config_path.write_text(
